@@ -1,0 +1,7 @@
+"""``python -m xai_bridge ...`` runs the command line (also under ``torchrun``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

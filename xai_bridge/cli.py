@@ -1,0 +1,239 @@
+"""``xai-bridge`` command line: plugins, explain, demo.
+
+Every sub-command validates its input before doing any work and exits with
+status 2 and one sentence saying what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["n_steps=20", "layer=blocks.15"]`` → ``{"n_steps": 20, "layer": "blocks.15"}``."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--option {pair!r}: expected KEY=VALUE, e.g. --option n_steps=20")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value  # a plain string such as a layer name
+    return options
+
+
+# -- plugins ----------------------------------------------------------------------------------
+def cmd_plugins(args: argparse.Namespace) -> int:
+    import xai_bridge as xb
+
+    explainers = xb.list_explainers()
+    metrics = xb.list_metrics()
+    host = xb.get_host()
+    if args.json:
+        payload = {
+            "plugins": [
+                {"plugin": p.plugin, "distribution": p.distribution, "version": p.version}
+                for p in host.providers().values()
+            ],
+            "explainers": [s.as_dict() for s in explainers],
+            "metrics": [s.as_dict() for s in metrics],
+            "failures": [{"plugin": f.provider.plugin, "distribution": f.provider.distribution, "stage": f.stage, "error": f.error} for f in host.failures],
+        }
+        print(json.dumps(payload, indent=2, ensure_ascii=False))
+        return 0
+    print(f"Explainers ({len(explainers)}):")
+    for s in explainers:
+        aliases = f" (aliases: {', '.join(s.aliases)})" if s.aliases else ""
+        print(f"  {s.name:<22} {s.family:<13} {s.provider}{aliases}")
+    print(f"\nMetrics ({len(metrics)}):")
+    for s in metrics:
+        print(f"  {s.name:<22} {s.arrow} {s.category:<13} {s.provider}")
+    if host.failures:
+        print(f"\nSkipped plugins ({len(host.failures)}):")
+        for f in host.failures:
+            print(f"  {f}")
+    return 0
+
+
+# -- explain ----------------------------------------------------------------------------------
+def _load_inputs(paths: Sequence[str], images_flag: str | None, size: int) -> tuple[Any, list[str]]:
+    import torch
+
+    from .data import ImageLoadError, load_image, sample_images
+
+    if images_flag and paths:
+        raise UsageError("give image files or --images default, not both")
+    if images_flag:
+        if images_flag != "default":
+            raise UsageError(f"--images {images_flag!r}: only 'default' (the embedded photos) is known; pass files as arguments")
+        return sample_images(size=size)
+    if not paths:
+        raise UsageError("no images: pass image files, or --images default for the embedded photos")
+    tensors, names = [], []
+    for p in paths:
+        try:
+            tensors.append(load_image(p, size=size))
+        except ImageLoadError as exc:
+            raise UsageError(str(exc)) from exc
+        names.append(Path(p).stem)
+    return torch.stack(tensors), names
+
+
+def _check_target(target: str | None, num_classes: int) -> Any:
+    if target is None:
+        return None
+    if target.lstrip("-").isdigit():
+        index = int(target)
+        if not 0 <= index < num_classes:
+            raise UsageError(f"--target {index}: out of range; the model has {num_classes} classes (0..{num_classes - 1})")
+        return index
+    from .classes import class_index
+
+    try:
+        return class_index(target)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("target:", "--target:")) from exc
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    import xai_bridge as xb
+
+    from .classes import imagenet_classes
+    from .registry import UnknownNameError
+    from .viz import save_explanation_figure
+
+    try:
+        spec = xb.explainer_spec(args.explainer)
+    except UnknownNameError as exc:
+        raise UsageError(f"--explainer: {exc}") from exc
+    options = _parse_options(args.option)
+    if args.layer:
+        options["layer"] = args.layer
+    images, names = _load_inputs(args.paths, args.images, args.size)
+    model = xb.default_model()
+    device = torch.device(args.device)
+    model, images = model.to(device), images.to(device)
+    target = _check_target(args.target, 1000)
+    try:
+        explainer = spec.create(model, **options)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{spec.name}: {exc}") from exc
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    classes = imagenet_classes()
+    summary = []
+    bar = tqdm(range(0, images.shape[0], args.batch_size), desc=f"{spec.name}", unit="batch", disable=args.quiet)
+    for start in bar:
+        batch = images[start : start + args.batch_size]
+        explanation = explainer.explanation(batch, target)
+        probs = explanation.logits.softmax(-1)
+        for i in range(batch.shape[0]):
+            name = names[start + i]
+            cls = int(explanation.targets[i])
+            prob = float(probs[i, cls])
+            stem = f"{name}_{spec.name}".replace("+", "p")
+            np.save(out / f"{stem}.npy", explanation.maps[i].cpu().numpy())
+            if explanation.raw is not None:
+                np.save(out / f"{stem}_raw.npy", explanation.raw[i].cpu().numpy())
+            save_explanation_figure(out / f"{stem}.png", batch[i], explanation.maps[i], f"{classes[cls]} ({prob:.1%})", spec.name)
+            top = probs[i].topk(5)
+            summary.append(
+                {
+                    "image": name,
+                    "explained_class": cls,
+                    "explained_name": classes[cls],
+                    "probability": prob,
+                    "top5": [{"class": int(c), "name": classes[int(c)], "probability": float(p)} for p, c in zip(top.values, top.indices)],
+                    "figure": f"{stem}.png",
+                    "map": f"{stem}.npy",
+                }
+            )
+    (out / "explanations.json").write_text(json.dumps({"explainer": spec.name, "options": {k: repr(v) for k, v in options.items()}, "images": summary}, indent=2, ensure_ascii=False))
+    for row in summary:
+        top = ", ".join(f"{t['name']} {t['probability']:.1%}" for t in row["top5"][:3])
+        print(f"{row['image']:<20} explained: {row['explained_name']} ({row['probability']:.1%})   top-3: {top}")
+    print(f"wrote {len(summary)} figures and maps to {out}/")
+    return 0
+
+
+# -- demo -------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    import xai_bridge as xb
+
+    from .viz import save_grid
+
+    model = xb.default_model()
+    images, names = xb.sample_images()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    maps = {}
+    for name in tqdm(args.explainers, desc="explainers", disable=args.quiet):
+        maps[name] = xb.get_explainer(name, model).explain(images)
+    with torch.no_grad():
+        probs = model(images).softmax(-1)
+    classes = xb.imagenet_classes()
+    titles = [f"{n}\n{classes[int(c)]} {float(p):.0%}" for n, p, c in zip(names, *probs.max(-1))]
+    path = save_grid(out / "saliency_grid.png", images, maps, titles)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xai-bridge", description="Saliency explainers and faithfulness metrics across Captum, pytorch-grad-cam and Quantus.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plugins", help="list every explainer and metric with the plugin providing it")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("explain", help="explain images with one explainer on the embedded default model")
+    p.add_argument("paths", nargs="*", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--explainer", "-e", required=True, help="explainer name, see `xai-bridge plugins`")
+    p.add_argument("--images", help="'default' for the embedded photos")
+    p.add_argument("--target", help="class index or ImageNet class name (default: the predicted class)")
+    p.add_argument("--layer", help="target layer (dotted module name), for CAM methods")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="explainer option, repeatable")
+    p.add_argument("--out", default="out", help="output folder (default: out/)")
+    p.add_argument("--size", type=int, default=224, help="image side after resize and centre crop")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("demo", help="explain the embedded photos with several explainers and save a grid")
+    p.add_argument("--out", default="out/demo")
+    p.add_argument("--explainers", nargs="+", default=["gradcam", "gradcam++", "layercam", "saliency"])
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"xai-bridge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

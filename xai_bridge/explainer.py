@@ -1,0 +1,183 @@
+"""The explainer contract every plugin implements.
+
+An explainer is built for one model (``get_explainer(name, model, **options)``)
+and turns a batch of images into one saliency map per image::
+
+    maps = explainer.explain(images, target=None)   # B×H×W, on the images' device
+
+Subclasses override one method, :meth:`Explainer.attribute`, which receives
+checked images and one class index per image and returns maps at any
+resolution; the base class validates input, resolves targets, upsamples to the
+input resolution (bilinear, ``align_corners=False``) and keeps the
+feature-resolution map in :attr:`Explanation.raw`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import TargetLayer, find_layer
+from .targets import Target, check_images, check_model_ready, resolve_targets
+
+
+@dataclass
+class Explanation:
+    """What an explainer returns for a batch.
+
+    Attributes:
+        maps: ``B×H×W`` float maps at the input resolution, on the images' device.
+        raw: the map at the resolution the method computes it (e.g. ``B×7×7`` for a
+            CAM on the last block), or ``None`` when the method works at input resolution.
+        targets: ``(B,)`` class indices explained.
+        logits: ``B×K`` logits of the unperturbed images.
+        info: method-specific extras (e.g. Opti-CAM's final masked score).
+    """
+
+    maps: torch.Tensor
+    raw: torch.Tensor | None
+    targets: torch.Tensor
+    logits: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        """Softmax probability of each image's explained class."""
+        return self.logits.softmax(-1).gather(1, self.targets[:, None]).squeeze(1)
+
+
+@dataclass
+class MapOutput:
+    """What :meth:`Explainer.attribute` may return when it has more than a map.
+
+    ``maps`` at any resolution (B×h×w); ``raw`` the feature-resolution map when
+    ``maps`` is already at input resolution; ``info`` extras copied into
+    :attr:`Explanation.info`.
+    """
+
+    maps: torch.Tensor
+    raw: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """``B×h×w`` → ``B×H×W`` (bilinear, ``align_corners=False``; no-op at the right size)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(maps[:, None], size=size, mode=mode, **kwargs)[:, 0]
+
+
+@contextlib.contextmanager
+def preserve_grads(model: nn.Module):
+    """Leave the model's parameter ``.grad`` as it found them (toolkits call backward on it)."""
+    saved = [(p, p.grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
+        for p, g in saved:
+            p.grad = g
+
+
+class Explainer:
+    """Base class of every explainer. Override :meth:`attribute`.
+
+    Args:
+        model: a classifier ``nn.Module`` returning logits, in eval mode.
+        class_names: names for ``target="..."`` lookups when the model is not an
+            ImageNet-1k classifier.
+
+    Example::
+
+        >>> import torch, xai_bridge as xb
+        >>> class Centre(xb.Explainer):
+        ...     def attribute(self, images, targets):
+        ...         b, _, h, w = images.shape
+        ...         yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        ...         return (-(xx**2 + yy**2)).exp().expand(b, h, w)
+        >>> Centre(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3)).eval()).explain(torch.rand(2, 3, 8, 8)).shape
+        torch.Size([2, 8, 8])
+    """
+
+    #: set by the registry to the name the explainer was created under
+    name: str = "explainer"
+    #: whether :meth:`attribute` back-propagates (then it runs under ``enable_grad``
+    #: even when the caller is in ``no_grad``, and the model's ``.grad`` are restored)
+    needs_grad: bool = True
+
+    def __init__(self, model: nn.Module, *, class_names: Sequence[str] | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
+        self.model = model
+        self.class_names = class_names
+
+    # -- the one override point -----------------------------------------------------------
+    def attribute(self, images: torch.Tensor, targets: torch.Tensor) -> "torch.Tensor | MapOutput":
+        """Maps for checked ``images`` (B×C×H×W) and ``targets`` (LongTensor, B).
+
+        Return ``B×h×w`` at any resolution (upsampled by the caller), or a
+        :class:`MapOutput` to add the raw map or extras.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement attribute(images, targets)")
+
+    # -- the public API -------------------------------------------------------------------
+    def explanation(self, images: torch.Tensor, target: Target = None) -> Explanation:
+        """Maps plus everything around them (raw maps, targets, logits, extras)."""
+        check_model_ready(self.model)
+        check_images(images)
+        with torch.no_grad():
+            logits = self.model(images)
+        targets = resolve_targets(target, images.shape[0], logits=logits, class_names=self.class_names, device=images.device)
+        if self.needs_grad:
+            with torch.enable_grad(), preserve_grads(self.model):
+                out = self.attribute(images, targets)
+        else:
+            with torch.no_grad():
+                out = self.attribute(images, targets)
+        if not isinstance(out, MapOutput):
+            out = MapOutput(out)
+        maps, raw = out.maps, out.raw
+        if maps.ndim == 4 and maps.shape[1] == 1:
+            maps = maps[:, 0]
+        if maps.ndim != 3 or maps.shape[0] != images.shape[0]:
+            raise RuntimeError(f"{type(self).__name__}.attribute returned shape {tuple(maps.shape)}; expected B×h×w with B={images.shape[0]}")
+        maps = maps.detach().to(device=images.device, dtype=torch.float32)
+        if raw is None and tuple(maps.shape[-2:]) != tuple(images.shape[-2:]):
+            raw = maps
+        maps = upsample(maps, tuple(images.shape[-2:]))
+        if raw is not None:
+            raw = raw.detach().to(device=images.device, dtype=torch.float32)
+        return Explanation(maps=maps, raw=raw, targets=targets, logits=logits.detach(), info=dict(out.info))
+
+    def explain(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
+        """``B×H×W`` saliency maps (float, input resolution, on the images' device)."""
+        return self.explanation(images, target).maps
+
+    __call__ = explain
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class LayerExplainer(Explainer):
+    """An explainer that reads one layer of the model (CAM methods, layer attributions).
+
+    ``layer`` is a module of the model or its dotted name; ``None`` asks the
+    installed plugins (``resolve_target_layer`` hook) for this architecture.
+    """
+
+    def __init__(self, model: nn.Module, *, layer: Any = None, class_names: Sequence[str] | None = None) -> None:
+        super().__init__(model, class_names=class_names)
+        self.target_layer: TargetLayer = find_layer(model, layer)
+
+    @property
+    def layer(self) -> nn.Module:
+        return self.target_layer.module
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} layer={self.target_layer.name!r}>"

@@ -1,0 +1,116 @@
+"""The hooks a plugin may implement: this module is the reference for plugin authors.
+
+A plugin is any importable module (or object) listed under the ``xai_bridge``
+entry-point group, with functions decorated by :data:`xai_bridge.hookimpl`.
+Each hook's docstring below is its complete documentation; ``docs/hooks.md`` is
+generated from them and a test checks that every hook is documented and tested.
+
+Hooks receive a ``register`` callback rather than returning values, so one plugin
+can bring a whole family of components in one function (the pattern of
+``simonw/llm``). Plugin modules must stay cheap to import: import torch and
+friends inside factories, not at module level.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .layers import TargetLayer
+
+PROJECT = "xai_bridge"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_explainers(register: Callable[..., None]) -> None:
+    """Register saliency explainers.
+
+    Call ``register`` once per explainer::
+
+        register(
+            name: str,                      # lower case, hyphenated: "my-cam"
+            factory: Callable[..., Explainer],  # factory(model, **options) -> Explainer
+            *,
+            aliases: Sequence[str] = (),
+            description: str = "",
+            family: str = "other",          # "cam", "gradient", "perturbation",
+                                            # "optimisation", "baseline", "attention", "other"
+            needs_layer: bool = False,      # True when the method reads a target layer
+        )
+
+    The factory is called by :func:`xai_bridge.get_explainer` with the model
+    and the user's options; import heavy modules inside it.
+
+    Example (a complete plugin module)::
+
+        from xai_bridge import hookimpl
+
+        def _make(model, **options):
+            from my_package.explainer import CentreBias   # an xai_bridge.Explainer subclass
+            return CentreBias(model, **options)
+
+        @hookimpl
+        def register_explainers(register):
+            register("centre-bias", _make, aliases=("center-bias",), family="baseline",
+                     description="A Gaussian bump in the centre of the image.")
+    """
+
+
+@hookspec
+def register_metrics(register: Callable[..., None]) -> None:
+    """Register evaluation metrics.
+
+    Call ``register`` once per metric::
+
+        register(
+            name: str,                      # snake case as in the papers: "average_gain"
+            factory: Callable[..., Metric], # factory(**options) -> Metric
+            *,
+            aliases: Sequence[str] = (),
+            description: str = "",
+            higher_is_better: bool,         # Quantus's ScoreDirection
+            category: str = "Faithfulness", # Quantus's EvaluationCategory value
+            needs: Sequence[str] = (),      # extra inputs, e.g. ("boxes",) or ("explainer",)
+        )
+
+    Example::
+
+        from xai_bridge import hookimpl
+
+        def _make(**options):
+            from my_package.metrics import MaskArea
+            return MaskArea(**options)
+
+        @hookimpl
+        def register_metrics(register):
+            register("mask_area", _make, higher_is_better=False, category="Complexity",
+                     description="Fraction of the image the normalised map keeps.")
+    """
+
+
+@hookspec(firstresult=True)
+def resolve_target_layer(model: Any) -> "TargetLayer | Any | None":
+    """Name the layer CAM-style explainers should read on ``model``.
+
+    Return ``None`` when the architecture is not yours; the first non-``None``
+    answer wins. Return either a module of ``model`` or a
+    :class:`xai_bridge.layers.TargetLayer` (module plus an optional
+    ``reshape`` turning token sequences into ``B×C×h×w`` grids, for
+    transformers). An explicit ``layer=`` given by the user always wins over
+    this hook.
+
+    Example::
+
+        from xai_bridge import hookimpl
+
+        @hookimpl
+        def resolve_target_layer(model):
+            if type(model).__name__ == "MyNet":
+                return model.backbone.last_block
+            return None
+    """

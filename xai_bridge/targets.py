@@ -1,0 +1,112 @@
+"""Turning the ``target`` argument users pass into one class index per image."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence, Union
+
+from .classes import class_index
+
+if TYPE_CHECKING:
+    import torch
+
+#: What ``target=`` accepts everywhere: None (the predicted class), one class for
+#: every image (int or name), or one per image (a sequence or a 1-d tensor).
+Target = Union[None, int, str, Sequence[Union[int, str]], "torch.Tensor"]
+
+
+def check_model_ready(model: Any) -> None:
+    """Refuse a model in training mode: its BatchNorm/Dropout would change the maps."""
+    if getattr(model, "training", False):
+        raise ValueError(
+            "model: is in training mode, so BatchNorm and Dropout would make explanations and "
+            "scores depend on the batch. Call model.eval() first."
+        )
+
+
+def check_images(images: Any, name: str = "images") -> None:
+    import torch
+
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape B×C×H×W, got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(
+            f"{name}: expected a batch B×C×H×W, got shape {tuple(images.shape)}"
+            + (" (add a batch dimension with images.unsqueeze(0))" if images.ndim == 3 else "")
+        )
+    if not images.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got {images.dtype} (convert with .float() / 255)")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name}: the batch is empty")
+
+
+def num_classes_of(logits: "torch.Tensor") -> int:
+    return int(logits.shape[-1])
+
+
+def resolve_targets(
+    target: Target,
+    batch_size: int,
+    *,
+    logits: "torch.Tensor | None" = None,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    device: Any = None,
+) -> "torch.Tensor":
+    """One class index per image as a ``LongTensor`` of shape ``(B,)``.
+
+    ``target=None`` needs ``logits`` (the predicted class is explained). Names are
+    looked up in ``class_names`` (ImageNet's when ``None`` and the model has 1000
+    outputs). Every index is checked against ``num_classes``.
+    """
+    import torch
+
+    if logits is not None and num_classes is None:
+        num_classes = num_classes_of(logits)
+    if target is None:
+        if logits is None:
+            raise ValueError("target=None means 'the predicted class', which needs the model's logits")
+        out = logits.argmax(dim=-1)
+    elif isinstance(target, torch.Tensor):
+        if target.ndim == 0:
+            out = target.reshape(1).expand(batch_size)
+        elif target.ndim == 1 and target.shape[0] == batch_size:
+            out = target
+        else:
+            raise ValueError(f"target: expected a scalar or one class per image ({batch_size}), got shape {tuple(target.shape)}")
+        if target.is_floating_point():
+            raise TypeError("target: class indices must be integers, got a floating-point tensor")
+    elif isinstance(target, (int, str)) and not isinstance(target, bool):
+        out = torch.full((batch_size,), _one(target, class_names, num_classes), dtype=torch.long)
+    elif isinstance(target, Sequence):
+        if len(target) != batch_size:
+            raise ValueError(f"target: got {len(target)} classes for {batch_size} images; give one per image or a single one")
+        out = torch.tensor([_one(t, class_names, num_classes) for t in target], dtype=torch.long)
+    else:
+        raise TypeError(f"target: expected None, an int, a class name, or one per image, got {type(target).__name__}")
+    out = out.to(dtype=torch.long, device=device if device is not None else out.device)
+    if num_classes is not None and out.numel():
+        lo, hi = int(out.min()), int(out.max())
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"target: class {bad} is out of range; the model has {num_classes} classes (0..{num_classes - 1})")
+    return out
+
+
+def _one(t: int | str, class_names: Sequence[str] | None, num_classes: int | None) -> int:
+    if isinstance(t, str):
+        if class_names is None and num_classes not in (None, 1000):
+            raise ValueError(
+                f"target: the class name {t!r} cannot be looked up: the model has {num_classes} classes, "
+                "not ImageNet's 1000; pass class_names=... or an index"
+            )
+        return class_index(t, class_names)
+    if isinstance(t, bool) or not isinstance(t, int):
+        try:
+            import numbers
+
+            if isinstance(t, numbers.Integral):
+                return int(t)
+        except Exception:  # pragma: no cover
+            pass
+        raise TypeError(f"target: expected an int or a class name, got {t!r}")
+    return int(t)

@@ -1,0 +1,130 @@
+"""Pytest plugin shipped with xai-bridge: fixtures and contract checks for plugin authors.
+
+Installed through the ``pytest11`` entry point, so any project with xai-bridge
+installed gets these fixtures without configuration:
+
+* ``xai_bridge_plugin`` — register a plugin object for the duration of one test::
+
+      def test_my_explainer(xai_bridge_plugin):
+          xai_bridge_plugin(my_plugin_module)
+          assert "my-cam" in [s.name for s in xai_bridge.list_explainers()]
+
+* ``xai_bridge_isolated`` — a fresh plugin host for one test (entry points reloaded).
+
+and functions any plugin author can call in their own tests:
+
+* :func:`check_explainer_contract` — shapes, device, dtype, targets, batching,
+  training-mode refusal, no hooks or gradients left on the model.
+
+This module must stay cheap to import: pytest loads it in every session.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import pytest
+
+
+@pytest.fixture
+def xai_bridge_isolated() -> Iterator[Any]:
+    """A fresh :class:`~xai_bridge.plugins.PluginHost` for one test; the previous one is restored after."""
+    from xai_bridge import plugins
+
+    saved = plugins._host
+    plugins._host = plugins.PluginHost()
+    try:
+        yield plugins._host
+    finally:
+        plugins._host = saved
+
+
+@pytest.fixture
+def xai_bridge_plugin() -> Iterator[Callable[..., str]]:
+    """Register plugin objects for one test: ``xai_bridge_plugin(obj, name=None) -> name``."""
+    from xai_bridge.plugins import get_host
+
+    host = get_host()
+    names: list[str] = []
+
+    def register(plugin: Any, name: str | None = None) -> str:
+        registered = host.register(plugin, name=name)
+        names.append(registered)
+        return registered
+
+    try:
+        yield register
+    finally:
+        for name in reversed(names):
+            host.unregister(name)
+
+
+def _hook_count(model: Any) -> int:
+    total = 0
+    for m in model.modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_full_backward_hooks", "_full_backward_pre_hooks"):
+            total += len(getattr(m, attr, {}) or {})
+    return total
+
+
+def check_explainer_contract(name: str, model: Any, images: Any, **options: Any) -> Any:
+    """Assert that the explainer ``name`` honours the xai-bridge explainer contract on ``model``.
+
+    Checks: ``explain`` returns a float ``B×H×W`` tensor on the images' device;
+    every accepted form of ``target`` (None, int, per-image list, tensor) works and
+    an out-of-range class raises ``ValueError``; explaining images one by one gives
+    the maps of the batch; a model in training mode is refused; the model's
+    parameters, ``requires_grad`` flags, ``.grad`` and hooks are as before.
+    Returns the maps of ``images`` for further checks.
+    """
+    import torch
+
+    import xai_bridge as xb
+
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    grads = [p.grad for p in model.parameters()]
+    hooks = _hook_count(model)
+
+    explainer = xb.get_explainer(name, model, **options)
+    maps = explainer.explain(images)
+    b, _, h, w = images.shape
+    assert isinstance(maps, torch.Tensor), f"{name}: explain() must return a tensor"
+    assert tuple(maps.shape) == (b, h, w), f"{name}: maps have shape {tuple(maps.shape)}, expected {(b, h, w)}"
+    assert maps.is_floating_point(), f"{name}: maps must be floating point"
+    assert maps.device == images.device, f"{name}: maps on {maps.device}, images on {images.device}"
+    assert torch.isfinite(maps).all(), f"{name}: maps contain NaN or inf"
+
+    with torch.no_grad():
+        num_classes = model(images[:1]).shape[-1]
+    explainer.explain(images, target=0)
+    explainer.explain(images, target=[i % num_classes for i in range(b)])
+    explainer.explain(images, target=torch.zeros(b, dtype=torch.long, device=images.device))
+    try:
+        explainer.explain(images, target=num_classes)
+    except ValueError:
+        pass
+    else:  # pragma: no cover - a broken explainer
+        raise AssertionError(f"{name}: target={num_classes} (out of range) must raise ValueError")
+
+    if b > 1:
+        single = torch.cat([explainer.explain(images[i : i + 1]) for i in range(b)])
+        assert torch.allclose(single, maps, atol=1e-4, rtol=1e-3), f"{name}: explaining images one by one differs from the batch"
+
+    model.train()
+    try:
+        explainer.explain(images)
+    except ValueError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError(f"{name}: a model in training mode must be refused")
+    finally:
+        model.eval()
+
+    after = model.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), f"{name}: changed the model's {key}"
+    assert [p.requires_grad for p in model.parameters()] == flags, f"{name}: changed requires_grad on the model"
+    assert all(p.grad is g for p, g in zip(model.parameters(), grads)), f"{name}: left .grad on the model's parameters"
+    assert _hook_count(model) == hooks, f"{name}: left hooks on the model"
+    return maps
