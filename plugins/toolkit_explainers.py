@@ -148,6 +148,8 @@ class CaptumExplainer(Explainer):
 
     def captum_attribute(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The toolkit's own attribution ``B×C×H×W``, exactly as Captum returns it."""
+        if self.needs_grad:  # Captum warns when it has to switch requires_grad on itself
+            images = images.detach().requires_grad_(True)
         return self.make().attribute(images, target=targets, **self.attribute_options)
 
     def attribute(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -174,7 +176,21 @@ class GuidedBackpropExplainer(CaptumExplainer):
 
 
 class DeepLiftExplainer(CaptumExplainer):
+    """Captum DeepLift (rescale rule), black baseline. Every non-linearity module must be used once."""
+
     captum_class = "DeepLift"
+
+    def captum_attribute(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        try:
+            return super().captum_attribute(images, targets)
+        except RuntimeError as exc:
+            if "used more than once" not in str(exc):
+                raise
+            raise ValueError(
+                "model: DeepLift needs every activation module (ReLU, ...) to be used once in the forward pass, "
+                "but this model applies one module more than once (torchvision's ResNet blocks reuse their ReLU). "
+                "Use integrated-gradients or input-x-gradient, or give each use its own module."
+            ) from exc
 
 
 class SmoothGradExplainer(CaptumExplainer):
