@@ -1,0 +1,11 @@
+"""The shared perturbation engine (see :mod:`xai_bridge.engine.engine`)."""
+
+from .engine import Engine, auc, model_device, parse_budget, pearson
+from .maps import check_maps, make_replacement, normalize_maps, rank_units, step_counts
+from .requests import Curve, CurveResult, Flip, FlipResult, Masked, Request, Scores
+
+__all__ = [
+    "Engine", "Curve", "CurveResult", "Flip", "FlipResult", "Masked", "Request", "Scores",
+    "auc", "pearson", "check_maps", "make_replacement", "normalize_maps", "rank_units",
+    "step_counts", "model_device", "parse_budget",
+]

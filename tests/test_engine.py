@@ -1,0 +1,256 @@
+"""The perturbation engine against Quantus's own metrics, against a naive per-image per-step
+loop written here, and against properties any correct implementation has."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from xai_bridge.engine import Curve, Engine, Flip, Masked, normalize_maps, rank_units, step_counts
+from xai_bridge.protocols import Replacement
+
+
+# -- a naive reference: one image, one step, one forward pass at a time --------------------------
+def naive_order(saliency: np.ndarray, order: str, cell: int | None) -> list[np.ndarray]:
+    """Pixel groups (flat indices) in removal order, from numpy; ties in raster order."""
+    h, w = saliency.shape
+    if cell is None:
+        groups = [np.array([i]) for i in range(h * w)]
+        keys = saliency.flatten()
+    else:
+        groups, keys = [], []
+        for gy in range(math.ceil(h / cell)):
+            for gx in range(math.ceil(w / cell)):
+                ys, xs = np.meshgrid(np.arange(gy * cell, min(h, gy * cell + cell)), np.arange(gx * cell, min(w, gx * cell + cell)), indexing="ij")
+                groups.append((ys * w + xs).flatten())
+                keys.append(saliency.flatten()[groups[-1]].mean())
+        keys = np.array(keys)
+    idx = np.argsort(-keys if order == "morf" else keys, kind="stable")
+    return [groups[i] for i in idx]
+
+
+def naive_curve(model, image, saliency, target, kind, order, replacement, k, cell=None, stop=1.0):
+    groups = naive_order(saliency.numpy(), order, cell)
+    n = len(groups)
+    steps = math.ceil(n / k) if stop >= 1 else math.ceil(stop * n / k - 1e-9)
+    c, h, w = image.shape
+    probs, preds = [], []
+    for s in range(steps + 1):
+        chosen = np.concatenate(groups[: min(s * k, n)]) if s else np.array([], dtype=int)
+        mask = np.zeros(h * w, dtype=bool)
+        mask[chosen] = True
+        mask = torch.from_numpy(mask.reshape(h, w))
+        x = torch.where(mask, replacement, image) if kind == "deletion" else torch.where(mask, image, replacement)
+        with torch.no_grad():
+            logits = model(x[None])[0]
+        probs.append(logits.softmax(0)[target].item())
+        preds.append(int(logits.argmax()))
+    return np.array(probs), np.array(preds)
+
+
+class TinyNet(nn.Module):
+    """A small CNN (random but fixed weights) whose decisions do change as pixels go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 5))
+
+    def forward(self, x):
+        return self.net(x) * 20
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    g = torch.Generator().manual_seed(3)
+    return TinyNet().eval(), torch.rand(4, 3, 12, 12, generator=g), torch.rand(4, 12, 12, generator=g)
+
+
+REPLACEMENTS = [Replacement("black"), Replacement("mean"), Replacement("blur", kernel=5, sigma=2.0), Replacement("noise", seed=4)]
+
+
+@pytest.mark.parametrize(
+    "kind,order,cell,rep", list(itertools.product(["deletion", "insertion"], ["morf", "lerf"], [None, 5], range(len(REPLACEMENTS))))
+)
+def test_curves_equal_the_naive_loop(tiny, kind, order, cell, rep):
+    model, images, maps = tiny
+    replacement = REPLACEMENTS[rep]
+    k = 7 if cell is None else 2
+    req = Curve(kind=kind, order=order, replacement=replacement, step=k, cell=cell)
+    out = Engine(model, batch_size=13, progress=False).run(images, maps, targets=[0, 1, 2, 3], requests=[req])[req]
+    from xai_bridge.engine import make_replacement
+
+    reps = make_replacement(images, replacement)
+    for i in range(images.shape[0]):
+        probs, preds = naive_curve(model, images[i], maps[i], i, kind, order, reps[i], k, cell)
+        np.testing.assert_allclose(out.probs[i].numpy(), probs, atol=1e-5)
+        assert out.predicted[i].tolist() == preds.tolist()
+
+
+def test_flips_equal_the_naive_loop_and_skip_flipped_images(tiny):
+    _, images, maps = tiny
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 5)).eval()  # decisions flip as pixels go
+    with torch.no_grad():
+        base = model(images).argmax(1)
+    total_flips = 0
+    for order in ("morf", "lerf"):
+        req = Flip(order=order, replacement=Replacement("mean"), step=6)
+        engine = Engine(model, batch_size=16, progress=False)
+        out = engine.run(images, maps, targets=None, requests=[req])[req]
+        reps = images.mean((2, 3), keepdim=True).expand_as(images)
+        last = 0
+        for i in range(images.shape[0]):
+            _, preds = naive_curve(model, images[i], maps[i], 0, "deletion", order, reps[i], 6)
+            flips = np.nonzero(preds != int(base[i]))[0]
+            expected = flips[0] * 6 / 144 if len(flips) else 1.0
+            assert out.fraction[i].item() == pytest.approx(expected)
+            assert bool(out.flipped[i]) == bool(len(flips))
+            last = max(last, flips[0] if len(flips) else 24)
+            total_flips += len(flips) > 0
+        if last < 20:  # early exit: images stop once flipped, so fewer than all 4 × 24 steps ran
+            assert engine.forward_samples < 4 + 4 * 24
+    assert total_flips >= 4, "the test model should flip some decisions"
+
+
+def test_masked_scores_equal_the_formula(tiny):
+    model, images, maps = tiny
+    reqs = [Masked(keep=True), Masked(keep=False, replacement=Replacement("mean"))]
+    out = Engine(model, progress=False).run(images, maps, targets=1, requests=reqs)
+    m = (maps - maps.amin((1, 2), keepdim=True)) / (maps.amax((1, 2), keepdim=True) - maps.amin((1, 2), keepdim=True))
+    with torch.no_grad():
+        keep = model(images * m[:, None]).softmax(1)[:, 1]
+        mean = images.mean((2, 3), keepdim=True)
+        remove = model(images * (1 - m[:, None]) + mean * m[:, None]).softmax(1)[:, 1]
+    torch.testing.assert_close(out[reqs[0]].probs, keep, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out[reqs[1]].probs, remove, atol=1e-6, rtol=1e-5)
+
+
+def test_shared_sequence_is_computed_once(tiny):
+    model, images, maps = tiny
+    mean = Replacement("mean")
+    full, part, flip = Curve(replacement=mean, step=4), Curve(replacement=mean, step=4, stop=0.1), Flip(replacement=mean, step=4)
+    together = Engine(model, progress=False)
+    out = together.run(images, maps, None, [full, part, flip])
+    alone = Engine(model, progress=False)
+    ref = {r: alone.run(images, maps, None, [r])[r] for r in (full, part, flip)}
+    torch.testing.assert_close(out[part].probs, ref[part].probs)
+    torch.testing.assert_close(out[part].probs, out[full].probs[:, : out[part].probs.shape[1]])
+    torch.testing.assert_close(out[flip].fraction, ref[flip].fraction)
+    assert together.forward_samples == images.shape[0] * (1 + 36 + 1)  # base + one full curve
+
+
+def test_step_schedule():
+    assert step_counts(10, 3).tolist() == [0, 3, 6, 9, 10]
+    assert step_counts(100, 0.25).tolist() == [0, 25, 50, 75, 100]
+    assert step_counts(100, 3, stop=0.1).tolist() == [0, 3, 6, 9, 12]  # rounded up to whole steps
+    with pytest.raises(ValueError, match="step"):
+        step_counts(10, 0)
+
+
+def test_properties_on_the_real_model(model, photos):
+    images = photos[0][:3]
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(3, 224, 224, generator=g)
+    blur = Replacement("blur", kernel=11, sigma=5.0)
+    dele, ins = Curve(step=224 * 56), Curve(kind="insertion", replacement=blur, step=224 * 56)
+    morf, lerf = Curve(step=224 * 32), Curve(order="lerf", step=224 * 32)
+    engine = Engine(model, progress=False)
+    out = engine.run(images, maps, None, [dele, ins, morf, lerf])
+    with torch.no_grad():
+        logits = model(images)
+        p = logits.softmax(1).max(1).values
+        p_black = model(torch.zeros_like(images)).softmax(1).gather(1, logits.argmax(1, keepdim=True))[:, 0]
+    torch.testing.assert_close(out[dele].probs[:, 0], p, atol=1e-5, rtol=1e-4)  # starts at the image
+    torch.testing.assert_close(out[dele].probs[:, -1], p_black, atol=1e-5, rtol=1e-4)  # all gone = replacement
+    torch.testing.assert_close(out[ins].probs[:, -1], p, atol=1e-5, rtol=1e-4)  # insertion ends at the image
+    # on a random map MoRF and LeRF agree on average (within the noise of random pixel sets)
+    gap = (out[morf].probs - out[lerf].probs).mean().abs().item()
+    assert gap < 0.1
+
+
+def test_bad_input_is_refused_with_the_argument_named(tiny):
+    model, images, maps = tiny
+    engine = Engine(model, progress=False)
+    with pytest.raises(ValueError, match=r"maps: .*\(12, 12\)"):
+        engine.run(images, maps[:, :6], None, [Curve()])
+    bad = maps.clone()
+    bad[1, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"maps: map\(s\) \[1\] contain NaN"):
+        engine.run(images, bad, None, [Curve()])
+    const = maps.clone()
+    const[2] = 0.5
+    with pytest.raises(ValueError, match=r"map\(s\) \[2\] are constant"):
+        engine.run(images, const, None, [Masked()])
+    assert engine.run(images, const, None, [Masked()], constant_maps="zeros")[Masked()].probs.shape == (4,)
+    with pytest.raises(ValueError, match=r"targets: class indices must be in \[0, 5\)"):
+        engine.run(images, maps, 7, [Curve()])
+    with pytest.raises(ValueError, match="targets: expected one class per image"):
+        engine.run(images, maps, [0, 1], [Curve()])
+    model.train()
+    try:
+        with pytest.raises(ValueError, match=r"model\.eval\(\)"):
+            engine.run(images, maps, None, [Curve()])
+    finally:
+        model.eval()
+
+
+def test_rank_units_cells():
+    s = torch.tensor([[[1.0, 1.0, 5.0, 5.0], [1.0, 1.0, 5.0, 5.0], [3.0, 3.0, 0.0, 0.0], [3.0, 3.0, 0.0, 0.0]]])
+    assert rank_units(s, "morf", cell=2)[0].tolist() == [[2, 2, 0, 0], [2, 2, 0, 0], [1, 1, 3, 3], [1, 1, 3, 3]]
+    assert normalize_maps(s).max() == 1 and normalize_maps(s).min() == 0
+
+
+# -- the same numbers as Quantus --------------------------------------------------------------------
+def untie(maps: torch.Tensor) -> torch.Tensor:
+    """The same order with no ties (Grad-CAM's zeros would be ordered differently by numpy's
+    unstable argsort): each pixel's rank, which float32 represents exactly."""
+    return rank_units(maps, "lerf").float() / maps[0].numel()
+
+
+@pytest.fixture(scope="module")
+def quantus_case(model, photos):
+    """Two photos and their Grad-CAM maps."""
+    import xai_bridge as xb
+
+    images = photos[0][:2]
+    maps = xb.get_explainer("gradcam", model).explain(images)
+    with torch.no_grad():
+        y = model(images).argmax(1)
+    return images, maps, y
+
+
+def test_deletion_curve_equals_quantus_pixel_flipping(model, quantus_case):
+    quantus = pytest.importorskip("quantus")
+    images, maps, y = quantus_case
+    # Quantus counts C×H×W features and needs features_in_step to divide H·W, so whole pixels per
+    # step (3·k features) needs 3 | H·W: the photos at 192² (the model pools globally).
+    images = torch.nn.functional.interpolate(images, size=(192, 192), mode="bilinear", antialias=True, align_corners=False)
+    maps = untie(torch.nn.functional.interpolate(maps[:, None], size=(192, 192), mode="bilinear", align_corners=False)[:, 0])
+    with torch.no_grad():
+        y = model(images).argmax(1)
+    k = 192 * 16  # pixels per step
+    metric = quantus.PixelFlipping(features_in_step=3 * k, perturb_baseline="black", normalise=False, abs=False, disable_warnings=True, display_progressbar=False)
+    theirs = np.array(metric(model=model, x_batch=images.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu", softmax=True))
+    req = Curve(replacement=Replacement("min"), step=k)  # Quantus's "black" is the per-sample minimum
+    ours = Engine(model, progress=False).run(images, maps, y, [req])[req].probs[:, 1:].numpy()
+    assert theirs.shape == ours.shape == (2, 12)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_region_curve_equals_quantus_region_perturbation(model, quantus_case):
+    quantus = pytest.importorskip("quantus")
+    images, maps, y = quantus_case
+    maps = untie(maps)
+    metric = quantus.RegionPerturbation(patch_size=32, regions_evaluation=12, perturb_baseline="black", normalise=False, abs=False, disable_warnings=True, display_progressbar=False)
+    theirs = np.array(metric(model=model, x_batch=images.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu", softmax=True))
+    req = Curve(replacement=Replacement("min"), step=1, cell=32, stop=12 / 49)
+    out = Engine(model, progress=False).run(images, maps, y, [req])[req]
+    ours = (out.probs[:, :1] - out.probs[:, 1:]).numpy()  # Quantus reports the drop from the image
+    assert theirs.shape == ours.shape == (2, 12)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)

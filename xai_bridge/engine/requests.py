@@ -1,0 +1,116 @@
+"""What a metric asks the engine for, and what it gets back.
+
+Requests are frozen (hashable) dataclasses, so identical requests from several
+metrics collapse into one, and requests that walk the same perturbation
+sequence (same order, replacement, step and units) share their forward passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..protocols import BLACK, Replacement
+
+
+@dataclass(frozen=True)
+class Masked:
+    """Score of the soft-masked image: ``x·M + r·(1−M)`` (``keep=True``) or ``x·(1−M) + r·M``.
+
+    ``M = n(S)`` per image. AD, AG, AI use ``keep=True``; ADD uses ``keep=False``.
+    """
+
+    keep: bool = True
+    replacement: Replacement = BLACK
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A progressive curve: ``kind="deletion"`` starts from the image and replaces units in
+    ``order``; ``"insertion"`` starts from the replacement and reveals them.
+
+    Units are pixels (``cell=None``) or ``cell×cell`` blocks; ``step`` is units per step
+    (int) or a fraction of all units (float); the curve stops at ``stop`` (a fraction).
+    """
+
+    kind: Literal["deletion", "insertion"] = "deletion"
+    order: Literal["morf", "lerf"] = "morf"
+    replacement: Replacement = BLACK
+    step: int | float = 224
+    cell: int | None = None
+    stop: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("deletion", "insertion"):
+            raise ValueError(f"Curve.kind: expected 'deletion' or 'insertion', got {self.kind!r}")
+        if self.order not in ("morf", "lerf"):
+            raise ValueError(f"Curve.order: expected 'morf' or 'lerf', got {self.order!r}")
+        if not 0 < self.stop <= 1:
+            raise ValueError(f"Curve.stop: expected a fraction in (0, 1], got {self.stop!r}")
+
+    @property
+    def sequence(self) -> tuple:
+        """Requests with the same sequence share forward passes (a shorter one is a prefix)."""
+        return (self.kind, self.order, self.replacement, self.step, self.cell)
+
+
+@dataclass(frozen=True)
+class Flip:
+    """Decision flip: the fraction of units removed (deleted in ``order``) at the first step where
+    the predicted class differs from the unperturbed image's. Images stop being evaluated once
+    they flipped."""
+
+    order: Literal["morf", "lerf"] = "morf"
+    replacement: Replacement = BLACK
+    step: int | float = 224
+    cell: int | None = None
+
+    @property
+    def sequence(self) -> tuple:
+        return ("deletion", self.order, self.replacement, self.step, self.cell)
+
+
+Request = Masked | Curve | Flip
+
+
+@dataclass
+class Scores:
+    """Target logit, target probability and predicted class; shape ``(B, …)``."""
+
+    logits: torch.Tensor
+    probs: torch.Tensor
+    predicted: torch.Tensor
+
+    def get(self, score: str) -> torch.Tensor:
+        """``score="probability"`` or ``"logit"``."""
+        if score not in ("probability", "logit"):
+            raise ValueError(f"score: expected 'probability' or 'logit', got {score!r}")
+        return self.probs if score == "probability" else self.logits
+
+
+@dataclass
+class CurveResult(Scores):
+    """A curve: ``fractions`` ``(S+1,)`` from 0 to ``stop``; scores ``(B, S+1)``;
+    ``counts`` the units removed/revealed at each point and ``units`` the total."""
+
+    fractions: torch.Tensor = None  # type: ignore[assignment]
+    counts: torch.Tensor = None  # type: ignore[assignment]
+    units: int = 0
+
+    def prefix(self, points: int) -> "CurveResult":
+        return CurveResult(
+            self.logits[:, :points], self.probs[:, :points], self.predicted[:, :points],
+            self.fractions[:points], self.counts[:points], self.units,
+        )
+
+
+@dataclass
+class FlipResult:
+    """``fraction`` ``(B,)``: fraction removed at the first flip, 1.0 when the decision never
+    changed (``flipped`` is False then); ``steps``: the step index of the flip."""
+
+    fraction: torch.Tensor
+    flipped: torch.Tensor
+    steps: torch.Tensor
