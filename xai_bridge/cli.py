@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explainers", nargs="+", default=["gradcam", "gradcam++", "layercam", "saliency"])
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    from xai_bridge_builtins.castream_cli import add_castream_parser  # CA-Stream: `castream train`
+
+    add_castream_parser(sub)
     return parser
 
 
