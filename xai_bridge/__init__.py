@@ -34,6 +34,14 @@ _LAZY = {
     "TargetLayer": "xai_bridge.layers",
     "find_layer": "xai_bridge.layers",
     "imagenet_classes": "xai_bridge.classes",
+    "evaluate": "xai_bridge.evaluation",
+    "score_maps": "xai_bridge.evaluation",
+    "Results": "xai_bridge.results",
+    "Protocol": "xai_bridge.protocols",
+    "get_protocol": "xai_bridge.protocols",
+    "Metric": "xai_bridge.metric",
+    "MetricContext": "xai_bridge.metric",
+    "Engine": "xai_bridge.engine",
 }
 
 __all__ = [
@@ -57,7 +65,12 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from .classes import imagenet_classes
     from .data import load_image, sample_images
+    from .engine import Engine
+    from .evaluation import evaluate, score_maps
     from .explainer import Explainer, Explanation, LayerExplainer, MapOutput
+    from .metric import Metric, MetricContext
+    from .protocols import Protocol, get_protocol
+    from .results import Results
     from .layers import TargetLayer, find_layer
     from .models import default_model
 

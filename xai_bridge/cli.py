@@ -1,4 +1,4 @@
-"""``xai-bridge`` command line: plugins, explain, demo.
+"""``xai-bridge`` command line: plugins, explain, evaluate, demo, castream, gradreg, benchmark.
 
 Every sub-command validates its input before doing any work and exits with
 status 2 and one sentence saying what was wrong and how to fix it.
@@ -170,6 +170,58 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- evaluate ---------------------------------------------------------------------------------
+def _named_with_options(items: Sequence[str], what: str) -> list[tuple[str, dict[str, Any]]]:
+    """``["gradcam", "opticam:max_iter=20", "delta:metric=n_morf"]`` → names with options."""
+    out = []
+    for item in items:
+        name, _, rest = item.partition(":")
+        out.append((name, _parse_options([p for p in rest.split(",") if p]) if rest else {}))
+    return out
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    import xai_bridge as xb
+
+    from .protocols import PRESETS
+    from .registry import UnknownNameError
+
+    if args.protocol not in PRESETS:
+        raise UsageError(f"--protocol {args.protocol!r}: expected one of {', '.join(PRESETS)}")
+    images, names = _load_inputs(args.paths, args.images, args.size)
+    model = xb.default_model().to(torch.device(args.device))
+    images = images.to(torch.device(args.device))
+    target = _check_target(args.target, 1000)
+    explainers, metrics = [], []
+    try:
+        for name, options in _named_with_options(args.explainers, "explainer"):
+            explainers.append(xb.explainer_spec(name).create(model, **options))
+        for name, options in _named_with_options(args.metrics, "metric"):
+            metrics.append(xb.get_metric(name, **options))
+    except UnknownNameError as exc:
+        raise UsageError(str(exc)) from exc
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from exc
+    boxes = None
+    if any("boxes" in getattr(m, "needs", ()) for m in metrics):
+        if not args.images:
+            raise UsageError("localisation metrics need boxes; they are known for --images default only")
+        from .data import photo_boxes
+
+        boxes = photo_boxes(names)
+    results = xb.evaluate(model, images, explainers, metrics, protocol=args.protocol, targets=target, image_ids=names, boxes=boxes, progress=not args.quiet)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results.to_csv(out / "results.csv")
+    results.to_json(out / "results.json")
+    (out / "summary.md").write_text(results.summary() + "\n")
+    print(results.summary())
+    print(f"\nwrote results.csv, results.json and summary.md to {out}/")
+    return 0
+
+
 # -- demo -------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
@@ -217,6 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_explain)
 
+    p = sub.add_parser("evaluate", help="score explainers with metrics on images (one row per image × explainer × metric)")
+    p.add_argument("paths", nargs="*", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--images", help="'default' for the embedded photos")
+    p.add_argument("--explainers", "-e", nargs="+", default=["gradcam"], metavar="NAME[:KEY=VALUE,...]", help="e.g. gradcam opticam:max_iter=30")
+    p.add_argument("--metrics", "-m", nargs="+", default=["average_drop", "average_gain", "average_increase", "deletion_auc", "insertion_auc"], metavar="NAME[:KEY=VALUE,...]", help="e.g. average_gain delta:metric='n_morf'")
+    p.add_argument("--protocol", "-p", default="default", help="preset: default, opticam, rise, tutorial, deepmaps, quantus")
+    p.add_argument("--target", help="class index or ImageNet class name (default: per protocol)")
+    p.add_argument("--out", default="out/evaluate")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("demo", help="explain the embedded photos with several explainers and save a grid")
     p.add_argument("--out", default="out/demo")
     p.add_argument("--explainers", nargs="+", default=["gradcam", "gradcam++", "layercam", "saliency"])
@@ -226,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     from xai_bridge_builtins.castream_cli import add_castream_parser  # CA-Stream: `castream train`
 
     add_castream_parser(sub)
+
     return parser
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -136,3 +136,40 @@ def load_image(path: str | Path, size: int | None = 224) -> torch.Tensor:
     elif mode != "RGB":
         image = image.convert("RGB")
     return to_tensor(np.asarray(image), size)
+
+
+def _annotations() -> dict[str, list[dict[str, Any]]]:
+    import json
+    from importlib import resources
+
+    text = resources.files("xai_bridge").joinpath("photo_boxes.json").read_text(encoding="utf-8")
+    return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+def photo_boxes(names: Sequence[str] | None = None) -> list[list[list[int]]]:
+    """Ground-truth boxes ``[x0, y0, x1, y1]`` (224² crop, x1/y1 exclusive) of the embedded photos.
+
+    Annotated by eye (``xai_bridge/photo_boxes.json``); for the localisation metrics.
+
+    >>> photo_boxes(["chelsea"])
+    [[[16, 0, 224, 224]]]
+    """
+    table = _annotations()
+    names = list(PHOTOS) if names is None else list(names)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"names: no boxes for {unknown}; annotated photos: {', '.join(table)}")
+    return [[entry["box"] for entry in table[n]] for n in names]
+
+
+def photo_labels(names: Sequence[str] | None = None) -> list[int]:
+    """ImageNet class of each embedded photo's main object (its first box), for ``target="label"``.
+
+    >>> photo_labels(["chelsea"])
+    [281]
+    """
+    from .classes import class_index
+
+    table = _annotations()
+    names = list(PHOTOS) if names is None else list(names)
+    return [class_index(table[n][0]["label"]) for n in names]

@@ -1,0 +1,216 @@
+"""``evaluate``: explainers × metrics on a batch, one explanation and one engine run per explainer.
+
+>>> import xai_bridge as xb
+>>> model = xb.default_model(); images, names = xb.sample_images(names=["chelsea", "coffee"])
+>>> results = xb.evaluate(model, images, explainers=["fakecam", "gradcam"],
+...                       metrics=["average_drop", "average_gain"], image_ids=names, progress=False)
+>>> sorted(results.to_frame().columns[:5])
+['explainer', 'image', 'metric', 'protocol', 'value']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .engine import Engine
+from .engine.maps import check_maps, normalize_maps
+from .metric import Metric, MetricContext
+from .protocols import Protocol, get_protocol
+from .results import Results
+from .targets import Target, check_images, check_model_ready, resolve_targets
+
+
+def as_metric(metric: "str | Metric") -> Metric:
+    """A configured metric from a name or an object."""
+    if isinstance(metric, str):
+        from .api import get_metric
+
+        return get_metric(metric)
+    if not isinstance(metric, Metric) or not hasattr(metric, "compute"):
+        raise TypeError(f"metrics: expected names or Metric objects from get_metric(), got {type(metric).__name__}")
+    return metric
+
+
+def _grid_protocol(protocol: Protocol, images: torch.Tensor, raw: torch.Tensor | None) -> Protocol:
+    """Fill ``cell`` for ``level="grid"`` from the explainer's own map resolution."""
+    if protocol.level != "grid" or protocol.cell is not None:
+        return protocol
+    cell = 16 if raw is None else max(1, images.shape[-1] // raw.shape[-1])
+    return dataclasses.replace(protocol, cell=cell)
+
+
+def _check_inputs(protocol: Protocol, images: torch.Tensor, metrics: Sequence[Metric], boxes: Any, explainer: Any) -> None:
+    if protocol.space == "pixel":
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise ValueError(
+                f"images: values in [{lo:.3g}, {hi:.3g}] but protocol {protocol.name!r} masks in pixel space [0, 1] "
+                "(black = 0); pass unnormalised images (the model normalises) or use space='normalized'"
+            )
+    for m in metrics:
+        if "boxes" in getattr(m, "needs", ()) and boxes is None:
+            raise ValueError(f"boxes: metric {m.name!r} needs ground-truth boxes per image (xai_bridge.data.photo_boxes())")
+        if "explainer" in getattr(m, "needs", ()) and explainer is None:
+            raise ValueError(f"explainer: metric {m.name!r} re-explains images, so it needs an explainer, not maps only")
+
+
+def score_maps(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    metrics: Sequence["str | Metric"],
+    protocol: "str | Protocol | None" = None,
+    targets: Target = None,
+    *,
+    labels: torch.Tensor | None = None,
+    boxes: Sequence[Any] | None = None,
+    explainer: Any = None,
+    engine: Engine | None = None,
+    base_logits: torch.Tensor | None = None,
+    raw: torch.Tensor | None = None,
+    curves: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Score given ``maps`` (``B×H×W``) with ``metrics``: ``{metric name: values (B,)}``.
+
+    Every metric's engine requests go through one :class:`~xai_bridge.engine.Engine` run.
+    ``curves``, when given, receives each progressive metric's per-image curve.
+    """
+    check_model_ready(model)
+    check_images(images)
+    protocol = get_protocol(protocol)
+    metrics = [as_metric(m) for m in metrics]
+    _check_inputs(protocol, images, metrics, boxes, explainer)
+    engine = engine or Engine(model, progress=False)
+    images = images.to(engine.device)
+    maps = check_maps(maps, images).to(engine.device)
+    protocol = _grid_protocol(protocol, images, raw)
+    if base_logits is None:
+        base_logits = engine.forward_chunks(images.shape[0], lambda s, e: images[s:e], images)
+    if targets is None and protocol.target == "label" and labels is not None:
+        targets = labels
+    targets = resolve_targets(targets, images.shape[0], logits=base_logits, device=engine.device)
+    if (targets >= base_logits.shape[1]).any():
+        raise ValueError(f"targets: class indices must be in [0, {base_logits.shape[1]}), got {targets.tolist()}")
+    per_metric = [(m, m.protocol or protocol) for m in metrics]
+    requests = [r for m, p in per_metric for r in m.requests(_grid_protocol(p, images, raw))]
+    results = engine.run(images, maps, targets, requests, constant_maps=protocol.constant_maps, base_logits=base_logits)
+    normalized = normalize_maps(maps, protocol.constant_maps)  # type: ignore[arg-type]
+    out: dict[str, torch.Tensor] = {}
+    for metric, p in per_metric:
+        ctx = MetricContext(
+            model=model, images=images, maps=maps, normalized_maps=normalized, targets=targets,
+            logits=base_logits, protocol=_grid_protocol(p, images, raw), results=results, explainer=explainer,
+            labels=labels, boxes=boxes, engine=engine,
+        )
+        values = metric.compute(ctx)
+        if not isinstance(values, torch.Tensor) or values.shape != (images.shape[0],):
+            raise RuntimeError(f"metric {metric.name!r}: compute() returned {getattr(values, 'shape', values)!r}; expected one value per image")
+        out[metric.name] = values.detach().float()
+        if curves is not None:
+            curve = metric.curves(ctx)
+            if curve is not None:
+                curves[metric.name] = curve
+    return out
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    explainers: Sequence[Any] = ("gradcam",),
+    metrics: Sequence["str | Metric"] = ("average_drop", "average_gain", "average_increase", "deletion_auc", "insertion_auc"),
+    protocol: "str | Protocol | None" = None,
+    targets: Target = None,
+    *,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    image_ids: Sequence[str] | None = None,
+    boxes: Sequence[Any] | None = None,
+    maps: Mapping[str, torch.Tensor] | None = None,
+    batch_size: int = 16,
+    engine: Engine | None = None,
+    progress: bool = True,
+) -> Results:
+    """Evaluate explainers with metrics: one row per image × explainer × metric.
+
+    Args:
+        model: classifier in eval mode (on any device; images are moved to it).
+        images: ``B×C×H×W`` in the protocol's masking space ([0, 1] for pixel space).
+        explainers: names, or configured explainers from :func:`~xai_bridge.get_explainer`.
+            Each explains every image once; all metrics share its maps.
+        metrics: names, or configured metrics from :func:`~xai_bridge.get_metric`.
+        protocol: a preset name (``"default"``, ``"opticam"``, ``"rise"``, ``"tutorial"``,
+            ``"deepmaps"``, ``"quantus"``) or a :class:`~xai_bridge.protocols.Protocol`.
+        targets: classes to explain and score; ``None`` = the label when the protocol says so
+            and ``labels`` are given, else the predicted class.
+        labels: ground-truth classes (OM, ``target="label"`` protocols).
+        image_ids: names for the rows (default ``"0"``, ``"1"``, …).
+        boxes: per image, a list of ``[x0, y0, x1, y1]`` boxes (localisation metrics).
+        maps: precomputed ``{explainer name: B×H×W}`` maps (those explainers are not run).
+        batch_size: images per explanation batch.
+        engine: a configured :class:`~xai_bridge.engine.Engine` (memory budget, autocast).
+        progress: progress bar over explainers.
+    """
+    check_model_ready(model)
+    check_images(images)
+    protocol = get_protocol(protocol)
+    metric_objs = [as_metric(m) for m in metrics]
+    b = images.shape[0]
+    ids = [str(i) for i in range(b)] if image_ids is None else [str(i) for i in image_ids]
+    if len(ids) != b:
+        raise ValueError(f"image_ids: {len(ids)} names for {b} images")
+    if len(set(ids)) != b:
+        raise ValueError("image_ids: names must be unique (they key the rows)")
+    engine = engine or Engine(model, progress=False)
+    images = images.to(engine.device)
+    label_t = None if labels is None else torch.as_tensor(labels, device=engine.device).long().view(-1)
+    if label_t is not None and label_t.numel() != b:
+        raise ValueError(f"labels: {label_t.numel()} labels for {b} images")
+    base_logits = engine.forward_chunks(b, lambda s, e: images[s:e], images)
+    if targets is None and protocol.target == "label" and label_t is not None:
+        targets = label_t
+    target_t = resolve_targets(targets, b, logits=base_logits, device=engine.device)
+    _check_inputs(protocol, images, metric_objs, boxes, explainer=True)
+
+    from .api import get_explainer
+
+    named: list[tuple[str, Any]] = []
+    for e in explainers:
+        if isinstance(e, str):
+            named.append((e, get_explainer(e, model)))
+        else:
+            if not hasattr(e, "explanation"):
+                raise TypeError(f"explainers: expected names or explainers from get_explainer(), got {type(e).__name__}")
+            named.append((getattr(e, "name", type(e).__name__), e))
+    for name in maps or {}:
+        named.append((name, None))
+
+    out = Results(protocols={protocol.name: protocol.as_dict()})
+    for m in metric_objs:
+        out.directions[m.name] = m.higher_is_better
+    iterator: Any = named
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(named, desc="evaluate", unit="explainer")
+    for name, explainer in iterator:
+        raw = None
+        if explainer is None:
+            m = check_maps(maps[name], images).to(engine.device)  # type: ignore[index]
+        else:
+            parts = [explainer.explanation(images[s : s + batch_size], target=target_t[s : s + batch_size]) for s in range(0, b, batch_size)]
+            m = torch.cat([p.maps for p in parts])
+            raw = None if parts[0].raw is None else torch.cat([p.raw for p in parts])
+        curves: dict[str, dict[str, torch.Tensor]] = {}
+        scores = score_maps(
+            model, images, m, metric_objs, protocol, target_t, labels=label_t, boxes=boxes, explainer=explainer,
+            engine=engine, base_logits=base_logits, raw=raw, curves=curves,
+        )
+        for metric_name, values in scores.items():
+            for image, value in zip(ids, values.cpu().tolist()):
+                out.rows.append({"image": image, "explainer": name, "metric": metric_name, "value": value, "protocol": protocol.name})
+        for metric_name, c in curves.items():
+            out.curves[(name, metric_name)] = {"fractions": c["fractions"].cpu().tolist(), "mean": c["values"].mean(0).cpu().tolist()}
+    return out

@@ -1,0 +1,191 @@
+"""Evaluation protocols: every choice SPEC §0 lists is a named field, never a hidden constant.
+
+Published numbers disagree largely because papers evaluate differently. A
+:class:`Protocol` names each choice; presets reproduce the sources, and every
+result row records the protocol it was computed with.
+
+>>> from xai_bridge.protocols import get_protocol
+>>> get_protocol("rise").insertion
+Replacement(kind='blur', value=None, kernel=11, sigma=5.0, seed=0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .registry import did_you_mean
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """What replaces removed pixels (the "baseline" of perturbation metrics).
+
+    ``kind``: ``"black"`` (0 in the masking space), ``"constant"`` (``value``: a
+    number or one per channel), ``"mean"`` (per-image channel mean, or the dataset
+    mean colour given as ``value``), ``"blur"`` (Gaussian, ``kernel``×``kernel``,
+    ``sigma``), ``"box_blur"`` (``kernel``), ``"noise"`` (uniform in [0, 1],
+    ``seed``), ``"min"`` (per-image minimum: Quantus's ``"black"``), ``"tensor"``
+    (a user tensor passed at evaluation time).
+    """
+
+    kind: Literal["black", "constant", "mean", "blur", "box_blur", "noise", "min", "tensor"] = "black"
+    value: Any = None
+    kernel: int | None = None
+    sigma: float | None = None
+    seed: int = 0
+
+
+BLACK = Replacement("black")
+#: RISE's insertion substrate (Petsiuk et al. 2018): Gaussian blur 11×11, σ = 5.
+RISE_BLUR = Replacement("blur", kernel=11, sigma=5.0)
+IMAGE_MEAN = Replacement("mean")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How explanations are scored. Fields follow SPEC §0.
+
+    Attributes:
+        name: preset name (recorded in every result row).
+        target: ``"predicted"`` (default for users) or ``"label"`` (papers' tables;
+            falls back to the prediction when no labels are given).
+        score: ``"probability"`` (softmax of the target class) or ``"logit"``.
+        resize: how maps reach input resolution: ``"bilinear"`` (``align_corners=False``),
+            ``"bicubic"`` or ``"nearest"``.
+        normalize: ``"after_resize"`` (min-max of the upsampled map) or ``"before_resize"``.
+        constant_maps: what ``n(S)`` is for a constant map: ``"error"``, ``"zeros"`` or ``"ones"``.
+        mask_replacement: what ``x ⊙ M`` blends with (AD, AG, AI, ADD): ``x·M + r·(1−M)``.
+        deletion: replacement of removed pixels in deletion curves (DAUC, DC).
+        insertion: the start image of insertion curves (IAUC, IC).
+        removal: replacement for AOPC, AFOC and decision flips (n_MoRF / n_LeRF).
+        step: pixels per step (int) or a fraction of the image (float) for deletion/insertion.
+        level: ``"pixel"`` or ``"grid"`` (cells of the saliency grid as features; the tutorial).
+        cell: grid cell size in pixels for ``level="grid"``; ``None`` = the explainer's own grid
+            (input size ÷ raw map size, e.g. 32 for a 7×7 CAM at 224²; 16 for pixel-level methods).
+        auc_normalize: ``"none"``, ``"first"`` or ``"max"`` — divide each curve before the area.
+        fraction: fraction of pixels removed by AOPC and AFOC (seed 004: 10 %).
+        removal_step: pixels per step (int) or fraction for AOPC/AFOC/n_MoRF/n_LeRF.
+        space: ``"pixel"`` (images in [0,1], black = 0) — the only masking space of models that
+            take [0,1] inputs; ``"normalized"`` masks after ``(x − mean)/std`` so 0 is the mean colour.
+        mean, std: the normalisation of ``space="normalized"``.
+    """
+
+    name: str = "default"
+    description: str = ""
+    target: Literal["predicted", "label"] = "predicted"
+    score: Literal["probability", "logit"] = "probability"
+    resize: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    normalize: Literal["after_resize", "before_resize"] = "after_resize"
+    constant_maps: Literal["error", "zeros", "ones"] = "error"
+    mask_replacement: Replacement = BLACK
+    deletion: Replacement = BLACK
+    insertion: Replacement = RISE_BLUR
+    removal: Replacement = IMAGE_MEAN
+    step: int | float = 224 * 8
+    level: Literal["pixel", "grid"] = "pixel"
+    cell: int | None = None
+    auc_normalize: Literal["none", "first", "max"] = "none"
+    fraction: float = 0.1
+    removal_step: int | float = 224
+    space: Literal["pixel", "normalized"] = "pixel"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        choices = {
+            "target": ("predicted", "label"),
+            "score": ("probability", "logit"),
+            "resize": ("bilinear", "bicubic", "nearest"),
+            "normalize": ("after_resize", "before_resize"),
+            "constant_maps": ("error", "zeros", "ones"),
+            "level": ("pixel", "grid"),
+            "auc_normalize": ("none", "first", "max"),
+            "space": ("pixel", "normalized"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"protocol.{name}: {getattr(self, name)!r} is not one of {allowed}")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"protocol.fraction: {self.fraction} must be in (0, 1]")
+        if self.space == "normalized" and (self.mean is None or self.std is None):
+            raise ValueError("protocol.space='normalized' needs mean=... and std=... (per channel)")
+
+    def replace(self, **changes: Any) -> "Protocol":
+        """A copy with some fields changed (the name becomes ``name+custom`` unless given)."""
+        changes.setdefault("name", self.name if self.name.endswith("+custom") else f"{self.name}+custom")
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, Protocol] = {
+    "default": Protocol(
+        name="default",
+        description="The project default: pixel space, predicted class, softmax probability, bilinear "
+        "upsampling then per-image min-max; black masking for AD/AG/AI/ADD and deletion, RISE blur "
+        "for insertion, 1/28 of the image per step; mean-colour removal of 224-pixel steps for "
+        "AOPC/AFOC (10 %) and decision flips.",
+        source="project",
+    ),
+    "opticam": Protocol(
+        name="opticam",
+        description="The Opti-CAM / CA-Stream group's evaluation (thesis ch. 2-3): pixel-space black "
+        "masking, softmax probabilities, bilinear upsampling then per-image min-max, class = label when "
+        "given; insertion/deletion as RISE with 224-pixel steps.",
+        target="label",
+        step=224,
+        source="seed 003 (thesis) §2.6, §3.5",
+    ),
+    "rise": Protocol(
+        name="rise",
+        description="RISE's causal metrics (Petsiuk et al. 2018): deletion to black, insertion from a "
+        "Gaussian blur 11×11 σ=5, 224·8 = 1792 pixels per step, predicted class, softmax probability.",
+        step=224 * 8,
+        source="Petsiuk et al. 2018; seed 000 §DAUC/IAUC",
+    ),
+    "tutorial": Protocol(
+        name="tutorial",
+        description="The saliency-map tutorial (seed 000): cells of the saliency grid as steps, black "
+        "deletion substrate, blurred insertion substrate, scores divided by their maximum before the area; "
+        "DC/IC correlate score changes with the saliency of each cell.",
+        level="grid",
+        auc_normalize="max",
+        source="seed 000 eq. 25-26",
+    ),
+    "deepmaps": Protocol(
+        name="deepmaps",
+        description="The DeepMaps paper (seed 004): mean-colour replacement, predicted class, 10 % of the "
+        "pixels for AOPC/AFOC, decision flips (n_MoRF/n_LeRF) in steps of 0.5 % of the pixels.",
+        removal_step=0.005,
+        mask_replacement=IMAGE_MEAN,
+        deletion=IMAGE_MEAN,
+        source="seed 004 §4, appendix B",
+    ),
+    "quantus": Protocol(
+        name="quantus",
+        description="Quantus's defaults for PixelFlipping/RegionPerturbation: removed pixels set to the "
+        "per-sample minimum (Quantus's 'black'), one pixel per step, softmax probabilities.",
+        deletion=Replacement("min"),
+        removal=Replacement("min"),
+        step=1,
+        source="quantus 0.6 defaults",
+    ),
+}
+
+
+def get_protocol(protocol: "str | Protocol | None" = None, **overrides: Any) -> Protocol:
+    """A preset by name (``None`` = ``"default"``) or a given :class:`Protocol`, with overrides."""
+    if protocol is None:
+        protocol = "default"
+    if isinstance(protocol, str):
+        if protocol not in PRESETS:
+            raise ValueError(f"protocol: no preset called {protocol!r}.{did_you_mean(protocol, PRESETS)} Presets: {', '.join(PRESETS)}")
+        protocol = PRESETS[protocol]
+    if not isinstance(protocol, Protocol):
+        raise TypeError(f"protocol: expected a preset name or a Protocol, got {type(protocol).__name__}")
+    return protocol.replace(**overrides) if overrides else protocol
+

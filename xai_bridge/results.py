@@ -1,0 +1,151 @@
+"""Evaluation results: one row per image × explainer × metric, and what reads them.
+
+Rows are plain dicts, so the table survives without pandas; ``to_frame()``
+gives a pandas DataFrame when pandas is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+COLUMNS = ("image", "explainer", "metric", "value", "protocol")
+
+
+@dataclass
+class Results:
+    """Rows ``{image, explainer, metric, value, protocol}`` plus the protocol used and curves.
+
+    Attributes:
+        rows: the table.
+        protocols: name → the protocol's settings (``Protocol.as_dict()``), so a result
+            records exactly how it was computed.
+        directions: metric → ``True`` when higher is better (for arrows and statistics).
+        curves: optional ``(explainer, metric) → {"fractions": [...], "mean": [...]}``
+            mean curves of progressive metrics, for plots.
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
+    directions: dict[str, bool] = field(default_factory=dict)
+    curves: dict[tuple[str, str], dict[str, list[float]]] = field(default_factory=dict)
+
+    def extend(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- views ----------------------------------------------------------------------------
+    @property
+    def explainers(self) -> list[str]:
+        return list(dict.fromkeys(r["explainer"] for r in self.rows))
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(dict.fromkeys(r["metric"] for r in self.rows))
+
+    @property
+    def images(self) -> list[str]:
+        return list(dict.fromkeys(r["image"] for r in self.rows))
+
+    def values(self, explainer: str, metric: str) -> list[float]:
+        """Per-image values in image order (NaN where missing)."""
+        table = {r["image"]: r["value"] for r in self.rows if r["explainer"] == explainer and r["metric"] == metric}
+        return [float(table.get(image, math.nan)) for image in self.images]
+
+    def by_metric(self, metric: str) -> dict[str, list[float]]:
+        """``explainer → per-image values`` for one metric: the input of :mod:`xai_bridge.stats`."""
+        return {e: self.values(e, metric) for e in self.explainers}
+
+    def mean_std(self, explainer: str, metric: str) -> tuple[float, float, int]:
+        vals = [v for v in self.values(explainer, metric) if not math.isnan(v)]
+        if not vals:
+            return math.nan, math.nan, 0
+        mean = sum(vals) / len(vals)
+        var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
+        return mean, math.sqrt(var), len(vals)
+
+    def summary(self, digits: int = 3) -> str:
+        """A Markdown table: explainers down, metrics across, ``mean ± std``, ↑/↓ by direction."""
+        metrics = self.metrics
+        head = ["explainer"] + [f"{m} {'↑' if self.directions.get(m, True) else '↓'}" for m in metrics]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for e in self.explainers:
+            cells = [e]
+            for m in metrics:
+                mean, std, n = self.mean_std(e, m)
+                cells.append("—" if n == 0 else f"{mean:.{digits}f} ± {std:.{digits}f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        protocols = ", ".join(sorted({r["protocol"] for r in self.rows}))
+        lines.append("")
+        lines.append(f"Protocol: {protocols}. Mean ± standard deviation over {len(self.images)} images; ↑ higher is better, ↓ lower is better.")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    # -- export ---------------------------------------------------------------------------
+    def to_frame(self) -> Any:
+        """A pandas DataFrame with the columns ``image, explainer, metric, value, protocol`` (and any extra)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=list(dict.fromkeys([*COLUMNS, *(k for r in self.rows for k in r)])))
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        extra = list(dict.fromkeys(k for r in self.rows for k in r if k not in COLUMNS))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=[*COLUMNS, *extra])
+        writer.writeheader()
+        writer.writerows(self.rows)
+        text = buffer.getvalue()
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        payload = {
+            "rows": self.rows,
+            "protocols": self.protocols,
+            "directions": self.directions,
+            "curves": [{"explainer": e, "metric": m, **c} for (e, m), c in self.curves.items()],
+        }
+        text = json.dumps(payload, indent=2, default=_jsonable)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, text: str) -> "Results":
+        payload = json.loads(text)
+        curves = {(c.pop("explainer"), c.pop("metric")): c for c in payload.get("curves", [])}
+        return cls(rows=payload["rows"], protocols=payload.get("protocols", {}), directions=payload.get("directions", {}), curves=curves)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def merge(parts: Sequence[Results]) -> Results:
+    """Concatenate results (e.g. from several ranks), keeping the first row of any duplicate key."""
+    out = Results()
+    seen: set[tuple[str, str, str, str]] = set()
+    for part in parts:
+        out.protocols.update(part.protocols)
+        out.directions.update(part.directions)
+        out.curves.update(part.curves)
+        for row in part.rows:
+            key = (row["image"], row["explainer"], row["metric"], row["protocol"])
+            if key not in seen:
+                seen.add(key)
+                out.rows.append(row)
+    return out
