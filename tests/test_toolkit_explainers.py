@@ -27,7 +27,9 @@ def _grad_cam_direct(cam_class, model, images, layer):
 def test_gradcam_methods_equal_pytorch_grad_cam(name, cam_class, tiny_resnet, small_images):
     ours = xb.get_explainer(name, tiny_resnet).explanation(small_images, TARGETS)
     expected = _grad_cam_direct(cam_class, tiny_resnet, small_images, tiny_resnet.layer4[-1])
-    np.testing.assert_allclose(ours.maps.numpy(), expected, atol=1e-6)
+    # Maps lie in [0, 1]; Score-CAM's float32 sums over 512 masked forward passes differ in the
+    # last bits between batchings and BLAS thread counts (seen: 1.6e-6 on CI), hence 1e-5.
+    np.testing.assert_allclose(ours.maps.numpy(), expected, atol=1e-5)
     if cam_class != "FullGrad":  # the layer-resolution map is kept (2×2 for layer4 at 64²)
         assert ours.raw is not None and ours.raw.shape == (3, 2, 2)
 
