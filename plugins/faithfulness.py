@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xai_bridge.engine import Curve, CurveResult, Flip, Masked, auc, normalize_maps, pearson
+from xai_bridge.engine import Curve, CurveResult, Flip, Masked, auc, pearson
 from xai_bridge.metric import Metric, MetricContext
 from xai_bridge.protocols import Protocol
 

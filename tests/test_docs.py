@@ -24,3 +24,15 @@ def test_every_hook_is_documented_and_tested():
         doc = getattr(hookspecs, name).__doc__ or ""
         assert len(doc.strip()) > 100 and "Example" in doc, f"hook {name} is not documented with an example"
         assert f"def {name}(" in tests, f"hook {name} is not implemented by any test plugin"
+
+
+def test_metrics_reference_covers_every_builtin_metric_and_preset():
+    import xai_bridge as xb
+    from xai_bridge.protocols import PRESETS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text(encoding="utf-8")
+    builtin = [s.name for s in xb.list_metrics() if s.provider.plugin == "metrics"]
+    assert builtin, "the built-in metrics plugin registered nothing"
+    missing = [name for name in builtin if f"`{name}`" not in text] + [p for p in PRESETS if f"`{p}`" not in text]
+    assert not missing, f"docs/metrics.md does not document {missing}"
+
