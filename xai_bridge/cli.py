@@ -132,6 +132,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         explainer = spec.create(model, **options)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"{spec.name}: {exc}") from exc
+    if args.quiet and "progress" not in options and hasattr(explainer, "progress"):  # Opti-CAM's own bar; -o progress=… wins
+        explainer.progress = False
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     classes = imagenet_classes()
@@ -292,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_castream_parser(sub)
 
+    # `gradreg …`: every argument goes to xai_bridge.gradreg.main (torch is imported only when it runs)
+    p = sub.add_parser("gradreg", help="train with the interpretable-gradients regulariser (thesis ch. 4); `xai-bridge gradreg --help`", add_help=False, prefix_chars="+")
+    p.add_argument("argv", nargs="*", help=argparse.SUPPRESS)
+    p.set_defaults(func=lambda args: __import__("xai_bridge.gradreg", fromlist=["main"]).main(args.argv))
     return parser
 
 
