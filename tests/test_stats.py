@@ -80,3 +80,10 @@ def test_bad_input_is_named():
         stats.win_rates({"a": [1, 2], "b": [1]}, True)
     with pytest.raises(ValueError, match="level"):
         stats.krippendorff_alpha(K2011, "cardinal")
+
+
+def test_spearman_between_two_metrics_is_a_full_two_by_two_matrix():
+    x = np.arange(8.0)
+    names, rho = stats.spearman_between_metrics({"insertion": x, "deletion": x[::-1].copy()}, {"insertion": True, "deletion": False})
+    assert names == ["insertion", "deletion"]
+    np.testing.assert_allclose(rho, [[1.0, 1.0], [1.0, 1.0]])  # deletion negated: the two agree perfectly

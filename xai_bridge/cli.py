@@ -226,26 +226,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # -- demo -------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm.auto import tqdm
+    from .runner.cli import run_demo
 
-    import xai_bridge as xb
-
-    from .viz import save_grid
-
-    model = xb.default_model()
-    images, names = xb.sample_images()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    maps = {}
-    for name in tqdm(args.explainers, desc="explainers", disable=args.quiet):
-        maps[name] = xb.get_explainer(name, model).explain(images)
-    with torch.no_grad():
-        probs = model(images).softmax(-1)
-    classes = xb.imagenet_classes()
-    titles = [f"{n}\n{classes[int(c)]} {float(p):.0%}" for n, p, c in zip(names, *probs.max(-1))]
-    path = save_grid(out / "saliency_grid.png", images, maps, titles)
-    print(f"wrote {path}")
+    results = run_demo(out, quick=args.quick, progress=not args.quiet)
+    print(results.summary())
+    print(f"\nwrote {out / 'report.md'} and {out / 'report.html'}")
     return 0
 
 
@@ -284,11 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo", help="explain the embedded photos with several explainers and save a grid")
+    p = sub.add_parser("demo", help="the benchmark on the embedded default: 7 explainers × 7 metrics, report with statistics (a few minutes on CPU)")
     p.add_argument("--out", default="out/demo")
-    p.add_argument("--explainers", nargs="+", default=["gradcam", "gradcam++", "layercam", "saliency"])
+    p.add_argument("--quick", action="store_true", help="four photos and fewer Opti-CAM iterations")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    from .runner.cli import add_benchmark_parser  # `benchmark …` (also under torchrun -m xai_bridge)
+
+    add_benchmark_parser(sub)
 
     from xai_bridge_builtins.castream_cli import add_castream_parser  # CA-Stream: `castream train`
 

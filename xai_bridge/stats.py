@@ -163,4 +163,6 @@ def spearman_between_metrics(values: Mapping[str, Sequence[float]], higher_is_be
         return names, np.ones((1, 1))
     keep = ~np.isnan(matrix).any(1)
     rho = spearmanr(matrix[keep]).statistic
-    return names, np.atleast_2d(rho)
+    if np.ndim(rho) == 0:  # scipy returns a bare ρ for two columns
+        rho = np.array([[1.0, rho], [rho, 1.0]])
+    return names, np.asarray(rho)

@@ -1,0 +1,185 @@
+"""The ``benchmark`` sub-command, and ``run_demo`` behind ``xai-bridge demo``.
+
+``add_benchmark_parser(subparsers)`` registers ``benchmark`` on the main parser; this
+module also runs on its own (``python -m xai_bridge.runner.cli benchmark ...``), also
+under ``torchrun``.
+
+>>> import argparse
+>>> parser = argparse.ArgumentParser(); sub = parser.add_subparsers(dest="command")
+>>> add_benchmark_parser(sub)
+>>> parser.parse_args(["benchmark", "--images", "default", "-e", "gradcam", "random"]).explainers
+['gradcam', 'random']
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .run import DEMO_EXPLAINERS, DEMO_METRICS
+
+#: The demo's settings: chosen so the whole demo runs in a few minutes on a 2-core CPU.
+DEMO_PROTOCOL_OVERRIDES = {"step": 0.05, "removal_step": 0.03}
+DEMO_OPTICAM_ITERATIONS = 30
+#: Score-CAM masks with every channel of its layer: the last block (320 channels, 7×7) instead of the
+#: 1280-channel head costs a quarter of the forward passes.
+DEMO_SCORECAM_LAYER = "blocks.15"
+
+
+def _usage_error() -> type[Exception]:
+    from ..cli import UsageError
+
+    return UsageError
+
+
+def _options(pairs: Sequence[str], flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise _usage_error()(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} removal_step=0.02")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def load_model(spec: str) -> Any:
+    """``"default"`` (EfficientNet-Lite0) or ``"package.module:factory"`` — a function returning a classifier."""
+    if spec == "default":
+        from ..models import default_model
+
+        return default_model()
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise _usage_error()(f"--model {spec!r}: expected 'default' or 'package.module:factory' (a function returning an nn.Module)")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise _usage_error()(f"--model {spec!r}: cannot load it ({exc}); is the module on PYTHONPATH?") from exc
+    model = factory()
+    if not hasattr(model, "eval"):
+        raise _usage_error()(f"--model {spec!r}: the factory returned {type(model).__name__}, expected an nn.Module")
+    return model.eval()
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    """Run (or resume) the benchmark the arguments describe and write its report."""
+    UsageError = _usage_error()
+    from ..protocols import PRESETS, get_protocol
+    from ..registry import UnknownNameError
+    from .run import BenchmarkConfig, run_benchmark
+
+    if args.protocol not in PRESETS:
+        raise UsageError(f"--protocol {args.protocol!r}: expected one of {', '.join(PRESETS)}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size}: expected a positive number of images")
+    overrides = _options(args.protocol_option, "--protocol-option")
+    try:
+        protocol = get_protocol(args.protocol, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--protocol-option: {exc}") from exc
+    out = Path(args.out)
+    config = BenchmarkConfig(
+        images=args.images, explainers=args.explainers, metrics=args.metrics, protocol=protocol,
+        model=load_model(args.model), model_name="EfficientNet-Lite0 (xai-bridge default)" if args.model == "default" else args.model,
+        size=args.size, batch_size=args.batch_size, store=args.store or out / "benchmark.sqlite",
+        out=None if args.no_report else out, device=args.device, grid_images=args.grid_images, progress=not args.quiet,
+    )
+    try:
+        results = run_benchmark(config)
+    except UnknownNameError as exc:
+        raise UsageError(str(exc)) from exc
+    except ValueError as exc:
+        if str(exc).split(":")[0] in ("images", "explainers", "metrics", "model", "size", "batch_size", "store"):
+            raise UsageError(str(exc)) from exc
+        raise
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(results.summary())
+        if not args.no_report:
+            print(f"\nwrote {out / 'report.md'} and {out / 'report.html'} (store: {config.store})")
+    return 0
+
+
+def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``benchmark`` on the ``xai-bridge`` sub-parsers; returns its parser."""
+    p = subparsers.add_parser(
+        "benchmark",
+        help="explainers × metrics over a data set: resumable store, statistics, Markdown/HTML report (torchrun-ready)",
+        description="Explainers × metrics over a data set. Results go to a SQLite store as they are computed; "
+        "rerunning resumes (or does nothing when complete). Under `torchrun --nproc_per_node N -m xai_bridge benchmark ...` "
+        "the images are sharded across ranks.",
+    )
+    p.add_argument("--images", default="default", help="'default' (embedded photos), 'default:chelsea,coffee', an ImageFolder directory, or a list file (PATH [LABEL] per line)")
+    p.add_argument("--explainers", "-e", nargs="+", default=list(DEMO_EXPLAINERS), metavar="NAME[:KEY=VALUE,...]", help="e.g. gradcam opticam:max_iter=30")
+    p.add_argument("--metrics", "-m", nargs="+", default=list(DEMO_METRICS), metavar="NAME[:KEY=VALUE,...]", help="e.g. insertion_auc delta:metric=n_morf")
+    p.add_argument("--protocol", "-p", default="default", help="preset: default, opticam, rise, tutorial, deepmaps, quantus")
+    p.add_argument("--protocol-option", action="append", default=[], metavar="KEY=VALUE", help="override a protocol field, e.g. removal_step=0.02 (repeatable)")
+    p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0) or 'package.module:factory'")
+    p.add_argument("--out", default="out/benchmark", help="report folder (default: out/benchmark)")
+    p.add_argument("--store", help="SQLite store (default: OUT/benchmark.sqlite)")
+    p.add_argument("--size", type=int, default=224, help="image side after resize and centre crop")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch (also the pool of Δ reference maps)")
+    p.add_argument("--grid-images", type=int, default=4, help="images in the report's saliency grid")
+    p.add_argument("--device", default=None, help="torch device (default: CPU; cuda:LOCAL_RANK under torchrun with CUDA)")
+    p.add_argument("--no-report", action="store_true", help="only fill the store")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_benchmark)
+    return p
+
+
+def demo_config(out: str | Path, quick: bool = False, progress: bool = True) -> Any:
+    """The benchmark ``xai-bridge demo`` runs: the embedded default, issue 7's explainers and metrics."""
+    from ..protocols import get_protocol
+    from .run import BenchmarkConfig
+
+    iterations = 10 if quick else DEMO_OPTICAM_ITERATIONS
+    images = "default:chelsea,coffee,astronaut,rocket" if quick else "default"
+    options = {"opticam": {"max_iter": iterations}, "scorecam": {"layer": DEMO_SCORECAM_LAYER}}
+    explainers = [(e, options[e]) if e in options else e for e in DEMO_EXPLAINERS]
+    protocol = get_protocol("default", **DEMO_PROTOCOL_OVERRIDES)
+    out = Path(out)
+    notes = [
+        f"Demo settings, chosen to finish in a few minutes on a 2-core CPU: Opti-CAM runs {iterations} iterations "
+        f"(the paper: 100); insertion/deletion move {DEMO_PROTOCOL_OVERRIDES['step']:.0%} of the pixels per step and decision flips "
+        f"(n_MoRF, Δn_MoRF) {DEMO_PROTOCOL_OVERRIDES['removal_step']:.0%} per step (the `default` preset: 1/28 and 224 pixels), "
+        "hence the protocol name `default+custom`; Score-CAM reads the last block `blocks.15` (320 channels) rather than the "
+        "1280-channel head the other CAMs read, a quarter of its forward passes; Δ takes K = 5 reference maps from the other images.",
+    ]
+    if quick:
+        notes.append("Quick demo: 4 photos only — far too few for the statistics to mean much.")
+    return BenchmarkConfig(
+        images=images, explainers=explainers, metrics=list(DEMO_METRICS), protocol=protocol, batch_size=9, size=224,
+        store=out / "benchmark.sqlite", out=out, grid_images=4 if quick else 5, progress=progress, notes=notes,
+        title="xai-bridge demo: seven explainers, seven metrics, the embedded photos",
+    )
+
+
+def run_demo(out: str | Path = "out/demo", quick: bool = False, progress: bool = True) -> Any:
+    """Run the demo benchmark into ``out`` (report.md, report.html, figures/, benchmark.sqlite); returns the results.
+
+    EfficientNet-Lite0 on the nine embedded photos (four with ``quick``); Grad-CAM, Grad-CAM++,
+    Score-CAM, Opti-CAM, DeepMaps, Fake-CAM and random; AD, AG, AI, insertion, deletion,
+    n_MoRF and Δn_MoRF. Rerunning with the same ``out`` reuses the stored results.
+    """
+    from .run import run_benchmark
+
+    return run_benchmark(demo_config(out, quick=quick, progress=progress))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m xai_bridge.runner.cli benchmark ...``: the same as ``xai-bridge benchmark ...``."""
+    from ..cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,509 @@
+"""The benchmark report: ``report.md`` and ``report.html`` with figures in ``figures/``.
+
+The first screen says which explainer wins on which metric (best mean, how often it
+beats the runner-up on the same image, and whether that is significant); then the
+summary table (mean ± std, ↑/↓ by direction), the protocol, the saliency grid, mean
+insertion/deletion curves, win-rate and Wilcoxon heat maps (seed 004 Fig. 7, 9), and the
+reliability of the metrics: Krippendorff's α of the per-image rankings (inter-rater,
+Fig. 10) and Spearman's ρ between metrics (internal consistency, Fig. 11).
+
+>>> from xai_bridge.results import Results
+>>> rows = [{"image": str(i), "explainer": e, "metric": "m", "value": v + i, "protocol": "default"}
+...         for i in range(4) for e, v in (("a", 1.0), ("b", 0.0))]
+>>> import tempfile; out = write_report(Results(rows=rows, directions={"m": True}), tempfile.mkdtemp())
+>>> sorted(p.name for p in out)
+['report.html', 'report.md']
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from .. import stats
+from ..results import Results
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run import RunInfo, _Plan
+    from .store import Store
+
+CURVE_METRICS = ("insertion_auc", "deletion_auc")
+
+
+# -- a tiny document model rendered to Markdown and HTML ---------------------------------------
+@dataclass
+class _Doc:
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def ul(self, items: Sequence[str]) -> None:
+        self.blocks.append(("ul", list(items)))
+
+    def table(self, head: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        self.blocks.append(("table", (list(head), [list(r) for r in rows])))
+
+    def img(self, path: str, alt: str) -> None:
+        self.blocks.append(("img", (path, alt)))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, value in self.blocks:
+            if kind == "h":
+                out.append("#" * value[0] + " " + value[1])
+            elif kind == "p":
+                out.append(value)
+            elif kind == "ul":
+                out.append("\n".join(f"- {item}" for item in value))
+            elif kind == "table":
+                head, rows = value
+                lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+                lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+                out.append("\n".join(lines))
+            elif kind == "img":
+                out.append(f"![{value[1]}]({value[0]})")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        body = []
+        for kind, value in self.blocks:
+            if kind == "h":
+                anchor = re.sub(r"[^a-z0-9]+", "-", value[1].lower()).strip("-")
+                body.append(f'<h{value[0]} id="{anchor}">{_inline(value[1])}</h{value[0]}>')
+            elif kind == "p":
+                body.append(f"<p>{_inline(value)}</p>")
+            elif kind == "ul":
+                body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in value) + "</ul>")
+            elif kind == "table":
+                head, rows = value
+                body.append(
+                    "<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in head) + "</tr></thead><tbody>"
+                    + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows)
+                    + "</tbody></table>"
+                )
+            elif kind == "img":
+                body.append(f'<figure><img src="{html.escape(value[0])}" alt="{html.escape(value[1])}"><figcaption>{html.escape(value[1])}</figcaption></figure>')
+        style = (
+            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
+            "td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1em 0}"
+            "figcaption{color:#555;font-size:.9em}code{background:#f3f3f3;padding:0 .2em}"
+        )
+        return f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head>\n<body>\n' + "\n".join(body) + "\n</body></html>\n"
+
+
+def _inline(text: str) -> str:
+    """``**bold**`` and ``code`` spans of the Markdown text, as HTML."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
+
+
+# -- statistics ---------------------------------------------------------------------------------
+def _fmt(value: float, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}g}" if abs(value) >= 1e4 or (0 < abs(value) < 1e-3) else f"{value:.{digits}f}"
+
+
+def _arrow(results: Results, metric: str) -> str:
+    return "↑" if results.directions.get(metric, True) else "↓"
+
+
+def ranking(results: Results, metric: str) -> list[tuple[str, float]]:
+    """Explainers by mean, best first (NaN means last)."""
+    hib = results.directions.get(metric, True)
+    means = [(e, results.mean_std(e, metric)[0]) for e in results.explainers]
+    return sorted(means, key=lambda em: (math.isnan(em[1]), -em[1] if hib else em[1]))
+
+
+def verdicts(results: Results) -> list[dict[str, Any]]:
+    """Per metric: the best explainer by mean, the runner-up, the win rate and Wilcoxon p between them."""
+    out = []
+    for metric in results.metrics:
+        order = ranking(results, metric)
+        best, mean = order[0]
+        row: dict[str, Any] = {"metric": metric, "best": best, "mean": mean, "runner_up": None, "win": math.nan, "p": math.nan}
+        if len(order) > 1:
+            second = order[1][0]
+            scores = results.by_metric(metric)
+            names, w = stats.win_rates(scores, results.directions.get(metric, True))
+            _, p = stats.wilcoxon_pvalues(scores)
+            i, j = names.index(best), names.index(second)
+            row.update(runner_up=second, win=float(w[i, j]), p=float(p[i, j]), tied=math.isclose(mean, order[1][1], rel_tol=1e-9, abs_tol=1e-12))
+        out.append(row)
+    return out
+
+
+def reliability(results: Results, explainers: Sequence[str] | None = None, draws: int = 50, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Per metric: Krippendorff's ordinal α of the per-image rankings, with a 95 % interval.
+
+    As seed 004 (Fig. 10) the interval comes from ``draws`` random subsets of the images
+    (half of them, at least 3); NaN when the rankings do not vary.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    names = list(explainers or results.explainers)
+    n = len(results.images)
+    for metric in results.metrics:
+        scores = {e: np.asarray(results.values(e, metric)) for e in names}
+        hib = results.directions.get(metric, True)
+        alpha = _alpha(scores, hib)
+        draws_alpha = []
+        if n >= 6:
+            k = max(3, n // 2)
+            for _ in range(draws):
+                idx = rng.choice(n, size=k, replace=False)
+                draws_alpha.append(_alpha({e: v[idx] for e, v in scores.items()}, hib))
+        draws_alpha = [a for a in draws_alpha if not math.isnan(a)]
+        lo, hi = (float(np.percentile(draws_alpha, 2.5)), float(np.percentile(draws_alpha, 97.5))) if draws_alpha else (math.nan, math.nan)
+        out[metric] = (alpha, lo, hi)
+    return out
+
+
+def _alpha(scores: dict[str, np.ndarray], hib: bool) -> float:
+    if len(scores) < 2:
+        return math.nan
+    try:
+        return stats.metric_reliability(scores, hib)
+    except ValueError:
+        return math.nan
+
+
+def consistency(results: Results, explainer: str | None = None) -> tuple[list[str], np.ndarray]:
+    """Spearman's ρ between metrics over explanations (one explainer's, or all pooled), sign-aligned.
+
+    Computed pair by pair (:func:`xai_bridge.stats.spearman_between_metrics`), each pair on
+    the explanations both metrics scored; NaN where a metric is constant.
+    """
+    import warnings
+
+    explainers = [explainer] if explainer else results.explainers
+    names = results.metrics
+    values = {m: [v for e in explainers for v in results.values(e, m)] for m in names}
+    rho = np.eye(len(names))
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore")
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                pair = {names[i]: values[names[i]], names[j]: values[names[j]]}
+                try:
+                    flat = np.asarray(stats.spearman_between_metrics(pair, results.directions)[1], dtype=float).reshape(-1)
+                    r = float(flat[0] if flat.size == 1 else flat[1])  # scipy gives a scalar for two columns
+                except ValueError:
+                    r = math.nan
+                rho[i, j] = rho[j, i] = r
+    return list(names), rho
+
+
+# -- figures --------------------------------------------------------------------------------------
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _panels(n: int, width: float = 3.6, height: float = 3.2, max_cols: int = 4) -> tuple[Any, Any]:
+    plt = _plt()
+    cols = min(max_cols, max(1, n))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, constrained_layout=True)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat)
+
+
+def _heat(ax: Any, matrix: np.ndarray, names: Sequence[str], cmap: str, vmin: float, vmax: float, fmt: str, title: str) -> Any:
+    im = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    if len(names) <= 10:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if i != j and not math.isnan(matrix[i, j]):
+                    ax.text(j, i, format(matrix[i, j], fmt), ha="center", va="center", fontsize=6)
+    return im
+
+
+def figure_win_rates(results: Results, path: Path) -> Path:
+    """One heat map per metric: % of images on which the row explainer beats the column one."""
+    plt = _plt()
+    metrics = results.metrics
+    fig, axes = _panels(len(metrics))
+    im = None
+    for ax, metric in zip(axes, metrics):
+        names, w = stats.win_rates(results.by_metric(metric), results.directions.get(metric, True))
+        im = _heat(ax, 100 * w, names, "RdBu", 0, 100, ".0f", f"{metric} {_arrow(results, metric)}")
+    if im is not None:
+        fig.colorbar(im, ax=list(axes)[: len(metrics)], shrink=0.6, label="row beats column (% of images)")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def figure_wilcoxon(results: Results, path: Path) -> Path:
+    """One heat map per metric: two-sided Wilcoxon signed-rank p-values, log scale."""
+    plt = _plt()
+    from matplotlib.colors import LogNorm
+
+    metrics = results.metrics
+    fig, axes = _panels(len(metrics))
+    im = None
+    for ax, metric in zip(axes, metrics):
+        names, p = stats.wilcoxon_pvalues(results.by_metric(metric))
+        p = np.clip(p, 1e-30, 1.0)
+        im = ax.imshow(p, cmap="Greens_r", norm=LogNorm(vmin=1e-6, vmax=1.0))
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_title(f"{metric} {_arrow(results, metric)}", fontsize=9)
+        if len(names) <= 10:
+            for i in range(len(names)):
+                for j in range(len(names)):
+                    if i != j:
+                        ax.text(j, i, f"{p[i, j]:.0e}" if p[i, j] < 0.01 else f"{p[i, j]:.2f}", ha="center", va="center", fontsize=5)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes)[: len(metrics)], shrink=0.6, label="Wilcoxon p (darker = more significant)")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def figure_curves(results: Results, path: Path) -> Path | None:
+    """Mean insertion / deletion curves per explainer (score vs fraction of pixels)."""
+    metrics = [m for m in results.metrics if any(key[1] == m for key in results.curves)]
+    if not metrics:
+        return None
+    plt = _plt()
+    fig, axes = _panels(len(metrics), width=4.6, height=3.4, max_cols=2)
+    for ax, metric in zip(axes, metrics):
+        for explainer in results.explainers:
+            curve = results.curves.get((explainer, metric))
+            if curve:
+                mean = results.mean_std(explainer, metric)[0]
+                ax.plot(curve["fractions"], curve["mean"], label=f"{explainer} ({_fmt(mean)})")
+        ax.set_xlabel("fraction of pixels " + ("inserted" if "insert" in metric else "deleted" if "delet" in metric else "perturbed"))
+        ax.set_ylabel("score of the explained class")
+        ax.set_title(f"{metric} {_arrow(results, metric)}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def figure_reliability(results: Results, path: Path, alphas: dict[str, dict[str, tuple[float, float, float]]]) -> Path:
+    """Krippendorff's α per metric (bars, 95 % interval over image subsets), one bar per explainer set."""
+    plt = _plt()
+    metrics = results.metrics
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(metrics) + 2), 3.6), constrained_layout=True)
+    width = 0.8 / max(1, len(alphas))
+    for k, (label, table) in enumerate(alphas.items()):
+        xs = np.arange(len(metrics)) + (k - (len(alphas) - 1) / 2) * width
+        vals = np.array([table[m][0] for m in metrics])
+        lo = np.array([table[m][1] for m in metrics])
+        hi = np.array([table[m][2] for m in metrics])
+        err = np.where(np.isnan(lo), 0, np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)]))
+        ax.bar(xs, np.nan_to_num(vals), width, yerr=err, capsize=2, label=label)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(range(len(metrics)), [f"{m} {_arrow(results, m)}" for m in metrics], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("Krippendorff's α (ordinal)")
+    ax.set_title("Inter-rater reliability: do images rank the explainers alike?", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def figure_consistency(results: Results, path: Path) -> Path:
+    """Spearman's ρ between metrics: all explanations pooled, then per explainer (seed 004 Fig. 11)."""
+    plt = _plt()
+    groups: list[str | None] = [None, *results.explainers]
+    fig, axes = _panels(len(groups), width=3.4, height=3.2)
+    im = None
+    for ax, group in zip(axes, groups):
+        names, rho = consistency(results, group)
+        im = _heat(ax, rho, names, "PuOr", -1, 1, ".2f", "all explanations" if group is None else group)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes)[: len(groups)], shrink=0.6, label="Spearman ρ (+ = metrics agree)")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def figure_grid(path: Path, plan: "_Plan", store: "Store", results: Results) -> Path | None:
+    """Images down, explainers across: the stored maps of the grid images."""
+    import torch
+
+    from ..viz import save_grid
+    from .data import load_batch
+
+    maps = store.maps(plan.config_hash)
+    items = []
+    for item in plan.source.items:
+        if all((item.id, e.key) in maps for e in plan.explainers):
+            items.append(item)
+        if len(items) >= plan.config.grid_images:
+            break
+    if not items:
+        return None
+    images, kept = load_batch(items, plan.config.size, lambda item, reason: None)
+    if images is None:
+        return None
+    by_label = {e.label: torch.stack([torch.from_numpy(maps[(i.id, e.key)][0]) for i in kept]) for e in plan.explainers}
+    titles = [maps[(i.id, plan.explainers[0].key)][1] for i in kept]
+    return save_grid(path, images, by_label, titles)
+
+
+# -- the report -----------------------------------------------------------------------------------
+def write_report(results: Results, out: str | Path, *, store: "Store | None" = None, plan: "_Plan | None" = None, info: "RunInfo | None" = None, title: str | None = None) -> list[Path]:
+    """Write ``report.md``, ``report.html`` and ``figures/*.png`` to ``out``; returns the two reports.
+
+    ``store``, ``plan`` and ``info`` (from :func:`~xai_bridge.runner.run_benchmark`) add the
+    saliency grid, the settings and the skipped images; a plain :class:`Results` is enough
+    for the tables and statistics.
+    """
+    out = Path(out)
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    if not results.rows:
+        raise ValueError("results: no rows to report; did every image fail to load?")
+    title = title or (plan.config.title if plan is not None else "xai-bridge benchmark")
+    doc = _Doc()
+    doc.h(1, title)
+    explainers, metrics = results.explainers, results.metrics
+    n_images = len(results.images)
+    protocols = ", ".join(sorted({r["protocol"] for r in results.rows}))
+    model = plan.config.model_name if plan is not None else "the model"
+    doc.p(f"{len(explainers)} explainers × {len(metrics)} metrics on {n_images} images, {model}, protocol `{protocols}`.")
+
+    # first screen: who wins on what
+    found = verdicts(results)
+    doc.h(2, "Verdict")
+    lines = []
+    for v in found:
+        text = f"**{v['best']}** is best on `{v['metric']}` {_arrow(results, v['metric'])} (mean {_fmt(v['mean'])})"
+        if v["runner_up"] is not None and not math.isnan(v["win"]):
+            sig = "significant" if v["p"] < 0.05 else "not significant"
+            test = f"(Wilcoxon p = {_fmt(v['p'], 2)}, {sig} at 5 %)"
+            if v.get("tied"):
+                text += f", tied on the mean with {v['runner_up']}, which it beats on {v['win']:.0%} of images {test}"
+            else:
+                text += f"; it beats the runner-up {v['runner_up']} on {v['win']:.0%} of images {test}"
+        lines.append(text)
+    doc.ul(lines)
+    tally: dict[str, int] = {}
+    for v in found:
+        tally[v["best"]] = tally.get(v["best"], 0) + 1
+    overall = sorted(tally.items(), key=lambda kv: -kv[1])
+    doc.p("Overall: " + ", ".join(f"**{e}** best on {k} of {len(metrics)} metric{'s' if len(metrics) > 1 else ''}" for e, k in overall) + f". With {n_images} images, treat differences that are not significant as ties.")
+
+    # summary table
+    doc.h(2, "Summary")
+    best = {v["metric"]: v["best"] for v in found}
+    head = ["explainer"] + [f"{m} {_arrow(results, m)}" for m in metrics]
+    rows = []
+    for e in explainers:
+        cells = [e]
+        for m in metrics:
+            mean, std, n = results.mean_std(e, m)
+            cell = "—" if n == 0 else f"{_fmt(mean)} ± {_fmt(std)}"
+            cells.append(f"**{cell}**" if best.get(m) == e and n else cell)
+        rows.append(cells)
+    doc.table(head, rows)
+    doc.p(f"Mean ± standard deviation over {n_images} images; ↑ higher is better, ↓ lower is better; the best mean per metric is bold.")
+
+    # protocol and settings
+    doc.h(2, "Protocol and settings")
+    for name, proto in results.protocols.items():
+        if proto.get("description"):
+            doc.p(f"Protocol `{name}`: {proto['description']}")
+        fields = [(k, v) for k, v in proto.items() if k not in ("name", "description") and v not in (None, "")]
+        doc.table(["setting", "value"], [[k, f"`{_setting(v)}`"] for k, v in fields])
+    if plan is not None:
+        settings = [
+            f"model: {plan.config.model_name}",
+            f"images: {plan.source.kind} `{plan.source.identity}` ({len(plan.source.items)} listed, {plan.config.size}×{plan.config.size}, labels {'given' if plan.source.has_labels else 'not given'})",
+            f"batches: {len(plan.batches)} of up to {plan.config.batch_size} images (Δ metrics take their reference maps from the same batch)",
+            "explainers: " + ", ".join(f"`{e.key}`" + (f" as {e.label}" if e.label != e.name else "") for e in plan.explainers),
+            "metrics: " + ", ".join(f"`{m.key}`" + (f" → {m.label}" if m.label != m.name else "") for m in plan.metrics),
+            f"store: `{plan.config.store}` (configuration `{plan.config_hash}`)",
+        ]
+        if info is not None:
+            settings.append(f"this run: {info.units_computed} of {info.units_total} pending units computed ({info.rows_written} new rows) on {info.world_size} process{'es' if info.world_size > 1 else ''} in {info.seconds:.0f} s")
+        settings += list(plan.config.notes)
+        doc.ul(settings)
+    skipped = store.skipped(plan.config_hash) if (store is not None and plan is not None) else (info.skipped if info is not None else {})
+    if skipped:
+        doc.h(3, f"Skipped images ({len(skipped)})")
+        doc.ul([f"`{k}`: {v}" for k, v in sorted(skipped.items())])
+
+    if info is not None and info.failures:
+        doc.h(3, f"Not scored ({len(info.failures)})")
+        doc.p("These image × explainer × metric values could not be computed in this run and are left out (a rerun tries again):")
+        doc.ul([f"`{f}`" for f in info.failures])
+
+    # figures
+    if store is not None and plan is not None:
+        grid = figure_grid(figures / "saliency_grid.png", plan, store, results)
+        if grid is not None:
+            doc.h(2, "Saliency maps")
+            doc.img("figures/saliency_grid.png", "Saliency grid: images down (with the explained class), explainers across")
+    curves = figure_curves(results, figures / "curves.png")
+    if curves is not None:
+        doc.h(2, "Insertion and deletion curves")
+        doc.img("figures/curves.png", "Mean score of the explained class as pixels are inserted / deleted, most salient first (legend: mean area)")
+    if len(explainers) > 1:
+        doc.h(2, "Pairwise comparisons")
+        doc.p("Per-image win rates (seed 004 §4.2, Fig. 7): the share of images on which the row explainer scores better than the column explainer (ties count half). Wilcoxon signed-rank p-values (Fig. 9) say whether the paired differences are significant.")
+        figure_win_rates(results, figures / "win_rates.png")
+        doc.img("figures/win_rates.png", "Win rates: row beats column on this % of images")
+        figure_wilcoxon(results, figures / "wilcoxon.png")
+        doc.img("figures/wilcoxon.png", "Two-sided Wilcoxon signed-rank p-values per pair")
+
+        doc.h(2, "Reliability of the metrics")
+        alphas = {"all explainers": reliability(results)}
+        if "random" in explainers and len(explainers) > 2:
+            alphas["without random"] = reliability(results, [e for e in explainers if e != "random"])
+        figure_reliability(results, figures / "reliability.png", alphas)
+        doc.p("Inter-rater reliability (seed 004 App. C.2, Fig. 10): Krippendorff's ordinal α of the rankings each image gives the explainers; 1 = every image ranks them the same way, 0 = rankings unrelated across images. Intervals: 2.5–97.5 % over 50 random halves of the images.")
+        doc.table(["metric"] + list(alphas), [[f"{m} {_arrow(results, m)}"] + [_alpha_cell(t[m]) for t in alphas.values()] for m in metrics])
+        doc.img("figures/reliability.png", "Krippendorff's α per metric")
+        if len(metrics) > 1:
+            figure_consistency(results, figures / "consistency.png")
+            doc.p("Internal consistency (Fig. 11): Spearman's ρ between metrics over the same explanations, lower-is-better metrics negated so that positive ρ means the metrics agree.")
+            doc.img("figures/consistency.png", "Spearman's ρ between metrics, pooled and per explainer")
+
+    md = out / "report.md"
+    md.write_text(doc.markdown(), encoding="utf-8")
+    page = out / "report.html"
+    page.write_text(doc.html(title), encoding="utf-8")
+    return [md, page]
+
+
+def _setting(value: Any) -> str:
+    """A protocol field for a table: replacements as ``blur(kernel=11, sigma=5.0)``."""
+    if isinstance(value, dict) and "kind" in value:
+        extra = ", ".join(f"{k}={v}" for k, v in value.items() if k != "kind" and v is not None and not (k == "seed" and value["kind"] != "noise"))
+        return f"{value['kind']}({extra})" if extra else str(value["kind"])
+    return str(value)
+
+
+def _alpha_cell(entry: tuple[float, float, float]) -> str:
+    alpha, lo, hi = entry
+    if math.isnan(alpha):
+        return "— (rankings do not vary)"
+    return f"{alpha:.2f}" + ("" if math.isnan(lo) else f" [{lo:.2f}, {hi:.2f}]")

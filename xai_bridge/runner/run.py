@@ -1,0 +1,473 @@
+"""The benchmark runner: explainers × metrics over a data source, stored as it goes.
+
+Images are split into fixed batches (the same split on one process or many, so
+batch-dependent metrics such as Δσ, whose references are other images of the batch,
+give the same values). A unit of work is one batch × one explainer; each unit calls
+:func:`xai_bridge.evaluate` for the metrics not stored yet and is written in one
+transaction, so a killed run resumes exactly where it stopped and a finished one is a
+no-op. Under ``torchrun`` the batches are shared across ranks (see
+:mod:`xai_bridge.runner.distributed`).
+
+>>> from xai_bridge.runner import BenchmarkConfig, run_benchmark
+>>> results = run_benchmark(BenchmarkConfig(images="default:chelsea,coffee", explainers=["fakecam", "random"],
+...                                         metrics=["average_drop"], store="/tmp/xb-doc/bench.sqlite",
+...                                         out=None, progress=False))
+>>> sorted(results.explainers)
+['fakecam', 'random']
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..results import Results
+from .data import Item, Source, load_batch, open_source
+from .store import CurveRecord, RowRecord, Store, merge_curves
+
+Spec = "str | tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]"
+
+#: What ``xai-bridge demo`` runs (issue 7).
+DEMO_EXPLAINERS = ("gradcam", "gradcam++", "scorecam", "opticam", "deepmaps", "fakecam", "random")
+DEMO_METRICS = ("average_drop", "average_gain", "average_increase", "insertion_auc", "deletion_auc", "n_morf", "delta:metric=n_morf")
+
+
+@dataclass
+class BenchmarkConfig:
+    """Everything a benchmark run needs.
+
+    Attributes:
+        images: ``"default"`` (the embedded photos), ``"default:chelsea,coffee"``, an
+            ImageFolder directory, a list file, or a :class:`~xai_bridge.runner.data.Source`.
+        explainers: specs ``"name"``, ``"name:key=value,..."``, ``(name, options)`` or
+            ``(name, options, label)``; the label names the explainer in results (default: its name).
+        metrics: specs as for explainers (``"delta:metric=n_morf"``); results use the metric's own name.
+        protocol: a preset name or a :class:`~xai_bridge.protocols.Protocol`.
+        model: a classifier taking ``[0, 1]`` images; ``None`` = the default EfficientNet-Lite0.
+        model_name: how the report names the model.
+        size: image side after resize and centre crop.
+        batch_size: images per batch (batches are split evenly, so none is a lone image).
+        store: the SQLite file of results (resumable).
+        out: report folder (``report.md``, ``report.html``, ``figures/``); ``None`` = no report.
+        device: torch device for the model and images (``None`` = the model's; under
+            ``torchrun`` with CUDA, each rank takes ``cuda:LOCAL_RANK``).
+        grid_images: how many images the report's saliency grid shows.
+        progress: progress bars (stderr).
+        evaluate: the evaluation function (default :func:`xai_bridge.evaluate`).
+        notes: lines the report shows under its settings (e.g. why iteration counts are small).
+        title: the report's title.
+    """
+
+    images: Any = "default"
+    explainers: Sequence[Any] = DEMO_EXPLAINERS
+    metrics: Sequence[Any] = DEMO_METRICS
+    protocol: Any = "default"
+    model: Any = None
+    model_name: str = "EfficientNet-Lite0 (xai-bridge default)"
+    size: int = 224
+    batch_size: int = 8
+    store: str | Path = "out/benchmark/benchmark.sqlite"
+    out: str | Path | None = "out/benchmark"
+    device: Any = None
+    grid_images: int = 4
+    progress: bool = True
+    evaluate: Callable[..., Results] | None = None
+    notes: list[str] = field(default_factory=list)
+    title: str = "xai-bridge benchmark"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A configured explainer or metric: ``key`` (canonical spec, stored), ``label`` (shown), the object."""
+
+    name: str
+    options: dict[str, Any]
+    key: str
+    label: str
+    obj: Any = None
+
+
+@dataclass
+class RunInfo:
+    """What one call of :func:`run_benchmark` did (also shown in the report)."""
+
+    config_hash: str
+    units_total: int = 0
+    units_computed: int = 0
+    rows_written: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    world_size: int = 1
+    failures: list[str] = field(default_factory=list)
+
+
+def parse_spec(spec: Any, what: str) -> tuple[str, dict[str, Any], str | None]:
+    """``"opticam:max_iter=20,lr=0.1"`` / ``(name, options[, label])`` → ``(name, options, label)``."""
+    if isinstance(spec, str):
+        name, _, rest = spec.partition(":")
+        options: dict[str, Any] = {}
+        for pair in filter(None, (p.strip() for p in rest.split(","))):
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip().isidentifier():
+                raise ValueError(f"{what}: {spec!r} has option {pair!r}; expected NAME:KEY=VALUE,KEY=VALUE (e.g. opticam:max_iter=20)")
+            try:
+                options[key.strip()] = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                options[key.strip()] = value.strip()
+        return name.strip(), options, None
+    if isinstance(spec, (tuple, list)) and len(spec) in (2, 3) and isinstance(spec[0], str) and isinstance(spec[1], dict):
+        return spec[0], dict(spec[1]), (spec[2] if len(spec) == 3 else None)
+    raise ValueError(f"{what}: expected 'name', 'name:key=value,...', (name, options) or (name, options, label); got {spec!r}")
+
+
+def _canonical(name: str, options: dict[str, Any]) -> str:
+    return name if not options else f"{name} {json.dumps(options, sort_keys=True, default=repr)}"
+
+
+def _explainer_entries(specs: Sequence[Any], model: Any) -> list[Entry]:
+    import xai_bridge as xb
+
+    if not specs:
+        raise ValueError("explainers: none given; name at least one (see `xai-bridge plugins`)")
+    entries = []
+    for spec in specs:
+        name, options, label = parse_spec(spec, "explainers")
+        canonical = xb.explainer_spec(name).name
+        obj = xb.get_explainer(canonical, model, **options) if model is not None else None
+        entries.append(Entry(canonical, options, _canonical(canonical, options), label or canonical, obj))
+    _unique(entries, "explainers")
+    return entries
+
+
+def _metric_entries(specs: Sequence[Any]) -> list[Entry]:
+    import xai_bridge as xb
+
+    if not specs:
+        raise ValueError("metrics: none given; name at least one (see `xai-bridge plugins`)")
+    entries = []
+    for spec in specs:
+        name, options, label = parse_spec(spec, "metrics")
+        canonical = xb.metric_spec(name).name
+        obj = xb.get_metric(canonical, **options)
+        entries.append(Entry(canonical, options, _canonical(canonical, options), label or getattr(obj, "name", canonical), obj))
+    _unique(entries, "metrics")
+    return entries
+
+
+def _unique(entries: Sequence[Entry], what: str) -> None:
+    for attr in ("key", "label"):
+        seen: dict[str, Entry] = {}
+        for e in entries:
+            if getattr(e, attr) in seen:
+                raise ValueError(f"{what}: {getattr(e, attr)!r} is given twice; give each a different label, e.g. ({e.name!r}, {e.options!r}, 'my-label')")
+            seen[getattr(e, attr)] = e
+
+
+def model_fingerprint(model: Any) -> str:
+    """A hash of the model's class and weights (what makes two runs comparable)."""
+    import torch
+
+    h = hashlib.blake2b(type(model).__qualname__.encode(), digest_size=12)
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def split_batches(items: Sequence[Item], batch_size: int) -> list[list[Item]]:
+    """``ceil(n / batch_size)`` batches of near-equal size (9 images, size 4 → 3, 3, 3)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    n = len(items)
+    count = max(1, math.ceil(n / batch_size))
+    base, extra = divmod(n, count)
+    out, start = [], 0
+    for i in range(count):
+        size = base + (1 if i < extra else 0)
+        out.append(list(items[start : start + size]))
+        start += size
+    return [b for b in out if b]
+
+
+def _bar(total: int, desc: str, enabled: bool, unit: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr)
+
+
+def _say(message: str) -> None:
+    """A line on stderr that does not break the progress bars."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+class _Plan:
+    """The configured run: model, source, entries, batches and the configuration hash."""
+
+    def __init__(self, config: BenchmarkConfig, device: Any = None) -> None:
+        import torch
+
+        from ..protocols import get_protocol
+
+        self.config = config
+        if config.model is None:
+            from ..models import default_model
+
+            model = default_model()
+        else:
+            model = config.model
+        if not hasattr(model, "state_dict") or not callable(model):
+            raise ValueError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
+        if getattr(model, "training", False):
+            raise ValueError("model: is in training mode; call model.eval() first (dropout/batch-norm change the scores)")
+        if device is None and config.device is not None:
+            device = torch.device(config.device)
+        self.model = model.to(device) if device is not None else model
+        self.protocol = get_protocol(config.protocol)
+        if isinstance(config.size, bool) or not isinstance(config.size, int) or config.size < 8:
+            raise ValueError(f"size: expected an image side ≥ 8 pixels, got {config.size!r}")
+        self.source: Source = config.images if isinstance(config.images, Source) else open_source(config.images)
+        self.explainers = _explainer_entries(config.explainers, self.model)
+        self.metrics = _metric_entries(config.metrics)
+        self.batches = split_batches(self.source.items, config.batch_size)
+        self.grid_ids = {i.id for i in self.source.items[: max(0, config.grid_images)]}
+        self.settings = {
+            "model": model_fingerprint(model),
+            "protocol": self.protocol.as_dict(),
+            "size": config.size,
+            "batches": [[i.id for i in b] for b in self.batches],
+            "source": self.source.identity,
+            "labels": [i.label for i in self.source.items],
+        }
+        self.config_hash = hashlib.blake2b(json.dumps(self.settings, sort_keys=True, default=repr).encode(), digest_size=10).hexdigest()
+        self.directions = {m.label: bool(getattr(m.obj, "higher_is_better", True)) for m in self.metrics}
+        self.evaluate = config.evaluate
+        if self.evaluate is None:
+            from ..evaluation import evaluate
+
+            self.evaluate = evaluate
+
+    @property
+    def device(self) -> Any:
+        from ..models import model_device
+
+        return model_device(self.model)
+
+    def pending(self, batch: Sequence[Item], done: set[tuple[str, str, str]], skipped: set[str]) -> list[tuple[Entry, list[Entry]]]:
+        """Explainers with the metrics missing for some image of ``batch``."""
+        images = [i.id for i in batch if i.id not in skipped]
+        if not images:
+            return []
+        out = []
+        for e in self.explainers:
+            missing = [m for m in self.metrics if any((image, e.key, m.key) not in done for image in images)]
+            if missing:
+                out.append((e, missing))
+        return out
+
+    def run_units(self, store: Store, work: Sequence[tuple[int, list[Item], list[tuple[Entry, list[Entry]]]]], skipped: set[str], info: RunInfo, label: str = "") -> None:
+        """Compute the units ``(batch index, batch, [(explainer, missing metrics)])`` into ``store``."""
+        import torch
+
+        info.units_total += sum(len(p) for _, _, p in work)
+        progress = self.config.progress
+        bar = _bar(sum(len(p) for _, _, p in work), f"explain+score{label}", progress, "unit")
+        try:
+            for index, batch, pending in work:
+                def report_skip(item: Item, reason: str) -> None:
+                    store.mark_skipped(self.config_hash, item.id, reason)
+                    skipped.add(item.id)
+                    info.skipped[item.id] = reason
+                    _say(f"skipped {item.id}: {reason}")
+
+                images, kept = load_batch([i for i in batch if i.id not in skipped], self.config.size, report_skip)
+                if images is None:
+                    bar.update(len(pending))
+                    continue
+                images = images.to(self.device)
+                labels = torch.tensor([i.label for i in kept], device=self.device) if all(i.label is not None for i in kept) else None
+                ids = [i.id for i in kept]
+                grid = [k for k, i in enumerate(kept) if i.id in self.grid_ids]
+                for explainer, metrics in pending:
+                    bar.set_postfix_str(f"batch {index + 1}/{len(self.batches)} {explainer.label}", refresh=False)
+                    recorder = _Recorder(explainer.obj)
+
+                    def evaluate(chosen: Sequence[Entry]) -> Results:
+                        return self.evaluate(  # type: ignore[misc]
+                            self.model, images, explainers=[recorder], metrics=[m.obj for m in chosen], protocol=self.protocol,
+                            labels=labels, image_ids=ids, batch_size=len(ids), progress=False,
+                        )
+
+                    try:
+                        outcomes = [(evaluate(metrics), metrics)]
+                    except ValueError as exc:  # one metric may not apply here (e.g. Δ with a lone image): try each
+                        outcomes = []
+                        for metric in metrics:
+                            try:
+                                outcomes.append((evaluate([metric]) if len(metrics) > 1 else _raise(exc), [metric]))
+                            except ValueError as one:
+                                message = f"batch {index + 1} ({', '.join(ids)}) × {explainer.label} × {metric.label}: {one}"
+                                info.failures.append(message)
+                                _say(f"not scored, left out: {message}")
+                    for results, chosen in outcomes:
+                        rows, curves = self._records(results, explainer, chosen, index, len(ids))
+                        info.rows_written += store.write_unit(self.config_hash, rows, curves)
+                    first = recorder.first
+                    if grid and first is not None and getattr(first, "maps", None) is not None and first.maps.shape[0] == len(kept):
+                        probs = first.logits.float().softmax(-1)
+                        for k in grid:
+                            t = int(first.targets[k])
+                            store.put_map(self.config_hash, ids[k], explainer.key, first.maps[k].detach().float().cpu().numpy(), _title(ids[k], t, float(probs[k, t]), probs.shape[-1]))
+                    info.units_computed += 1
+                    bar.update(1)
+        finally:
+            bar.close()
+
+    def _records(self, results: Results, explainer: Entry, metrics: Sequence[Entry], batch: int, n: int) -> tuple[list[RowRecord], list[CurveRecord]]:
+        by_name = {getattr(m.obj, "name", m.name): m for m in metrics}
+        rows = []
+        for row in results.rows:
+            metric = by_name.get(row["metric"])
+            if metric is None:
+                raise RuntimeError(f"evaluate returned metric {row['metric']!r}, which was not asked for ({', '.join(by_name)})")
+            rows.append(RowRecord(str(row["image"]), explainer.key, explainer.label, metric.key, metric.label, float(row["value"]), str(row.get("protocol", self.protocol.name))))
+        curves = []
+        for (_, metric_name), curve in results.curves.items():
+            metric = by_name.get(metric_name)
+            if metric is not None:
+                curves.append(CurveRecord(f"{batch:06d}", explainer.key, metric.key, tuple(curve["fractions"]), tuple(curve["mean"]), n))
+        return rows, curves
+
+    def grid_maps(self, store: Store) -> None:
+        """Saliency maps of the first ``grid_images`` readable images for the report (stored once)."""
+        import torch
+
+        count = self.config.grid_images
+        if not count:
+            return
+        skipped = set(store.skipped(self.config_hash))
+        have = set(store.maps(self.config_hash))
+        items = [i for i in self.source.items if i.id not in skipped][:count]
+        todo = [e for e in self.explainers if any((i.id, e.key) not in have for i in items)]
+        if not items or not todo:
+            return
+        images, kept = load_batch(items, self.config.size, lambda item, reason: store.mark_skipped(self.config_hash, item.id, reason))
+        if images is None:
+            return
+        images = images.to(self.device)
+        with torch.no_grad():
+            logits = self.model(images)
+        probs = logits.float().softmax(-1)
+        labels = [i.label for i in kept]
+        if self.protocol.target == "label" and all(lab is not None for lab in labels):
+            targets = torch.tensor(labels, device=self.device)
+        else:
+            targets = probs.argmax(-1)
+        titles = [_title(i.id, int(t), float(probs[k, int(t)]), probs.shape[-1]) for k, (i, t) in enumerate(zip(kept, targets.tolist()))]
+        bar = _bar(len(todo), "saliency grid", self.config.progress, "explainer")
+        for e in todo:
+            maps = e.obj.explain(images, target=targets)
+            for k, item in enumerate(kept):
+                store.put_map(self.config_hash, item.id, e.key, maps[k].detach().float().cpu().numpy(), titles[k])
+            bar.update(1)
+        bar.close()
+
+    def results(self, store: Store) -> Results:
+        """The stored results of this configuration, for these explainers and metrics, in order."""
+        order_image = {i.id: k for k, i in enumerate(self.source.items)}
+        order_e = {e.key: k for k, e in enumerate(self.explainers)}
+        order_m = {m.key: k for k, m in enumerate(self.metrics)}
+        records = [r for r in store.rows(self.config_hash) if r.explainer_key in order_e and r.metric_key in order_m and r.image in order_image]
+        records.sort(key=lambda r: (order_e[r.explainer_key], order_m[r.metric_key], order_image[r.image]))
+        rows = [{"image": r.image, "explainer": r.explainer, "metric": r.metric, "value": math.nan if r.value is None else r.value, "protocol": r.protocol} for r in records]
+        labels_e = {e.key: e.label for e in self.explainers}
+        labels_m = {m.key: m.label for m in self.metrics}
+        curves = {
+            (labels_e[e], labels_m[m]): c
+            for (e, m), c in merge_curves(c for c in store.curves(self.config_hash) if c.explainer_key in labels_e and c.metric_key in labels_m).items()
+        }
+        ordered = dict(sorted(curves.items(), key=lambda kv: (list(labels_e.values()).index(kv[0][0]), list(labels_m.values()).index(kv[0][1]))))
+        return Results(rows=rows, protocols={self.protocol.name: self.protocol.as_dict()}, directions=dict(self.directions), curves=ordered)
+
+
+def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+class _Recorder:
+    """Passes an explainer to ``evaluate`` and keeps its first explanation (the report's grid maps)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.first: Any = None
+        self.name = getattr(inner, "name", type(inner).__name__)
+
+    def explanation(self, images: Any, target: Any = None) -> Any:
+        out = self._inner.explanation(images, target)
+        if self.first is None:
+            self.first = out
+        return out
+
+    def explain(self, images: Any, target: Any = None) -> Any:
+        return self.explanation(images, target).maps
+
+    __call__ = explain
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _title(image: str, cls: int, prob: float, num_classes: int) -> str:
+    if num_classes == 1000:
+        from ..classes import imagenet_classes
+
+        return f"{image}\n{imagenet_classes()[cls]} {prob:.0%}"
+    return f"{image}\nclass {cls} {prob:.0%}"
+
+
+def run_benchmark(config: BenchmarkConfig | None = None, **overrides: Any) -> Results:
+    """Run (or resume) a benchmark and write its report; returns every stored result of the configuration.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the batches are sharded across ranks and the
+    merged results are returned on every rank; only rank 0 writes the store and the report.
+    See :class:`BenchmarkConfig` for the settings; keyword ``overrides`` replace its fields.
+    """
+    import dataclasses
+
+    from . import distributed
+
+    config = dataclasses.replace(config or BenchmarkConfig(), **overrides) if overrides else (config or BenchmarkConfig())
+    start = time.time()
+    ctx = distributed.context(config.device)
+    try:
+        plan = _Plan(config, device=ctx.device)
+        info = RunInfo(plan.config_hash, world_size=ctx.world_size)
+        main_path = Path(config.store)
+        if ctx.world_size == 1:
+            with Store(main_path) as store:
+                store.register_config(plan.config_hash, plan.settings)
+                store.set_directions(plan.config_hash, plan.directions)
+                done = store.done_keys(plan.config_hash)
+                skipped = set(store.skipped(plan.config_hash))
+                work = [(i, b, plan.pending(b, done, skipped)) for i, b in enumerate(plan.batches)]
+                plan.run_units(store, [w for w in work if w[2]], skipped, info)
+                plan.grid_maps(store)
+                info.skipped = store.skipped(plan.config_hash)
+                results = plan.results(store)
+                info.seconds = time.time() - start
+                if config.out is not None:
+                    from .report import write_report
+
+                    write_report(results, config.out, store=store, plan=plan, info=info)
+            return results
+        return distributed.run_sharded(plan, ctx, main_path, info, start)
+    finally:
+        ctx.close()
