@@ -36,3 +36,14 @@ def test_metrics_reference_covers_every_builtin_metric_and_preset():
     missing = [name for name in builtin if f"`{name}`" not in text] + [p for p in PRESETS if f"`{p}`" not in text]
     assert not missing, f"docs/metrics.md does not document {missing}"
 
+
+def test_plugin_tutorial_shows_the_example_plugins_files_as_they_are():
+    import re
+
+    example = ROOT / "examples" / "xai-bridge-example-plugin"
+    page = (ROOT / "docs" / "plugin-tutorial.md").read_text()
+    shown = dict(re.findall(r"\*\*`([^`]+)`\*\*\n\n```\w+\n(.*?)```\n", page, flags=re.S))
+    files = sorted(str(p.relative_to(example)) for p in [*example.glob("src/xai_bridge_example/*.py"), *example.glob("tests/*.py"), example / "pyproject.toml"])
+    assert sorted(shown) == files, "docs/plugin-tutorial.md must show every file of the example plugin"
+    for rel, text in shown.items():
+        assert (example / rel).read_text() == text, f"docs/plugin-tutorial.md shows a stale {rel}"

@@ -15,6 +15,9 @@ and functions any plugin author can call in their own tests:
 
 * :func:`check_explainer_contract` — shapes, device, dtype, targets, batching,
   training-mode refusal, no hooks or gradients left on the model.
+* :func:`check_metric_contract` — descriptor, one finite value per image, batching,
+  determinism, refusal of bad maps and of a model in training mode, model untouched,
+  and a working Quantus adapter.
 
 This module must stay cheap to import: pytest loads it in every session.
 """
@@ -67,6 +70,25 @@ def _hook_count(model: Any) -> int:
     return total
 
 
+def _snapshot(model: Any) -> tuple[dict[str, Any], list[bool], list[Any], int]:
+    """What a component must leave as it was: weights, ``requires_grad``, ``.grad`` and hook count."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    params = list(model.parameters())
+    return state, [p.requires_grad for p in params], [p.grad for p in params], _hook_count(model)
+
+
+def _assert_untouched(name: str, model: Any, snapshot: tuple[dict[str, Any], list[bool], list[Any], int]) -> None:
+    import torch
+
+    state, flags, grads, hooks = snapshot
+    after = model.state_dict()
+    for key, value in state.items():
+        assert torch.equal(after[key], value), f"{name}: changed the model's {key}"
+    assert [p.requires_grad for p in model.parameters()] == flags, f"{name}: changed requires_grad on the model"
+    assert all(p.grad is g for p, g in zip(model.parameters(), grads)), f"{name}: left .grad on the model's parameters"
+    assert _hook_count(model) == hooks, f"{name}: left hooks on the model"
+
+
 def check_explainer_contract(name: str, model: Any, images: Any, **options: Any) -> Any:
     """Assert that the explainer ``name`` honours the xai-bridge explainer contract on ``model``.
 
@@ -81,10 +103,7 @@ def check_explainer_contract(name: str, model: Any, images: Any, **options: Any)
 
     import xai_bridge as xb
 
-    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    flags = [p.requires_grad for p in model.parameters()]
-    grads = [p.grad for p in model.parameters()]
-    hooks = _hook_count(model)
+    snapshot = _snapshot(model)
 
     explainer = xb.get_explainer(name, model, **options)
     maps = explainer.explain(images)
@@ -121,10 +140,85 @@ def check_explainer_contract(name: str, model: Any, images: Any, **options: Any)
     finally:
         model.eval()
 
-    after = model.state_dict()
-    for key, value in before.items():
-        assert torch.equal(after[key], value), f"{name}: changed the model's {key}"
-    assert [p.requires_grad for p in model.parameters()] == flags, f"{name}: changed requires_grad on the model"
-    assert all(p.grad is g for p, g in zip(model.parameters(), grads)), f"{name}: left .grad on the model's parameters"
-    assert _hook_count(model) == hooks, f"{name}: left hooks on the model"
+    _assert_untouched(name, model, snapshot)
     return maps
+
+
+def _expect_value_error(what: str, call: Callable[[], Any]) -> None:
+    try:
+        call()
+    except ValueError:
+        return
+    raise AssertionError(f"{what} must raise ValueError")  # pragma: no cover - a broken metric
+
+
+def check_metric_contract(
+    name: str,
+    model: Any,
+    images: Any,
+    maps: Any = None,
+    *,
+    protocol: Any = None,
+    batch_invariant: bool = True,
+    atol: float = 1e-5,
+    **options: Any,
+) -> Any:
+    """Assert that the metric ``name`` honours the xai-bridge metric contract on ``model``.
+
+    Checks: the registered descriptor agrees with the metric object (direction, category);
+    :func:`xai_bridge.score_maps` gives one finite float per image on the images' device;
+    scoring twice gives the same values; scoring the images one at a time gives the
+    batch's values (pass ``batch_invariant=False`` for metrics that read other images'
+    maps, such as Δσ); maps with NaN or of the wrong shape and a model in training mode
+    are refused with ``ValueError``; the model's parameters, ``requires_grad`` flags,
+    ``.grad`` and hooks are as before; ``as_quantus_metric(name)`` is a ``quantus.Metric``.
+    ``maps`` defaults to a seeded random ``B×H×W`` map. Returns the batch's values.
+    """
+    import torch
+
+    import xai_bridge as xb
+    from xai_bridge.registry import METRIC_CATEGORIES
+
+    spec = xb.metric_spec(name)
+    metric = xb.get_metric(name, **options)
+    assert isinstance(metric, xb.Metric), f"{name}: the factory returned {type(metric).__name__}, expected a xai_bridge.Metric"
+    assert spec.category in METRIC_CATEGORIES, f"{name}: category {spec.category!r} is not one of Quantus's {METRIC_CATEGORIES}"
+    assert metric.higher_is_better == spec.higher_is_better or spec.name == "delta", (
+        f"{name}: registered higher_is_better={spec.higher_is_better} but the metric object says {metric.higher_is_better}"
+    )
+    b, _, h, w = images.shape
+    if maps is None:
+        maps = torch.rand(b, h, w, generator=torch.Generator().manual_seed(0)).to(images.device)
+
+    snapshot = _snapshot(model)
+
+    def score(x: Any, s: Any) -> Any:
+        return xb.score_maps(model, x, s, [metric], protocol)[metric.name]
+
+    values = score(images, maps)
+    assert isinstance(values, torch.Tensor) and values.shape == (b,), f"{name}: expected one value per image, got {getattr(values, 'shape', values)}"
+    assert values.is_floating_point() and torch.isfinite(values).all(), f"{name}: values must be finite floats, got {values.tolist()}"
+    assert values.device == images.device, f"{name}: values on {values.device}, images on {images.device}"
+    torch.testing.assert_close(score(images, maps), values, atol=atol, rtol=0, msg=f"{name}: scoring twice differs")
+    if batch_invariant and b > 1:
+        single = torch.cat([score(images[i : i + 1], maps[i : i + 1]) for i in range(b)])
+        torch.testing.assert_close(single, values, atol=atol, rtol=1e-4, msg=f"{name}: scoring images one by one differs from the batch")
+
+    nan_maps = maps.clone()
+    nan_maps[0, 0, 0] = float("nan")
+    _expect_value_error(f"{name}: maps containing NaN", lambda: score(images, nan_maps))
+    _expect_value_error(f"{name}: maps of shape {(b, h + 1, w)} for {h}×{w} images", lambda: score(images, torch.rand(b, h + 1, w, device=images.device)))
+    model.train()
+    try:
+        _expect_value_error(f"{name}: a model in training mode", lambda: score(images, maps))
+    finally:
+        model.eval()
+
+    _assert_untouched(name, model, snapshot)
+
+    import quantus
+
+    from xai_bridge.adapters.quantus import as_quantus_metric
+
+    assert isinstance(as_quantus_metric(name, **options), quantus.Metric), f"{name}: as_quantus_metric did not give a quantus.Metric"
+    return values

@@ -1,4 +1,4 @@
-"""The plugin module named by the entry point. It only registers: cheap to import."""
+"""The plugin module named by the entry point. It only registers: cheap to import (no torch)."""
 
 from xai_bridge import hookimpl
 
@@ -9,6 +9,12 @@ def make_edges(model, **options):
     return EdgeSaliency(model, **options)
 
 
+def make_keep_top(**options):
+    from xai_bridge_example.metrics import KeepTopScore
+
+    return KeepTopScore(**options)
+
+
 @hookimpl
 def register_explainers(register):
     register(
@@ -17,4 +23,15 @@ def register_explainers(register):
         aliases=("sobel",),
         family="baseline",
         description="Sobel edge magnitude of the image: a class-agnostic baseline that ignores the model.",
+    )
+
+
+@hookimpl
+def register_metrics(register):
+    register(
+        "keep_top",
+        make_keep_top,
+        higher_is_better=True,
+        category="Faithfulness",
+        description="Share of the class score kept when only the top 10 % of the pixels are revealed (option: fraction).",
     )
