@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import xai_bridge as xb
+from xai_bridge.evaluation import score_maps
 from xai_bridge.explainer import upsample
+from xai_bridge.protocols import get_protocol
 from xai_bridge_builtins.castream_digits import accuracy, digits_resnet, digits_split, train_classifier
 from xai_bridge_builtins.castream_module import CAModel
 from xai_bridge_builtins.castream_train import evaluate, train_stream
@@ -49,66 +50,21 @@ from xai_bridge_builtins.castream_train import evaluate, train_stream
 METHODS = ("gradcam", "gradcam++", "scorecam")
 
 
-# -- local metric formulas ------------------------------------------------------------------------
-# TODO(metrics plugin): these five numbers switch to the registered metrics (xb.get_metric(...))
-# once the metrics plugin exists; the formulas below follow SPEC §2 literally.
-def minmax(maps: torch.Tensor) -> torch.Tensor:
-    """Per-image ``(S − min) / (max − min)``; a constant map becomes 0."""
-    flat = maps.flatten(1)
-    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    span = hi - lo
-    out = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-12), torch.zeros_like(flat))
-    return out.reshape(maps.shape)
-
-
-@torch.no_grad()
-def class_probability(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """Softmax probability of ``targets`` for each image, in chunks."""
-    out = [model(images[i : i + chunk]).softmax(-1).gather(1, targets[i : i + chunk, None])[:, 0] for i in range(0, images.shape[0], chunk)]
-    return torch.cat(out)
-
-
-def single_step(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """AD, AG, AI per image (SPEC §2): ``p`` of ``x``, ``o`` of ``x ⊙ M``."""
-    p = class_probability(model, images, targets)
-    o = class_probability(model, images * mask[:, None], targets)
-    return {
-        "AD": (p - o).clamp_min(0) / p * 100,
-        "AG": (o - p).clamp_min(0) / (1 - p).clamp_min(1e-12) * 100,
-        "AI": (p < o).float() * 100,
-    }
-
-
-def progressive_auc(model: nn.Module, start: torch.Tensor, end: torch.Tensor, saliency: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
-    """Area under the class probability while pixels switch from ``start`` to ``end``, most salient first.
-
-    Deletion: ``start`` = image, ``end`` = black. Insertion: ``start`` = blurred, ``end`` = image.
-    All steps of all images are batched; returns the trapezoid area ×100 per image.
-    """
-    b, c, h, w = start.shape
-    n = h * w
-    order = torch.argsort(saliency.reshape(b, n), dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(n, device=order.device).expand(b, n))
-    counts = torch.tensor([min(k * step, n) for k in range(math.ceil(n / step) + 1)], device=start.device)
-    switched = (rank[:, None, :] < counts[None, :, None]).reshape(b, len(counts), 1, h, w)  # B×S×1×H×W
-    steps = torch.where(switched, end[:, None], start[:, None]).reshape(b * len(counts), c, h, w)
-    probs = class_probability(model, steps, targets.repeat_interleave(len(counts))).reshape(b, len(counts))
-    return torch.trapezoid(probs, counts.float() / n, dim=1) * 100
-
-
-def blur(images: torch.Tensor) -> torch.Tensor:
-    from torchvision.transforms.functional import gaussian_blur
-
-    return gaussian_blur(images, kernel_size=[11, 11], sigma=[5.0, 5.0])
+# -- the project's metrics ------------------------------------------------------------------------
+METRICS = {"AD": "average_drop", "AG": "average_gain", "AI": "average_increase", "I": "insertion_auc", "D": "deletion_auc"}
 
 
 def score(model: nn.Module, images: torch.Tensor, raw: torch.Tensor, targets: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-    """The five numbers per image for one model and its feature-resolution maps ``raw``."""
-    saliency = minmax(upsample(raw, tuple(images.shape[-2:])))
-    rows = single_step(model, images, saliency, targets)
-    rows["I"] = progressive_auc(model, blur(images), images, saliency, targets, step)
-    rows["D"] = progressive_auc(model, images, torch.zeros_like(images), saliency, targets, step)
+    """The five numbers per image (registered metrics on the engine) for feature-resolution maps ``raw``.
+
+    Protocol: the Opti-CAM group's preset (class = label, probabilities, black masking, RISE blur
+    insertion) with ``step`` pixels per step and constant maps scored as 0; AUCs ×100.
+    """
+    protocol = get_protocol("opticam", step=step, constant_maps="zeros")
+    maps = upsample(raw, tuple(images.shape[-2:]))
+    out = score_maps(model, images, maps, list(METRICS.values()), protocol, targets)
+    rows = {short: out[name] for short, name in METRICS.items()}
+    rows["I"], rows["D"] = rows["I"] * 100, rows["D"] * 100
     return rows
 
 

@@ -63,7 +63,8 @@ class Engine:
     Args:
         model: a classifier returning logits, in eval mode (it is never modified).
         budget: memory for one chunk of perturbed images and their activations
-            (bytes or ``"2GiB"``); default: 2 GiB on CPU, half the free memory on CUDA.
+            (bytes or ``"2GiB"``); default: ``$XAI_BRIDGE_ENGINE_BUDGET`` or 1 GiB on CPU (larger
+            batches are no faster on a CPU), half the free memory on CUDA.
             Ignored when ``batch_size`` is given.
         batch_size: fixed chunk size (images per forward pass).
         autocast: run forward passes under ``torch.autocast`` on CUDA (float16).
@@ -97,7 +98,7 @@ class Engine:
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return int(free * 0.5)
-        return int(os.environ.get("XAI_BRIDGE_ENGINE_BUDGET", 2 * GiB))
+        return parse_budget(os.environ.get("XAI_BRIDGE_ENGINE_BUDGET")) or GiB
 
     def chunk_size(self, sample: torch.Tensor) -> int:
         """Images per forward pass: ``batch_size``, or what fits the budget.

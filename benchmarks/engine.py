@@ -1,0 +1,238 @@
+"""The perturbation engine against the toolkits' loops, measured side by side in one run.
+
+(a) Quantus PixelFlipping vs the engine for the same deletion curve;
+(b) the engine's images/s vs the model's own peak batched images/s;
+(c) deletion + insertion + AOPC + n_MoRF + n_LeRF through one engine request set vs separate
+    per-metric calls (a per-image per-step loop: Quantus has none of these at whole-pixel steps);
+(d) peak memory (the peak RSS of a fresh process during the run, reset after warm-up) as
+    images × steps grows under a fixed budget.
+
+Run::
+
+    python benchmarks/engine.py                  # 16 photos, 224² (about 15 minutes on 2 CPU cores)
+    python benchmarks/engine.py --images 4 --quick
+    python benchmarks/engine.py --device cuda
+
+Quantus counts C×H×W features per step and requires ``features_in_step`` to divide H·W, so
+whole-pixel steps (3·k features) need 3 | H·W: part (a) runs at 192² with 192-pixel steps
+(192 steps), the nearest match to 224 steps at 224².
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import xai_bridge as xb
+from xai_bridge.engine import Curve, Engine, Flip, make_replacement, rank_units
+from xai_bridge.protocols import Replacement
+
+MEAN = Replacement("mean")
+BLUR = Replacement("blur", kernel=11, sigma=5.0)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def photos(n: int, size: int, device: torch.device) -> torch.Tensor:
+    images, _ = xb.sample_images(size=size)
+    reps = -(-n // images.shape[0])
+    images = torch.cat([images, images.flip(-1)] * reps)[:n]  # mirrored copies beyond the nine photos
+    return images.to(device)
+
+
+def saliency(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return xb.get_explainer("gradcam", model).explain(images)
+
+
+# -- (a) -------------------------------------------------------------------------------------------
+def part_a(model, images, device) -> dict[str, float]:
+    import quantus
+
+    x = F.interpolate(images, size=(192, 192), mode="bilinear", antialias=True, align_corners=False)
+    # Grad-CAM's zeros are ties that numpy's unstable argsort orders differently: use each pixel's
+    # rank instead (the same order, no ties) so the two curves must agree
+    maps = rank_units(saliency(model, x), "lerf").float() / (192 * 192)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    k = 192
+    metric = quantus.PixelFlipping(features_in_step=3 * k, perturb_baseline="black", normalise=False, abs=False, disable_warnings=True, display_progressbar=False)
+    t_q, theirs = timed(lambda: np.array(metric(model=model, x_batch=x.cpu().numpy(), y_batch=y.cpu().numpy(), a_batch=maps[:, None].cpu().numpy(), device=str(device), softmax=True, batch_size=x.shape[0])))
+    req = Curve(replacement=Replacement("min"), step=k)
+    engine = Engine(model, progress=False)
+    t_e, ours = timed(lambda: engine.run(x, maps, y, [req])[req].probs[:, 1:].cpu().numpy())
+    return {"quantus_s": t_q, "engine_s": t_e, "ratio": t_q / t_e, "max_abs_diff": float(np.abs(theirs - ours).max()), "steps": ours.shape[1]}
+
+
+# -- (b) -------------------------------------------------------------------------------------------
+def part_b(model, images, maps, step: int, device, rounds: int = 3) -> dict[str, float]:
+    """Best of ``rounds`` interleaved measurements of each, so a noisy shared machine hurts both alike."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def model_rate(bs: int, n: int = 256) -> float:
+        x = images[:1].expand(bs, -1, -1, -1).contiguous()
+        with torch.inference_mode():
+            model(x)
+            sync()
+            reps = max(2, n // bs)
+            start = time.perf_counter()
+            for _ in range(reps):
+                model(x)
+            sync()
+        return bs * reps / (time.perf_counter() - start)
+
+    rates = {bs: model_rate(bs) for bs in (8, 16, 32, 64)}
+    peak_bs = max(rates, key=rates.get)
+    engine = Engine(model, progress=False)
+    req = Curve(step=step)
+    sub, sub_maps = images[:4], maps[:4]  # 4 images × 225 steps = 900 forward samples per round
+    peak, rate = rates[peak_bs], 0.0
+    for _ in range(rounds):
+        peak = max(peak, model_rate(peak_bs, 900))
+        before = engine.forward_samples
+        t, _ = timed(lambda: (engine.run(sub, sub_maps, None, [req]), sync()))
+        rate = max(rate, (engine.forward_samples - before) / t)
+    return {"model_peak_img_s": peak, "peak_batch": peak_bs, "engine_img_s": rate, "fraction_of_peak": rate / peak, "engine_chunk": engine.chunk_size(images), "rounds": rounds}
+
+
+# -- (c) -------------------------------------------------------------------------------------------
+def naive_curve(model, image, ranks, rep, target, counts, kind="deletion") -> list[float]:
+    out = []
+    for t in counts:
+        mask = (ranks < t)[None]
+        x = torch.where(mask, rep, image) if kind == "deletion" else torch.where(mask, image, rep)
+        with torch.no_grad():
+            out.append(float(model(x[None]).softmax(1)[0, target]))
+    return out
+
+
+def naive_flip(model, image, ranks, rep, counts) -> float:
+    with torch.no_grad():
+        base = int(model(image[None]).argmax())
+    for t in counts[1:]:
+        x = torch.where((ranks < t)[None], rep, image)
+        with torch.no_grad():
+            if int(model(x[None]).argmax()) != base:
+                return t / ranks.numel()
+    return 1.0
+
+
+def part_c(model, images, maps, step: int, device) -> dict[str, float]:
+    b, _, h, w = images.shape
+    with torch.no_grad():
+        y = model(images).argmax(1)
+    counts = list(range(0, h * w, step)) + [h * w]
+    aopc_counts = counts[: int(np.ceil(0.1 * h * w / step)) + 1]
+    mean_rep, blur_rep = make_replacement(images, MEAN), make_replacement(images, BLUR)
+    morf, lerf = rank_units(maps, "morf"), rank_units(maps, "lerf")
+
+    def separate() -> None:
+        # Quantus's PixelFlipping cannot take whole-pixel steps at 224² (see (a)) and its "mean"
+        # baseline drifts with each step, so the per-image loop stands in for every metric here.
+        for i in range(b):  # deletion, insertion, AOPC, n_MoRF, n_LeRF: per image, per step
+            naive_curve(model, images[i], morf[i], mean_rep[i], int(y[i]), counts)
+            naive_curve(model, images[i], morf[i], blur_rep[i], int(y[i]), counts, "insertion")
+            naive_curve(model, images[i], morf[i], mean_rep[i], int(y[i]), aopc_counts)
+            naive_flip(model, images[i], morf[i], mean_rep[i], counts)
+            naive_flip(model, images[i], lerf[i], mean_rep[i], counts)
+
+    reqs = [Curve(replacement=MEAN, step=step), Curve(kind="insertion", replacement=BLUR, step=step), Curve(replacement=MEAN, step=step, stop=0.1), Flip(replacement=MEAN, step=step), Flip(order="lerf", replacement=MEAN, step=step)]
+    engine = Engine(model, progress=False)
+    t_sep, _ = timed(separate)
+    t_eng, _ = timed(lambda: engine.run(images, maps, y, reqs))
+    return {"separate_s": t_sep, "engine_s": t_eng, "ratio": t_sep / t_eng, "engine_forward_samples": engine.forward_samples}
+
+
+# -- (d) -------------------------------------------------------------------------------------------
+def _rss_mib(field: str) -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _memory_child(n: int, step: int, budget: str) -> None:
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    model = xb.default_model()
+    images = photos(n, 224, torch.device("cpu"))
+    maps = torch.rand(n, 224, 224, generator=torch.Generator().manual_seed(0))
+    engine = Engine(model, budget=budget, progress=False)
+    engine.run(images[:1], maps[:1], None, [Curve(step=224 * 224)])  # warm up: allocator, oneDNN
+    with open("/proc/self/clear_refs", "w") as fh:  # reset the peak (VmHWM) to the current RSS
+        fh.write("5")
+    before, done = _rss_mib("VmRSS"), engine.forward_samples
+    engine.run(images, maps, None, [Curve(step=step)])
+    print(json.dumps({"rss_before_mib": before, "rss_peak_mib": _rss_mib("VmHWM"), "chunk": engine.chunk_size(images), "samples": engine.forward_samples - done}))
+
+
+def part_d(budget: str, sizes: list[tuple[int, int]]) -> list[dict[str, float]]:
+    rows = []
+    for n, step in sizes:
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(n), str(step), budget], capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row.update(images=n, steps=-(-224 * 224 // step), pairs=row["samples"])
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--step", type=int, default=224, help="pixels per step at 224² (224 → 224 steps)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--budget", default="1GiB", help="engine memory budget for part (d)")
+    parser.add_argument("--quick", action="store_true", help="smaller (c) and (d)")
+    parser.add_argument("--parts", default="abcd")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        _memory_child(int(args.memory_child[0]), int(args.memory_child[1]), args.memory_child[2])
+        return 0
+    device = torch.device(args.device)
+    model = xb.default_model().to(device)
+    images = photos(args.images, 224, device)
+    maps = saliency(model, images)
+    print(f"device={device} threads={torch.get_num_threads()} images={args.images} at 224², step={args.step} px")
+    figures: dict[str, Any] = {}
+    if "a" in args.parts:
+        figures["a"] = a = part_a(model, images, device)
+        print(f"(a) deletion curve, {a['steps']} steps at 192²: Quantus PixelFlipping {a['quantus_s']:.1f} s, engine {a['engine_s']:.1f} s → {a['ratio']:.1f}× (max |Δ| {a['max_abs_diff']:.1e})")
+    if "b" in args.parts:
+        figures["b"] = bb = part_b(model, images, maps, args.step, device)
+        print(f"(b) engine {bb['engine_img_s']:.1f} img/s (chunk {bb['engine_chunk']}) vs model peak {bb['model_peak_img_s']:.1f} img/s (batch {bb['peak_batch']}), best of {bb['rounds']} interleaved rounds → {bb['fraction_of_peak']:.0%} of peak")
+    if "c" in args.parts:
+        n = min(args.images, 4) if args.quick else args.images
+        figures["c"] = c = part_c(model, images[:n], maps[:n], args.step, device)
+        print(f"(c) deletion+insertion+AOPC+n_MoRF+n_LeRF on {n} images: separate calls {c['separate_s']:.1f} s, one engine request set {c['engine_s']:.1f} s → {c['ratio']:.1f}×")
+    if "d" in args.parts:
+        sizes = [(2, 1792), (4, 448), (8, 224)] if args.quick else [(2, 1792), (4, 448), (8, 224), (16, 112)]
+        figures["d"] = d = part_d(args.budget, sizes)
+        print(f"(d) peak RSS under a {args.budget} budget:")
+        for row in d:
+            print(f"    {row['images']:>3} images × {row['steps']:>4} steps = {row['pairs']:>6} forward samples: peak {row['rss_peak_mib']:.0f} MiB, "
+                  f"+{row['rss_peak_mib'] - row['rss_before_mib']:.0f} MiB over the process before the run (chunk {row['chunk']})")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(figures, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
