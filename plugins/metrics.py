@@ -15,7 +15,7 @@ METRICS: tuple[tuple[str, bool, str, tuple[str, ...], tuple[str, ...], str], ...
     ("average_drop", False, "Faithfulness", (), ("ad",), "Average Drop: [p − o]+/p·100, o the score of x ⊙ n(S)."),
     ("average_gain", True, "Faithfulness", (), ("ag",), "Average Gain: [o − p]+/(1 − p)·100 (thesis eq. 2.8)."),
     ("average_increase", True, "Faithfulness", (), ("ai", "iic"), "Average Increase / IIC: 1[p < o]·100."),
-    ("add", False, "Faithfulness", (), ("average_drop_in_deletion",), "ADD: the drop when the salient part is removed, x ⊙ (1 − n(S))."),
+    ("add", True, "Faithfulness", (), ("average_drop_in_deletion",), "ADD: the drop when the salient part is removed, x ⊙ (1 − n(S))."),
     ("deletion_auc", False, "Faithfulness", (), ("dauc", "deletion"), "Deletion AUC: score as the most salient pixels are removed."),
     ("insertion_auc", True, "Faithfulness", (), ("iauc", "insertion"), "Insertion AUC: score as the most salient pixels are revealed on the substrate."),
     ("dc", True, "Faithfulness", (), ("deletion_correlation",), "DC: correlation of each deletion step's drop with the saliency removed."),
@@ -24,7 +24,8 @@ METRICS: tuple[tuple[str, bool, str, tuple[str, ...], tuple[str, ...], str], ...
     ("afoc", False, "Faithfulness", (), (), "AFOC: relative score change after removing 10 % (LeRF; order='morf' for MoRF)."),
     ("n_morf", False, "Faithfulness", (), ("nmorf",), "n_MoRF: fraction removed, most relevant first, before the decision flips."),
     ("n_lerf", True, "Faithfulness", (), ("nlerf",), "n_LeRF: fraction removed, least relevant first, before the decision flips."),
-    ("delta", True, "Faithfulness", (), ("delta_sigma",), "Δσ: σ with the image's own map minus σ with K = 5 other images' maps (wraps any metric)."),
+    # Δσ's direction is its wrapped metric's; the descriptor gives the default's (deletion_auc, ↓)
+    ("delta", False, "Faithfulness", (), ("delta_sigma",), "Δσ: σ with the image's own map minus σ with K = 5 other images' maps (wraps any metric; direction follows it)."),
     ("adcc", True, "Faithfulness", ("explainer",), (), "ADCC: harmonic mean of Coherency, 1 − Complexity and 1 − AD."),
     ("official_metric", False, "Localisation", ("boxes",), ("om",), "OM: 1 − IoU of the map's box with the true box, times class correctness."),
     ("localisation_error", False, "Localisation", ("boxes",), ("le",), "LE: 1 − IoU of the map's box with the true box."),

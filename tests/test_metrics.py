@@ -182,3 +182,11 @@ def test_localisation_metrics_through_evaluate(model, photos):
     assert out["pointing_game"].tolist() == [1.0, 1.0, 1.0]
     assert (out["energy_pointing_game"] > 0.9).all()
     assert (out["localisation_error"] < 0.1).all()
+
+
+@pytest.mark.parametrize("name", [s.name for s in xb.list_metrics() if s.provider.plugin == "metrics" and not s.needs])
+def test_every_builtin_metric_honours_the_metric_contract(name, tiny_resnet):
+    from xai_bridge.testing import check_metric_contract
+
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    check_metric_contract(name, tiny_resnet, images, batch_invariant=name != "delta")
