@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -226,8 +226,9 @@ def _panels(n: int, width: float = 3.6, height: float = 3.2, max_cols: int = 4) 
     return fig, list(axes.flat)
 
 
-def _heat(ax: Any, matrix: np.ndarray, names: Sequence[str], cmap: str, vmin: float, vmax: float, fmt: str, title: str) -> Any:
-    im = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
+def _heat(ax: Any, matrix: np.ndarray, names: Sequence[str], title: str, label: Callable[[float], str], fontsize: int = 6, **imshow: Any) -> Any:
+    """A names × names heat map with every off-diagonal value written in its cell (up to 10 names)."""
+    im = ax.imshow(matrix, **imshow)
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.set_title(title, fontsize=9)
@@ -235,7 +236,7 @@ def _heat(ax: Any, matrix: np.ndarray, names: Sequence[str], cmap: str, vmin: fl
         for i in range(len(names)):
             for j in range(len(names)):
                 if i != j and not math.isnan(matrix[i, j]):
-                    ax.text(j, i, format(matrix[i, j], fmt), ha="center", va="center", fontsize=6)
+                    ax.text(j, i, label(matrix[i, j]), ha="center", va="center", fontsize=fontsize)
     return im
 
 
@@ -247,7 +248,7 @@ def figure_win_rates(results: Results, path: Path) -> Path:
     im = None
     for ax, metric in zip(axes, metrics):
         names, w = stats.win_rates(results.by_metric(metric), results.directions.get(metric, True))
-        im = _heat(ax, 100 * w, names, "RdBu", 0, 100, ".0f", f"{metric} {_arrow(results, metric)}")
+        im = _heat(ax, 100 * w, names, f"{metric} {_arrow(results, metric)}", lambda v: f"{v:.0f}", cmap="RdBu", vmin=0, vmax=100)
     if im is not None:
         fig.colorbar(im, ax=list(axes)[: len(metrics)], shrink=0.6, label="row beats column (% of images)")
     fig.savefig(path, dpi=100)
@@ -266,15 +267,8 @@ def figure_wilcoxon(results: Results, path: Path) -> Path:
     for ax, metric in zip(axes, metrics):
         names, p = stats.wilcoxon_pvalues(results.by_metric(metric))
         p = np.clip(p, 1e-30, 1.0)
-        im = ax.imshow(p, cmap="Greens_r", norm=LogNorm(vmin=1e-6, vmax=1.0))
-        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        ax.set_title(f"{metric} {_arrow(results, metric)}", fontsize=9)
-        if len(names) <= 10:
-            for i in range(len(names)):
-                for j in range(len(names)):
-                    if i != j:
-                        ax.text(j, i, f"{p[i, j]:.0e}" if p[i, j] < 0.01 else f"{p[i, j]:.2f}", ha="center", va="center", fontsize=5)
+        im = _heat(ax, p, names, f"{metric} {_arrow(results, metric)}", lambda v: f"{v:.0e}" if v < 0.01 else f"{v:.2f}", fontsize=5,
+                   cmap="Greens_r", norm=LogNorm(vmin=1e-6, vmax=1.0))
     if im is not None:
         fig.colorbar(im, ax=list(axes)[: len(metrics)], shrink=0.6, label="Wilcoxon p (darker = more significant)")
     fig.savefig(path, dpi=100)
@@ -336,7 +330,7 @@ def figure_consistency(results: Results, path: Path) -> Path:
     im = None
     for ax, group in zip(axes, groups):
         names, rho = consistency(results, group)
-        im = _heat(ax, rho, names, "PuOr", -1, 1, ".2f", "all explanations" if group is None else group)
+        im = _heat(ax, rho, names, "all explanations" if group is None else group, lambda v: f"{v:.2f}", cmap="PuOr", vmin=-1, vmax=1)
     if im is not None:
         fig.colorbar(im, ax=list(axes)[: len(groups)], shrink=0.6, label="Spearman ρ (+ = metrics agree)")
     fig.savefig(path, dpi=100)
