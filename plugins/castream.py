@@ -39,6 +39,13 @@ def register_explainers(register: Callable[..., None]) -> None:
 
 
 @hookimpl
+def register_commands(subparsers: Any) -> None:
+    from xai_bridge_builtins.castream_cli import add_castream_parser  # argparse only: cheap
+
+    add_castream_parser(subparsers)
+
+
+@hookimpl
 def resolve_target_layer(model: Any) -> Any:
     module = sys.modules.get(_MODULE)  # not imported yet: model cannot be a CAModel
     if module is None or not isinstance(model, module.CAModel):

@@ -63,7 +63,7 @@ class _ToImageNet:
 
 def _imagenet_indices(classes: list[str]) -> list[int]:
     from xai_bridge.classes import class_index
-    from xai_bridge.cli import UsageError
+    from xai_bridge.errors import UsageError
 
     table = []
     for name in classes:
@@ -83,7 +83,7 @@ def _imagenet_indices(classes: list[str]) -> list[int]:
 def cmd_castream_train(args: argparse.Namespace) -> int:
     import torch
 
-    from xai_bridge.cli import UsageError
+    from xai_bridge.errors import UsageError
     from xai_bridge_builtins.castream_module import CAModel
     from xai_bridge_builtins.castream_train import backbone_from_name, image_folder, train_stream
 

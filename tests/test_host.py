@@ -12,7 +12,7 @@ import pytest
 
 import xai_bridge as xb
 from xai_bridge import hookimpl
-from xai_bridge.plugins import PluginHost, PluginLoadWarning
+from xai_bridge.manager import PluginHost, PluginLoadWarning
 from xai_bridge.registry import NameConflictError, PluginError, UnknownNameError
 
 
@@ -244,7 +244,7 @@ def test_every_hook_is_documented_with_an_example():
     from xai_bridge import hookspecs
 
     hooks = [name for name in dir(hookspecs) if name.startswith(("register_", "resolve_"))]
-    assert set(hooks) == {"register_explainers", "register_metrics", "resolve_target_layer"}
+    assert set(hooks) == {"register_commands", "register_explainers", "register_metrics", "resolve_target_layer"}
     for name in hooks:
         doc = getattr(hookspecs, name).__doc__ or ""
         assert "Example" in doc and "@hookimpl" in doc, name
@@ -269,3 +269,55 @@ def test_no_warnings_from_a_clean_install():
         host = PluginHost()
         host.registry
         assert host.failures == []
+
+
+def test_register_commands_adds_a_subcommand_and_usage_errors_are_one_line(xai_bridge_plugin, capsys):
+    from xai_bridge.cli import main
+    from xai_bridge.errors import UsageError
+
+    def hello(args):
+        if args.times < 1:
+            raise UsageError(f"--times {args.times}: expected at least 1")
+        print("hello " * args.times)
+        return 0
+
+    class Hello:
+        @hookimpl
+        def register_commands(self, subparsers):
+            p = subparsers.add_parser("hello", help="say hello")
+            p.add_argument("--times", type=int, default=1)
+            p.set_defaults(func=hello)
+
+    xai_bridge_plugin(Hello(), name="hello-plugin")
+    assert main(["hello", "--times", "2"]) == 0
+    assert capsys.readouterr().out.strip() == "hello hello"
+    assert main(["hello", "--times", "0"]) == 2
+    assert "xai-bridge hello: error: --times 0: expected at least 1" in capsys.readouterr().err
+
+
+def test_a_command_name_taken_by_the_host_is_skipped_with_a_warning(xai_bridge_plugin, capsys):
+    from xai_bridge.cli import main
+
+    class Squatter:
+        @hookimpl
+        def register_commands(self, subparsers):
+            p = subparsers.add_parser("plugins", help="not the real one")
+            p.set_defaults(func=lambda args: 99)
+
+    xai_bridge_plugin(Squatter(), name="squatter")
+    with pytest.warns(PluginLoadWarning, match=r"'plugins'.*squatter.*XAI_BRIDGE_DISABLE_PLUGINS=squatter"):
+        assert main(["plugins"]) == 0  # the host's command still runs
+
+
+def test_a_command_hook_that_raises_is_reported_and_skipped(xai_bridge_plugin):
+    from xai_bridge.cli import build_parser
+
+    class Broken:
+        @hookimpl
+        def register_commands(self, subparsers):
+            raise RuntimeError("boom")
+
+    xai_bridge_plugin(Broken(), name="broken-commands")
+    with pytest.warns(PluginLoadWarning, match="broken-commands.*register_commands.*boom"):
+        parser = build_parser()
+    assert parser.parse_args(["plugins"]).command == "plugins"

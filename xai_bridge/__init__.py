@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from .api import explainer_spec, get_explainer, get_metric, list_explainers, list_metrics, metric_spec
 from .hookspecs import hookimpl
-from .plugins import PluginLoadWarning, get_host
-from .registry import ExplainerSpec, MetricSpec, NameConflictError, PluginError, UnknownNameError
+from .errors import NameConflictError, PluginError, PluginLoadWarning, UnknownNameError, UsageError
+from .manager import get_host
+from .registry import ExplainerSpec, MetricSpec
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,7 @@ __all__ = [
     "PluginError",
     "PluginLoadWarning",
     "UnknownNameError",
+    "UsageError",
     "explainer_spec",
     "get_explainer",
     "get_host",

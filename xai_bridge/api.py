@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .plugins import get_host
+from .manager import get_host
 from .registry import ExplainerSpec, MetricSpec
 
 

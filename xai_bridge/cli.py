@@ -7,29 +7,14 @@ status 2 and one sentence saying what was wrong and how to fix it.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 
-class UsageError(Exception):
-    """Bad command-line input: printed as one line, exit status 2."""
-
-
-def _parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["n_steps=20", "layer=blocks.15"]`` → ``{"n_steps": 20, "layer": "blocks.15"}``."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.isidentifier():
-            raise UsageError(f"--option {pair!r}: expected KEY=VALUE, e.g. --option n_steps=20")
-        try:
-            options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key] = value  # a plain string such as a layer name
-    return options
+from .cli_support import named_with_options, parse_options, torch_device
+from .errors import UsageError
 
 
 # -- plugins ----------------------------------------------------------------------------------
@@ -120,12 +105,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         spec = xb.explainer_spec(args.explainer)
     except UnknownNameError as exc:
         raise UsageError(f"--explainer: {exc}") from exc
-    options = _parse_options(args.option)
+    options = parse_options(args.option)
     if args.layer:
         options["layer"] = args.layer
     images, names = _load_inputs(args.paths, args.images, args.size)
     model = xb.default_model()
-    device = torch.device(args.device)
+    device = torch_device(args.device)
     model, images = model.to(device), images.to(device)
     target = _check_target(args.target, 1000)
     try:
@@ -173,15 +158,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 # -- evaluate ---------------------------------------------------------------------------------
-def _named_with_options(items: Sequence[str], what: str) -> list[tuple[str, dict[str, Any]]]:
-    """``["gradcam", "opticam:max_iter=20", "delta:metric=n_morf"]`` → names with options."""
-    out = []
-    for item in items:
-        name, _, rest = item.partition(":")
-        out.append((name, _parse_options([p for p in rest.split(",") if p]) if rest else {}))
-    return out
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
@@ -193,14 +169,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.protocol not in PRESETS:
         raise UsageError(f"--protocol {args.protocol!r}: expected one of {', '.join(PRESETS)}")
     images, names = _load_inputs(args.paths, args.images, args.size)
-    model = xb.default_model().to(torch.device(args.device))
-    images = images.to(torch.device(args.device))
+    device = torch_device(args.device)
+    model = xb.default_model().to(device)
+    images = images.to(device)
     target = _check_target(args.target, 1000)
     explainers, metrics = [], []
     try:
-        for name, options in _named_with_options(args.explainers, "explainer"):
+        for name, options in named_with_options(args.explainers, "--explainers"):
             explainers.append(xb.explainer_spec(name).create(model, **options))
-        for name, options in _named_with_options(args.metrics, "metric"):
+        for name, options in named_with_options(args.metrics, "--metrics"):
             metrics.append(xb.get_metric(name, **options))
     except UnknownNameError as exc:
         raise UsageError(str(exc)) from exc
@@ -280,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_benchmark_parser(sub)
 
-    from xai_bridge_builtins.castream_cli import add_castream_parser  # CA-Stream: `castream train`
+    from .manager import get_host  # plugins add their own commands (`castream`, …)
 
-    add_castream_parser(sub)
+    get_host().add_commands(sub)
 
     # `gradreg …`: every argument goes to xai_bridge.gradreg.main (torch is imported only when it runs)
     p = sub.add_parser("gradreg", help="train with the interpretable-gradients regulariser (thesis ch. 4); `xai-bridge gradreg --help`", add_help=False, prefix_chars="+")

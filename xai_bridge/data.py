@@ -6,6 +6,8 @@ matplotlib's own data folders (credits and licences in ``docs/credits.md``).
 
 from __future__ import annotations
 
+from .errors import ImageLoadError
+
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -98,10 +100,6 @@ def sample_images(
         raise ValueError(f"names: no embedded photo called {unknown[0]!r}.{did_you_mean(unknown[0], PHOTOS)} Available: {', '.join(PHOTOS)}")
     batch = torch.stack([to_tensor(PHOTOS[n](), size) for n in names])
     return (batch.to(device) if device is not None else batch), names
-
-
-class ImageLoadError(ValueError):
-    """A file that is not a readable image."""
 
 
 def load_image(path: str | Path, size: int | None = 224) -> torch.Tensor:

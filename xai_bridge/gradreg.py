@@ -675,7 +675,7 @@ def build_cli_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``xai-bridge gradreg train``; bad input raises :class:`xai_bridge.cli.UsageError`."""
-    from .cli import UsageError
+    from .errors import UsageError
 
     if args.epochs < 1:
         raise UsageError(f"--epochs {args.epochs}: expected an integer ≥ 1")

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import argparse
+
     from .layers import TargetLayer
 
 PROJECT = "xai_bridge"
@@ -113,4 +115,38 @@ def resolve_target_layer(model: Any) -> "TargetLayer | Any | None":
             if type(model).__name__ == "MyNet":
                 return model.backbone.last_block
             return None
+    """
+
+
+@hookspec
+def register_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add sub-commands to the ``xai-bridge`` command line.
+
+    ``subparsers`` is the :mod:`argparse` sub-parsers object of ``xai-bridge``: call
+    ``subparsers.add_parser(name, help=...)`` and give the new parser a ``func``
+    default, ``func(args) -> int``, which ``xai-bridge`` calls with the parsed
+    arguments. Raise :class:`xai_bridge.errors.UsageError` for bad input: it is
+    printed as one line and the command exits with status 2. Keep the hook cheap:
+    import torch inside ``func``, not here. :mod:`xai_bridge.cli_support` has the
+    helpers every built-in command uses (``parse_options``, ``torch_device``).
+
+    A command name another plugin (or the host) already uses is skipped with a
+    warning naming both.
+
+    Example::
+
+        from xai_bridge import hookimpl
+        from xai_bridge.errors import UsageError
+
+        def _hello(args):
+            if args.times < 1:
+                raise UsageError(f"--times {args.times}: expected at least 1")
+            print("hello " * args.times)
+            return 0
+
+        @hookimpl
+        def register_commands(subparsers):
+            p = subparsers.add_parser("hello", help="say hello")
+            p.add_argument("--times", type=int, default=1)
+            p.set_defaults(func=_hello)
     """

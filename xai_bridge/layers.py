@@ -67,7 +67,7 @@ def find_layer(model: "nn.Module", layer: Any = None, *, reshape: Callable | Non
     if layer is not None:
         raise TypeError(f"layer: expected None, a module of the model or its dotted name, got {type(layer).__name__}")
 
-    from .plugins import get_host
+    from .manager import get_host
 
     found = get_host().resolve_target_layer(model)
     if found is None:

@@ -12,27 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .errors import NameConflictError, PluginError, UnknownNameError
+
 EXPLAINER_FAMILIES = ("cam", "gradient", "perturbation", "optimisation", "baseline", "attention", "other")
 #: Quantus's ``EvaluationCategory`` values.
 METRIC_CATEGORIES = ("Faithfulness", "Robustness", "Randomisation", "Complexity", "Localisation", "Axiomatic")
 
 _EXPLAINER_NAME = re.compile(r"^[a-z0-9][a-z0-9+\-]*$")
 _METRIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
-
-
-class PluginError(Exception):
-    """Raised for a plugin that cannot be loaded or registers something invalid."""
-
-
-class NameConflictError(PluginError):
-    """Two plugins (or one plugin twice) claim the same explainer or metric name."""
-
-
-class UnknownNameError(KeyError, LookupError):
-    """A name that no plugin registered; the message suggests close matches."""
-
-    def __str__(self) -> str:  # KeyError quotes its argument; keep the sentence readable
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)

@@ -31,21 +31,21 @@ import pytest
 
 @pytest.fixture
 def xai_bridge_isolated() -> Iterator[Any]:
-    """A fresh :class:`~xai_bridge.plugins.PluginHost` for one test; the previous one is restored after."""
-    from xai_bridge import plugins
+    """A fresh :class:`~xai_bridge.manager.PluginHost` for one test; the previous one is restored after."""
+    from xai_bridge import manager
 
-    saved = plugins._host
-    plugins._host = plugins.PluginHost()
+    saved = manager._host
+    manager._host = manager.PluginHost()
     try:
-        yield plugins._host
+        yield manager._host
     finally:
-        plugins._host = saved
+        manager._host = saved
 
 
 @pytest.fixture
 def xai_bridge_plugin() -> Iterator[Callable[..., str]]:
     """Register plugin objects for one test: ``xai_bridge_plugin(obj, name=None) -> name``."""
-    from xai_bridge.plugins import get_host
+    from xai_bridge.manager import get_host
 
     host = get_host()
     names: list[str] = []

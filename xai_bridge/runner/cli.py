@@ -14,12 +14,13 @@ under ``torchrun``.
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..cli_support import parse_options
+from ..errors import UsageError
 from .run import DEMO_EXPLAINERS, DEMO_METRICS
 
 #: The demo's settings: chosen so the whole demo runs in a few minutes on a 2-core CPU.
@@ -30,23 +31,6 @@ DEMO_OPTICAM_ITERATIONS = 30
 DEMO_SCORECAM_LAYER = "blocks.15"
 
 
-def _usage_error() -> type[Exception]:
-    from ..cli import UsageError
-
-    return UsageError
-
-
-def _options(pairs: Sequence[str], flag: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.isidentifier():
-            raise _usage_error()(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} removal_step=0.02")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def load_model(spec: str) -> Any:
@@ -57,20 +41,19 @@ def load_model(spec: str) -> Any:
         return default_model()
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
-        raise _usage_error()(f"--model {spec!r}: expected 'default' or 'package.module:factory' (a function returning an nn.Module)")
+        raise UsageError(f"--model {spec!r}: expected 'default' or 'package.module:factory' (a function returning an nn.Module)")
     try:
         factory = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        raise _usage_error()(f"--model {spec!r}: cannot load it ({exc}); is the module on PYTHONPATH?") from exc
+        raise UsageError(f"--model {spec!r}: cannot load it ({exc}); is the module on PYTHONPATH?") from exc
     model = factory()
     if not hasattr(model, "eval"):
-        raise _usage_error()(f"--model {spec!r}: the factory returned {type(model).__name__}, expected an nn.Module")
+        raise UsageError(f"--model {spec!r}: the factory returned {type(model).__name__}, expected an nn.Module")
     return model.eval()
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """Run (or resume) the benchmark the arguments describe and write its report."""
-    UsageError = _usage_error()
     from ..protocols import PRESETS, get_protocol
     from ..registry import UnknownNameError
     from .run import BenchmarkConfig, run_benchmark
@@ -79,7 +62,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise UsageError(f"--protocol {args.protocol!r}: expected one of {', '.join(PRESETS)}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: expected a positive number of images")
-    overrides = _options(args.protocol_option, "--protocol-option")
+    overrides = parse_options(args.protocol_option, "--protocol-option")
     try:
         protocol = get_protocol(args.protocol, **overrides)
     except (TypeError, ValueError) as exc:

@@ -24,13 +24,10 @@ from typing import Any, Iterator
 import pluggy
 
 from . import hookspecs
-from .registry import NameConflictError, PluginError, Provider, Registry
+from .errors import NameConflictError, PluginError, PluginLoadWarning
+from .registry import Provider, Registry
 
 ENTRY_POINT_GROUP = "xai_bridge"
-
-
-class PluginLoadWarning(UserWarning):
-    """A plugin could not be loaded and was skipped."""
 
 
 @dataclass(frozen=True)
@@ -184,9 +181,63 @@ class PluginHost:
         self.load_entry_points()
         return dict(sorted(self._providers.items()))
 
+    def add_commands(self, subparsers: Any) -> None:
+        """Let every plugin add its sub-commands (the ``register_commands`` hook) to ``subparsers``.
+
+        A plugin whose hook raises is reported and skipped like one that fails to
+        import; a command name already taken (by the host or another plugin) is
+        skipped with a warning naming both, and the first owner keeps it.
+        """
+        self.load_entry_points()
+        owners: dict[str, str] = {name: "xai-bridge" for name in subparsers.choices}
+        for impl in sorted(self.pm.hook.register_commands.get_hookimpls(), key=lambda i: i.plugin_name):
+            provider = self._providers.get(impl.plugin_name, Provider(impl.plugin_name))
+            guard = _CommandGuard(subparsers, provider, owners)
+            try:
+                impl.function(subparsers=guard)
+            except Exception as exc:  # noqa: BLE001 - reported, or re-raised when strict
+                self._report(provider, "register_commands", exc)
+
     def resolve_target_layer(self, model: Any) -> Any:
         self.load_entry_points()
         return self.pm.hook.resolve_target_layer(model=model)
+
+
+class _CommandGuard:
+    """Stands in for argparse's sub-parsers object while one plugin adds its commands.
+
+    ``add_parser`` of a name already taken gives a detached parser (so the plugin's
+    own code runs unchanged) and a warning naming both owners.
+    """
+
+    def __init__(self, subparsers: Any, provider: Provider, owners: dict[str, str]) -> None:
+        self._subparsers = subparsers
+        self._provider = provider
+        self._owners = owners
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        import argparse
+
+        for label in (name, *kwargs.get("aliases", ())):
+            owner = self._owners.get(label)
+            if owner is not None:
+                warnings.warn(
+                    f"xai-bridge: plugin {self._provider} adds the command {label!r}, which {owner} already "
+                    f"provides; {self._provider.plugin}'s command is skipped. Rename it, or set "
+                    f"XAI_BRIDGE_DISABLE_PLUGINS={self._provider.plugin}.",
+                    PluginLoadWarning,
+                    stacklevel=2,
+                )
+                kwargs.pop("help", None)
+                kwargs.pop("aliases", None)
+                return argparse.ArgumentParser(prog=f"xai-bridge {name} (skipped)", **kwargs)
+        parser = self._subparsers.add_parser(name, **kwargs)
+        for label in (name, *kwargs.get("aliases", ())):
+            self._owners[label] = str(self._provider)
+        return parser
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._subparsers, name)
 
 
 _host: PluginHost | None = None

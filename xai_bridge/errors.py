@@ -1,0 +1,63 @@
+"""Every exception and warning type of xai-bridge, in one place.
+
+Each error says which argument is wrong and what was expected; catching the
+base classes here is enough to handle everything the host raises on bad input.
+
+>>> from xai_bridge.errors import UnknownOptionError
+>>> issubclass(UnknownOptionError, TypeError)
+True
+"""
+
+from __future__ import annotations
+
+
+class PluginError(Exception):
+    """A plugin cannot be loaded, or registers something invalid."""
+
+
+class NameConflictError(PluginError):
+    """Two plugins (or one plugin twice) claim the same explainer, metric or command name."""
+
+
+class UnknownNameError(KeyError, LookupError):
+    """A name that no plugin registered; the message suggests close matches."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the sentence readable
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownOptionError(TypeError):
+    """An option that an explainer or a metric does not accept; the message lists those it does."""
+
+
+class ExplainerOutputError(ValueError):
+    """An explainer returned something that is not a finite real ``B×H×W`` map."""
+
+
+class ImageLoadError(ValueError):
+    """An image file that cannot be read or decoded."""
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line by ``xai-bridge``, exit status 2."""
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin, or one of its registrations, was skipped; the message says why and how to fix it."""
+
+
+class MetricValueWarning(UserWarning):
+    """A metric returned NaN or an infinite value for an image; the value is kept and reported."""
+
+
+__all__ = [
+    "ExplainerOutputError",
+    "ImageLoadError",
+    "MetricValueWarning",
+    "NameConflictError",
+    "PluginError",
+    "PluginLoadWarning",
+    "UnknownNameError",
+    "UnknownOptionError",
+    "UsageError",
+]
