@@ -40,21 +40,30 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import xai_bridge as xb
+from xai_bridge.data import digits_split
 from xai_bridge.evaluation import score_maps
 from xai_bridge.explainer import upsample
 from xai_bridge.protocols import get_protocol
-from xai_bridge_builtins.castream_digits import accuracy, digits_resnet, digits_split, train_classifier
-from xai_bridge_builtins.castream_module import CAModel
-from xai_bridge_builtins.castream_train import evaluate, train_stream
+from xai_bridge_builtins.castream.digits import accuracy, digits_resnet, train_classifier
+from xai_bridge_builtins.castream.model import CAModel
+from xai_bridge_builtins.castream.train import evaluate, train_stream
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
 
 
 # -- the project's metrics ------------------------------------------------------------------------
-METRICS = {"AD": "average_drop", "AG": "average_gain", "AI": "average_increase", "I": "insertion_auc", "D": "deletion_auc"}
+METRICS = {
+    "AD": "average_drop",
+    "AG": "average_gain",
+    "AI": "average_increase",
+    "I": "insertion_auc",
+    "D": "deletion_auc",
+}
 
 
-def score(model: nn.Module, images: torch.Tensor, raw: torch.Tensor, targets: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+def score(
+    model: nn.Module, images: torch.Tensor, raw: torch.Tensor, targets: torch.Tensor, step: int
+) -> dict[str, torch.Tensor]:
     """The five numbers per image (registered metrics on the engine) for feature-resolution maps ``raw``.
 
     Protocol: the Opti-CAM group's preset (class = label, probabilities, black masking, RISE blur
@@ -76,7 +85,9 @@ def pick_images(test: Any, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images[keep], labels[keep]
 
 
-def explain_raw(name: str, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch: int) -> tuple[torch.Tensor, str]:
+def explain_raw(
+    name: str, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, batch: int
+) -> tuple[torch.Tensor, str]:
     """Feature-resolution maps; the target layer is resolved by the plugins (the same module on GAP and CA)."""
     explainer = xb.get_explainer(name, model)
     layer = explainer.target_layer.name if hasattr(explainer, "target_layer") else "backbone." + model.taps[-1]
@@ -93,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone-epochs", type=int, default=3)
     parser.add_argument("--stream-epochs", type=int, default=5)
     parser.add_argument("--step", type=int, default=32, help="pixels per insertion/deletion step")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared machine)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
@@ -105,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     gap_model = digits_resnet().to(device)
     train_classifier(gap_model, train, epochs=args.backbone_epochs, progress=True)
     torch.manual_seed(0)
-    result = train_stream(CAModel(gap_model), train, epochs=args.stream_epochs, batch_size=64, val_data=test, device=device)
+    result = train_stream(
+        CAModel(gap_model), train, epochs=args.stream_epochs, batch_size=64, val_data=test, device=device
+    )
     ca_model = result.model
     acc = evaluate(ca_model, test)
     assert abs(acc["gap_accuracy"] - accuracy(gap_model, test)) < 1e-9
@@ -122,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             per_image = score(model, images, raw, labels, args.step)
             rows.setdefault(method, {})[pooling] = {k: float(v.mean()) for k, v in per_image.items()}
             rows[method][pooling]["seconds"] = time.perf_counter() - start
-            print(f"{method:<19} {pooling:<3} {layer:<18} " + "  ".join(f"{k} {v:6.2f}" for k, v in rows[method][pooling].items()), file=sys.stderr)
+            print(
+                f"{method:<19} {pooling:<3} {layer:<18} "
+                + "  ".join(f"{k} {v:6.2f}" for k, v in rows[method][pooling].items()),
+                file=sys.stderr,
+            )
 
     caveat = "NOT ImageNet: scikit-learn digits (32×32), ResNet-10 trained here; compare directions, not values, with thesis Table 3.1."
     lines = [
@@ -138,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for method, by_pool in rows.items():
         for pooling, m in by_pool.items():
-            lines.append(f"| {method} | {pooling} | {m['AD']:.2f} | {m['AG']:.2f} | {m['AI']:.2f} | {m['I']:.2f} | {m['D']:.2f} |")
+            lines.append(
+                f"| {method} | {pooling} | {m['AD']:.2f} | {m['AG']:.2f} | {m['AI']:.2f} | {m['I']:.2f} | {m['D']:.2f} |"
+            )
     print("\n".join(lines))
     print(f"\n(total {time.perf_counter() - t0:.0f} s on {device}, {args.threads} thread(s))")
     if args.json:
@@ -147,7 +168,16 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy": acc,
             "stream_history": result.history,
             "images": int(images.shape[0]),
-            "protocol": {"class": "ground truth", "score": "softmax probability", "resize": "bilinear, align_corners=False", "normalise": "min-max per image, constant → 0", "masking": "pixel space, black = 0", "insertion_start": "Gaussian blur 11×11 σ=5", "step_pixels": args.step, "auc": "trapezoid over fraction of pixels, ×100"},
+            "protocol": {
+                "class": "ground truth",
+                "score": "softmax probability",
+                "resize": "bilinear, align_corners=False",
+                "normalise": "min-max per image, constant → 0",
+                "masking": "pixel space, black = 0",
+                "insertion_start": "Gaussian blur 11×11 σ=5",
+                "step_pixels": args.step,
+                "auc": "trapezoid over fraction of pixels, ×100",
+            },
             "results": rows,
             "args": vars(args),
         }

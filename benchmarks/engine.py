@@ -26,7 +26,8 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,12 +69,37 @@ def part_a(model, images, device) -> dict[str, float]:
     with torch.no_grad():
         y = model(x).argmax(1)
     k = 192
-    metric = quantus.PixelFlipping(features_in_step=3 * k, perturb_baseline="black", normalise=False, abs=False, disable_warnings=True, display_progressbar=False)
-    t_q, theirs = timed(lambda: np.array(metric(model=model, x_batch=x.cpu().numpy(), y_batch=y.cpu().numpy(), a_batch=maps[:, None].cpu().numpy(), device=str(device), softmax=True, batch_size=x.shape[0])))
+    metric = quantus.PixelFlipping(
+        features_in_step=3 * k,
+        perturb_baseline="black",
+        normalise=False,
+        abs=False,
+        disable_warnings=True,
+        display_progressbar=False,
+    )
+    t_q, theirs = timed(
+        lambda: np.array(
+            metric(
+                model=model,
+                x_batch=x.cpu().numpy(),
+                y_batch=y.cpu().numpy(),
+                a_batch=maps[:, None].cpu().numpy(),
+                device=str(device),
+                softmax=True,
+                batch_size=x.shape[0],
+            )
+        )
+    )
     req = Curve(replacement=Replacement("min"), step=k)
     engine = Engine(model, progress=False)
     t_e, ours = timed(lambda: engine.run(x, maps, y, [req])[req].probs[:, 1:].cpu().numpy())
-    return {"quantus_s": t_q, "engine_s": t_e, "ratio": t_q / t_e, "max_abs_diff": float(np.abs(theirs - ours).max()), "steps": ours.shape[1]}
+    return {
+        "quantus_s": t_q,
+        "engine_s": t_e,
+        "ratio": t_q / t_e,
+        "max_abs_diff": float(np.abs(theirs - ours).max()),
+        "steps": ours.shape[1],
+    }
 
 
 # -- (b) -------------------------------------------------------------------------------------------
@@ -107,7 +133,14 @@ def part_b(model, images, maps, step: int, device, rounds: int = 3) -> dict[str,
         before = engine.forward_samples
         t, _ = timed(lambda: (engine.run(sub, sub_maps, None, [req]), sync()))
         rate = max(rate, (engine.forward_samples - before) / t)
-    return {"model_peak_img_s": peak, "peak_batch": peak_bs, "engine_img_s": rate, "fraction_of_peak": rate / peak, "engine_chunk": engine.chunk_size(images), "rounds": rounds}
+    return {
+        "model_peak_img_s": peak,
+        "peak_batch": peak_bs,
+        "engine_img_s": rate,
+        "fraction_of_peak": rate / peak,
+        "engine_chunk": engine.chunk_size(images),
+        "rounds": rounds,
+    }
 
 
 # -- (c) -------------------------------------------------------------------------------------------
@@ -151,11 +184,22 @@ def part_c(model, images, maps, step: int, device) -> dict[str, float]:
             naive_flip(model, images[i], morf[i], mean_rep[i], counts)
             naive_flip(model, images[i], lerf[i], mean_rep[i], counts)
 
-    reqs = [Curve(replacement=MEAN, step=step), Curve(kind="insertion", replacement=BLUR, step=step), Curve(replacement=MEAN, step=step, stop=0.1), Flip(replacement=MEAN, step=step), Flip(order="lerf", replacement=MEAN, step=step)]
+    reqs = [
+        Curve(replacement=MEAN, step=step),
+        Curve(kind="insertion", replacement=BLUR, step=step),
+        Curve(replacement=MEAN, step=step, stop=0.1),
+        Flip(replacement=MEAN, step=step),
+        Flip(order="lerf", replacement=MEAN, step=step),
+    ]
     engine = Engine(model, progress=False)
     t_sep, _ = timed(separate)
     t_eng, _ = timed(lambda: engine.run(images, maps, y, reqs))
-    return {"separate_s": t_sep, "engine_s": t_eng, "ratio": t_sep / t_eng, "engine_forward_samples": engine.forward_samples}
+    return {
+        "separate_s": t_sep,
+        "engine_s": t_eng,
+        "ratio": t_sep / t_eng,
+        "engine_forward_samples": engine.forward_samples,
+    }
 
 
 # -- (d) -------------------------------------------------------------------------------------------
@@ -178,13 +222,27 @@ def _memory_child(n: int, step: int, budget: str) -> None:
         fh.write("5")
     before, done = _rss_mib("VmRSS"), engine.forward_samples
     engine.run(images, maps, None, [Curve(step=step)])
-    print(json.dumps({"rss_before_mib": before, "rss_peak_mib": _rss_mib("VmHWM"), "chunk": engine.chunk_size(images), "samples": engine.forward_samples - done}))
+    print(
+        json.dumps(
+            {
+                "rss_before_mib": before,
+                "rss_peak_mib": _rss_mib("VmHWM"),
+                "chunk": engine.chunk_size(images),
+                "samples": engine.forward_samples - done,
+            }
+        )
+    )
 
 
 def part_d(budget: str, sizes: list[tuple[int, int]]) -> list[dict[str, float]]:
     rows = []
     for n, step in sizes:
-        out = subprocess.run([sys.executable, __file__, "--memory-child", str(n), str(step), budget], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(n), str(step), budget],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row.update(images=n, steps=-(-224 * 224 // step), pairs=row["samples"])
         rows.append(row)
@@ -213,21 +271,29 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, Any] = {}
     if "a" in args.parts:
         figures["a"] = a = part_a(model, images, device)
-        print(f"(a) deletion curve, {a['steps']} steps at 192²: Quantus PixelFlipping {a['quantus_s']:.1f} s, engine {a['engine_s']:.1f} s → {a['ratio']:.1f}× (max |Δ| {a['max_abs_diff']:.1e})")
+        print(
+            f"(a) deletion curve, {a['steps']} steps at 192²: Quantus PixelFlipping {a['quantus_s']:.1f} s, engine {a['engine_s']:.1f} s → {a['ratio']:.1f}× (max |Δ| {a['max_abs_diff']:.1e})"
+        )
     if "b" in args.parts:
         figures["b"] = bb = part_b(model, images, maps, args.step, device)
-        print(f"(b) engine {bb['engine_img_s']:.1f} img/s (chunk {bb['engine_chunk']}) vs model peak {bb['model_peak_img_s']:.1f} img/s (batch {bb['peak_batch']}), best of {bb['rounds']} interleaved rounds → {bb['fraction_of_peak']:.0%} of peak")
+        print(
+            f"(b) engine {bb['engine_img_s']:.1f} img/s (chunk {bb['engine_chunk']}) vs model peak {bb['model_peak_img_s']:.1f} img/s (batch {bb['peak_batch']}), best of {bb['rounds']} interleaved rounds → {bb['fraction_of_peak']:.0%} of peak"
+        )
     if "c" in args.parts:
         n = min(args.images, 4) if args.quick else args.images
         figures["c"] = c = part_c(model, images[:n], maps[:n], args.step, device)
-        print(f"(c) deletion+insertion+AOPC+n_MoRF+n_LeRF on {n} images: separate calls {c['separate_s']:.1f} s, one engine request set {c['engine_s']:.1f} s → {c['ratio']:.1f}×")
+        print(
+            f"(c) deletion+insertion+AOPC+n_MoRF+n_LeRF on {n} images: separate calls {c['separate_s']:.1f} s, one engine request set {c['engine_s']:.1f} s → {c['ratio']:.1f}×"
+        )
     if "d" in args.parts:
         sizes = [(2, 1792), (4, 448), (8, 224)] if args.quick else [(2, 1792), (4, 448), (8, 224), (16, 112)]
         figures["d"] = d = part_d(args.budget, sizes)
         print(f"(d) peak RSS under a {args.budget} budget:")
         for row in d:
-            print(f"    {row['images']:>3} images × {row['steps']:>4} steps = {row['pairs']:>6} forward samples: peak {row['rss_peak_mib']:.0f} MiB, "
-                  f"+{row['rss_peak_mib'] - row['rss_before_mib']:.0f} MiB over the process before the run (chunk {row['chunk']})")
+            print(
+                f"    {row['images']:>3} images × {row['steps']:>4} steps = {row['pairs']:>6} forward samples: peak {row['rss_peak_mib']:.0f} MiB, "
+                f"+{row['rss_peak_mib'] - row['rss_before_mib']:.0f} MiB over the process before the run (chunk {row['chunk']})"
+            )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(figures, fh, indent=2)

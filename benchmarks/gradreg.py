@@ -2,7 +2,7 @@
 AD, AG, AI, insertion, deletion for Grad-CAM, Grad-CAM++ and Score-CAM.
 
 Data and model (no downloads): scikit-learn's handwritten digits (1797 8×8 images) upscaled
-to 32×32×3, stratified 1437/360 split; :func:`xai_bridge.gradreg.small_cnn` (5 conv + BN +
+to 32×32×3, stratified 1437/360 split; :func:`xai_bridge_builtins.gradreg.small_cnn` (5 conv + BN +
 in-place ReLU, max-pooling, GAP; CAM layer ``features.block3``, 8×8). For each seed every λ
 starts from the same initialisation and sees the same batches (Adam lr 2e-3, cosine-annealed,
 batch 64). NOT CIFAR-100/ImageNet: compare directions with thesis Table 4.1, not values.
@@ -39,15 +39,15 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import xai_bridge as xb
-from xai_bridge.gradreg import (
+from xai_bridge.data import digits_split
+from xai_bridge.protocols import Protocol, get_protocol
+from xai_bridge_builtins.gradreg.regularizer import (
     GradientRegularizer,
     cam_layer,
-    digits_dataset,
     evaluate_gradients,
     small_cnn,
     train_regularized,
 )
-from xai_bridge.protocols import Protocol, get_protocol
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
 METRICS = ("AD", "AG", "AI", "insertion", "deletion")
@@ -58,7 +58,13 @@ ARROWS = {"AD": "↓", "AG": "↑", "AI": "↑", "insertion": "↑", "deletion":
 # ---------------------------------------------------------------------------------------------
 
 #: name in the tables → registered metric, and the factor shown (areas are reported ×100 as in thesis Table 4.1).
-METRIC_NAMES = {"AD": ("average_drop", 1.0), "AG": ("average_gain", 1.0), "AI": ("average_increase", 1.0), "insertion": ("insertion_auc", 100.0), "deletion": ("deletion_auc", 100.0)}
+METRIC_NAMES = {
+    "AD": ("average_drop", 1.0),
+    "AG": ("average_gain", 1.0),
+    "AI": ("average_increase", 1.0),
+    "insertion": ("insertion_auc", 100.0),
+    "deletion": ("deletion_auc", 100.0),
+}
 
 
 def protocol() -> Protocol:
@@ -68,12 +74,26 @@ def protocol() -> Protocol:
     return get_protocol("opticam", step=32, constant_maps="zeros", name="gradreg")
 
 
-def cam_metrics(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, method: str, layer: str | None) -> dict[str, float]:
+def cam_metrics(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, method: str, layer: str | None
+) -> dict[str, float]:
     """Mean AD, AG, AI, insertion, deletion over the images for one CAM method (class = label)."""
     explainer = xb.get_explainer(method, model, layer=layer)
     with contextlib.redirect_stderr(io.StringIO()):  # pytorch-grad-cam's own progress bars (Score-CAM)
-        results = xb.evaluate(model, images, explainers=[explainer], metrics=[m for m, _ in METRIC_NAMES.values()], protocol=protocol(), labels=labels, batch_size=120, progress=False)
-    return {short: results.mean_std(results.explainers[0], name)[0] * factor for short, (name, factor) in METRIC_NAMES.items()}
+        results = xb.evaluate(
+            model,
+            images,
+            explainers=[explainer],
+            metrics=[m for m, _ in METRIC_NAMES.values()],
+            protocol=protocol(),
+            labels=labels,
+            batch_size=120,
+            progress=False,
+        )
+    return {
+        short: results.mean_std(results.explainers[0], name)[0] * factor
+        for short, (name, factor) in METRIC_NAMES.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,14 +101,28 @@ def cam_metrics(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
 # ---------------------------------------------------------------------------------------------
 
 
-def train_one(seed: int, lam: float, distance: str, epochs: int, train_set: Any, test_set: Any, progress: bool) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+def train_one(
+    seed: int, lam: float, distance: str, epochs: int, train_set: Any, test_set: Any, progress: bool
+) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     torch.manual_seed(seed)
     model = small_cnn(10)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=360)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    history = train_regularized(model, loader, epochs, optimizer=optimizer, lam=lam, distance=distance, progress=progress, val_loader=test_loader, scheduler=scheduler)
+    history = train_regularized(
+        model,
+        loader,
+        epochs,
+        optimizer=optimizer,
+        lam=lam,
+        distance=distance,
+        progress=progress,
+        val_loader=test_loader,
+        scheduler=scheduler,
+    )
     return model.eval(), history
 
 
@@ -132,13 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distance", default="cosine")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", default="out/gradreg-benchmark", help="checkpoints, histories and results.json")
-    parser.add_argument("--reuse", action="store_true", help="load checkpoints saved by an earlier run instead of training")
+    parser.add_argument(
+        "--reuse", action="store_true", help="load checkpoints saved by an earlier run instead of training"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train_set, test_set = digits_dataset(32, seed=0)
+    train_set, test_set = digits_split(32, seed=0)
     images, labels = test_set.tensors
     layer = cam_layer("smallcnn")
 
@@ -154,24 +190,44 @@ def main(argv: list[str] | None = None) -> int:
                 model.eval()
                 history = json.loads((out / f"{tag}_history.json").read_text())
             else:
-                model, history = train_one(seed, lam, args.distance, args.epochs, train_set, test_set, progress=not args.quiet)
+                model, history = train_one(
+                    seed, lam, args.distance, args.epochs, train_set, test_set, progress=not args.quiet
+                )
                 torch.save(model.state_dict(), ckpt)
                 (out / f"{tag}_history.json").write_text(json.dumps(history, indent=2))
             train_seconds = time.perf_counter() - start
             grads = evaluate_gradients(model, torch.utils.data.DataLoader(test_set, batch_size=360))
-            row: dict[str, Any] = {"seed": seed, "lam": lam, "distance": args.distance, "epochs": len(history), "accuracy": grads["accuracy"] * 100, "cosine": grads["cosine"], "train_cosine": history[-1]["cosine"], "train_seconds": train_seconds}
+            row: dict[str, Any] = {
+                "seed": seed,
+                "lam": lam,
+                "distance": args.distance,
+                "epochs": len(history),
+                "accuracy": grads["accuracy"] * 100,
+                "cosine": grads["cosine"],
+                "train_cosine": history[-1]["cosine"],
+                "train_seconds": train_seconds,
+            }
             for method in METHODS:
                 for metric, value in cam_metrics(model, images, labels, method, layer).items():
                     row[f"{method}/{metric}"] = value
             rows.append(row)
-            print(f"seed {seed} λ={lam:g}: acc {row['accuracy']:.2f}  cos {row['cosine']:.3f}  " + "  ".join(f"{m} AD {row[m + '/AD']:.2f} AG {row[m + '/AG']:.2f}" for m in METHODS), flush=True)
+            print(
+                f"seed {seed} λ={lam:g}: acc {row['accuracy']:.2f}  cos {row['cosine']:.3f}  "
+                + "  ".join(f"{m} AD {row[m + '/AD']:.2f} AG {row[m + '/AG']:.2f}" for m in METHODS),
+                flush=True,
+            )
 
     timing = step_timing(train_set)
-    (out / "results.json").write_text(json.dumps({"rows": rows, "step_seconds": timing, "protocol": protocol().as_dict()}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps({"rows": rows, "step_seconds": timing, "protocol": protocol().as_dict()}, indent=2)
+    )
     print()
     print(markdown_table(rows, args.lams))
     print()
-    print("seconds per training step (batch 64, 32×32, median of 10): " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timing.items()))
+    print(
+        "seconds per training step (batch 64, 32×32, median of 10): "
+        + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timing.items())
+    )
     return 0
 
 
@@ -185,13 +241,28 @@ def markdown_table(rows: list[dict[str, Any]], lams: list[float]) -> str:
     """Mean ± standard deviation over seeds, one line per (method, λ)."""
     by_lam = {lam: [r for r in rows if r["lam"] == lam] for lam in lams}
     seeds = len(next(iter(by_lam.values())))
-    lines = [f"Recognition ({seeds} seed{'s' if seeds > 1 else ''}, mean ± sd)", "", "| λ | test accuracy % ↑ | test cosine(∂L/∂x, guided), eval mode ↑ | training cosine, train mode (last epoch) ↑ |", "|---|---|---|---|"]
+    lines = [
+        f"Recognition ({seeds} seed{'s' if seeds > 1 else ''}, mean ± sd)",
+        "",
+        "| λ | test accuracy % ↑ | test cosine(∂L/∂x, guided), eval mode ↑ | training cosine, train mode (last epoch) ↑ |",
+        "|---|---|---|---|",
+    ]
     for lam, rs in by_lam.items():
-        lines.append(f"| {lam:g} | {_mean_std([r['accuracy'] for r in rs], 2)} | {_mean_std([r['cosine'] for r in rs], 3)} | {_mean_std([r['train_cosine'] for r in rs], 3)} |")
-    lines += ["", "| method | λ | " + " | ".join(f"{m} {ARROWS[m]}" for m in METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+        lines.append(
+            f"| {lam:g} | {_mean_std([r['accuracy'] for r in rs], 2)} | {_mean_std([r['cosine'] for r in rs], 3)} | {_mean_std([r['train_cosine'] for r in rs], 3)} |"
+        )
+    lines += [
+        "",
+        "| method | λ | " + " | ".join(f"{m} {ARROWS[m]}" for m in METRICS) + " |",
+        "|---|---|" + "---|" * len(METRICS),
+    ]
     for method in METHODS:
         for lam, rs in by_lam.items():
-            lines.append(f"| {method} | {lam:g} | " + " | ".join(_mean_std([r[f'{method}/{m}'] for r in rs], 2) for m in METRICS) + " |")
+            lines.append(
+                f"| {method} | {lam:g} | "
+                + " | ".join(_mean_std([r[f"{method}/{m}"] for r in rs], 2) for m in METRICS)
+                + " |"
+            )
     return "\n".join(lines)
 
 

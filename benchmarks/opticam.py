@@ -76,7 +76,9 @@ def run(iterations: int, count: int, device: str, repeats: int = 1, dtype: str =
     seq_iters = torch.cat([e.info["iterations"] for e in singles])
     corr = [pearson(seq_maps[i], batched.maps[i]) for i in range(count)]
     return {
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "dtype": dtype,
         "images": names,
@@ -100,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=9, help="how many of the embedded photos (default all 9)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="float64 shows the two runs agree to rounding")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="float64 shows the two runs agree to rounding",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="time each run this many times, keep the best")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -109,11 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(args.iterations, args.images, args.device, args.repeats, args.dtype)
-    print(f"Opti-CAM, {len(result['images'])} photos, {result['iterations']} iterations, {result['device']}, torch {result['torch']}, {result['dtype']}")
+    print(
+        f"Opti-CAM, {len(result['images'])} photos, {result['iterations']} iterations, {result['device']}, torch {result['torch']}, {result['dtype']}"
+    )
     print(f"  sequential (one image per call): {result['sequential_s_per_image']:.3f} s/image")
     print(f"  batched (all images, one call):  {result['batched_s_per_image']:.3f} s/image")
     print(f"  ratio sequential / batched:      {result['speedup']:.2f}×")
-    print(f"  map correlation (Pearson):       min {result['correlation_min']:.5f}, mean {result['correlation_mean']:.5f}; max |Δ| {result['max_abs_difference']:.2e}")
+    print(
+        f"  map correlation (Pearson):       min {result['correlation_min']:.5f}, mean {result['correlation_mean']:.5f}; max |Δ| {result['max_abs_difference']:.2e}"
+    )
     print(f"  Adam steps sequential {result['steps_sequential']}, batched {result['steps_batched']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,9 @@ def test_noise_tunnel_smoothgrad_equals_the_hand_average(tiny_resnet, images64):
     assert smoothed.shape == images64.shape
     torch.testing.assert_close(smoothed[:, 0], expected, rtol=1e-5, atol=1e-6)
     clean = xb.get_explainer("gradcam", tiny_resnet).explain(images64, target=targets)
-    assert not torch.allclose(smoothed[:, 0], clean, atol=1e-3), "the noise changed nothing: the test would not see a wrong average"
+    assert not torch.allclose(smoothed[:, 0], clean, atol=1e-3), (
+        "the noise changed nothing: the test would not see a wrong average"
+    )
 
 
 def test_captum_metrics_call_the_attribution_under_no_grad(tiny_resnet, images64):
@@ -106,7 +108,9 @@ def test_additional_forward_args_reach_the_model(tiny_resnet, images64):
     out = as_attribution("gradcam", wrapped, layer="net.layer4").attribute(images64, additional_forward_args=(bias,))
     expected = xb.get_explainer("gradcam", tiny_resnet).explain(images64, target=7)
     torch.testing.assert_close(out[:, 0], expected)
-    assert tiny_resnet(images64).argmax(1).ne(7).any(), "the bias must change the explained class for this test to mean anything"
+    assert tiny_resnet(images64).argmax(1).ne(7).any(), (
+        "the bias must change the explained class for this test to mean anything"
+    )
 
 
 def test_visualize_image_attr_draws_the_attribution(tiny_resnet, images64):
@@ -119,8 +123,11 @@ def test_visualize_image_attr_draws_the_attribution(tiny_resnet, images64):
 
     attr = as_attribution("deepmaps", tiny_resnet).attribute(images64[:1], target=2)
     _fig, ax = viz.visualize_image_attr(
-        attr[0].permute(1, 2, 0).numpy(), images64[0].permute(1, 2, 0).numpy(),
-        method="blended_heat_map", sign="absolute_value", use_pyplot=False,
+        attr[0].permute(1, 2, 0).numpy(),
+        images64[0].permute(1, 2, 0).numpy(),
+        method="blended_heat_map",
+        sign="absolute_value",
+        use_pyplot=False,
     )
     shown = ax.images[-1].get_array()
     assert shown.shape == (64, 64)
@@ -228,7 +235,10 @@ def test_quantus_evaluate_with_our_explain_func_equals_precomputed_attributions(
     results = quantus.evaluate(
         metrics={"Sparseness": quantus.Sparseness(disable_warnings=True)},
         xai_methods={"deepmaps": explain_func, "gradcam": explain_func},
-        model=tiny_resnet, x_batch=x, y_batch=y, explain_func_kwargs={},
+        model=tiny_resnet,
+        x_batch=x,
+        y_batch=y,
+        explain_func_kwargs={},
     )
     for name in ("deepmaps", "gradcam"):
         a_batch = xb.get_explainer(name, tiny_resnet).explain(images64, target=torch.tensor(y))[:, None].numpy()
@@ -299,9 +309,21 @@ def test_as_quantus_metric_runs_in_quantus_evaluate_and_equals_evaluate(model, p
     }
     assert all(isinstance(m, quantus.Metric) for m in metrics.values())
     assert metrics["n_morf"].score_direction == ScoreDirection.LOWER
-    results = quantus.evaluate(metrics=metrics, xai_methods={"gradcam": explain_func}, model=model, x_batch=x, y_batch=y, explain_func_kwargs={})
+    results = quantus.evaluate(
+        metrics=metrics,
+        xai_methods={"gradcam": explain_func},
+        model=model,
+        x_batch=x,
+        y_batch=y,
+        explain_func_kwargs={},
+    )
     ours = xb.evaluate(
-        model, images, explainers=["gradcam"], protocol=fast_protocol(), targets=torch.tensor(y), progress=False,
+        model,
+        images,
+        explainers=["gradcam"],
+        protocol=fast_protocol(),
+        targets=torch.tensor(y),
+        progress=False,
         metrics=["average_gain", "n_morf", xb.get_metric("delta", metric="average_drop", k=1)],
     ).to_frame()
     assert metrics["delta"].name == "delta(average_drop)"
@@ -324,9 +346,13 @@ def test_as_quantus_metric_localisation_from_masks_or_boxes(tiny_resnet, images6
     s[1, 0, 0:5, 50:64] = 1  # two regions: two boxes
     energy = as_quantus_metric("energy_pointing_game")(model=tiny_resnet, x_batch=x, y_batch=y, a_batch=a, s_batch=s)
     boxes = [[[10, 8, 30, 24]], [[2, 40, 12, 60], [50, 0, 64, 5]]]
-    expected = score_maps(tiny_resnet, images64, torch.from_numpy(a[:, 0]), ["energy_pointing_game"], targets=torch.tensor(y), boxes=boxes)
+    expected = score_maps(
+        tiny_resnet, images64, torch.from_numpy(a[:, 0]), ["energy_pointing_game"], targets=torch.tensor(y), boxes=boxes
+    )
     np.testing.assert_allclose(energy, expected["energy_pointing_game"].numpy(), rtol=1e-6)
-    by_boxes = as_quantus_metric("energy_pointing_game")(model=tiny_resnet, x_batch=x, y_batch=y, a_batch=a, custom_batch=boxes)
+    by_boxes = as_quantus_metric("energy_pointing_game")(
+        model=tiny_resnet, x_batch=x, y_batch=y, a_batch=a, custom_batch=boxes
+    )
     np.testing.assert_allclose(by_boxes, energy)
     with pytest.raises(ValueError, match="s_batch"):
         as_quantus_metric("pointing_game")(model=tiny_resnet, x_batch=x, y_batch=y, a_batch=a)
@@ -339,7 +365,9 @@ def test_as_quantus_metric_re_explains_with_the_named_explainer(model, photos):
     images = photos[0][:2]
     x, y = images.numpy(), model(images).argmax(1).numpy()
     # ADCC's coherency re-explains the masked images with the explainer named in explain_func_kwargs.
-    adcc = as_quantus_metric("adcc")(model=model, x_batch=x, y_batch=y, explain_func=explain_func, explain_func_kwargs={"method": "gradcam"})
+    adcc = as_quantus_metric("adcc")(
+        model=model, x_batch=x, y_batch=y, explain_func=explain_func, explain_func_kwargs={"method": "gradcam"}
+    )
     explainer = xb.get_explainer("gradcam", model)
     maps = explainer.explain(images, target=torch.tensor(y))
     direct = score_maps(model, images, maps, ["adcc"], targets=torch.tensor(y), explainer=explainer)

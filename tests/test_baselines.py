@@ -69,7 +69,10 @@ def test_random_grid(tiny_resnet, wide_images):
     assert out.raw.shape == (2, 7, 7) and out.maps.shape == (2, 48, 64)
 
 
-@pytest.mark.parametrize("name, options, match", [("random", {"seed": "a"}, "seed"), ("random", {"grid": 0}, "grid"), ("center-gaussian", {"sigma": -1}, "sigma")])
+@pytest.mark.parametrize(
+    "name, options, match",
+    [("random", {"seed": "a"}, "seed"), ("random", {"grid": 0}, "grid"), ("center-gaussian", {"sigma": -1}, "sigma")],
+)
 def test_bad_options(tiny_resnet, name, options, match):
     with pytest.raises(ValueError, match=match):
         xb.get_explainer(name, tiny_resnet, **options)

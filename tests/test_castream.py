@@ -14,9 +14,9 @@ from torch.utils.data import Dataset
 
 import xai_bridge as xb
 from xai_bridge.testing import check_explainer_contract
-from xai_bridge_builtins.castream_explainers import RawAttention, gap_vs_ca
-from xai_bridge_builtins.castream_module import CAModel, CAStream, CrossAttentionBlock
-from xai_bridge_builtins.castream_train import load_castream, read_checkpoint, train_stream
+from xai_bridge_builtins.castream.explainers import RawAttention, gap_vs_ca
+from xai_bridge_builtins.castream.model import CAModel, CAStream, CrossAttentionBlock
+from xai_bridge_builtins.castream.train import load_castream, read_checkpoint, train_stream
 
 
 # -- a tiny CNN (any architecture, tapped through forward hooks) ---------------------------------
@@ -62,7 +62,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def digits():
-    from xai_bridge_builtins.castream_digits import digits_split
+    from xai_bridge.data import digits_split
 
     return digits_split(size=16)
 
@@ -121,7 +121,9 @@ def test_parameter_counts_of_resnet18_convnext_and_class_specific_tokens():
     extra = sum(p.numel() for p in cs.stream_parameters()) - sum(p.numel() for p in r18.stream_parameters())
     assert extra == 999 * 64  # one 64-d token per ImageNet class (Table 3.6: +0.06M)
     convnext = CAModel(torchvision.models.convnext_small().eval(), probe_size=32)
-    assert round(sum(p.numel() for p in convnext.stream_parameters()) / 1e6, 2) == 0.99  # Table 3.3: 51.20 − 50.22 = 0.98
+    assert (
+        round(sum(p.numel() for p in convnext.stream_parameters()) / 1e6, 2) == 0.99
+    )  # Table 3.3: 51.20 − 50.22 = 0.98
 
 
 # -- identity with GAP ----------------------------------------------------------------------------
@@ -210,7 +212,9 @@ def test_a_training_step_changes_only_the_stream():
     train_stream(ca, data, epochs=1, batch_size=8, progress=False)
     after = net.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items()), "a backbone weight or BN statistic changed"
-    assert all(not torch.equal(ca.stream.state_dict()[k], v) for k, v in stream_before.items()), "a stream parameter did not train"
+    assert all(not torch.equal(ca.stream.state_dict()[k], v) for k, v in stream_before.items()), (
+        "a stream parameter did not train"
+    )
     assert all(p.requires_grad and p.grad is None for p in net.parameters())
     assert not ca.training and not net.training
 
@@ -237,7 +241,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(tmp_path):
     recipe = dict(epochs=3, batch_size=8, lr=0.05, step_size=2, gamma=0.5, seed=7, progress=False)
 
     torch.manual_seed(0)
-    straight = train_stream(CAModel(_tiny(), **TINY_TAPS), DiesOnce(images, labels, None), checkpoint_dir=tmp_path / "a", **recipe)
+    straight = train_stream(
+        CAModel(_tiny(), **TINY_TAPS), DiesOnce(images, labels, None), checkpoint_dir=tmp_path / "a", **recipe
+    )
 
     torch.manual_seed(0)
     killed = CAModel(_tiny(), **TINY_TAPS)
@@ -263,7 +269,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(tmp_path):
 
 
 def test_stream_reaches_gap_accuracy_on_real_digits(digits):
-    from xai_bridge_builtins.castream_digits import accuracy, train_classifier
+    from xai_bridge_builtins.castream.digits import accuracy, train_classifier
 
     train, test = digits
     net = _tiny()
@@ -318,7 +324,7 @@ def test_cam_on_a_ca_model_reads_the_gap_models_layer(tiny_resnet, small_images)
 
 
 def test_gap_vs_ca_same_maps_at_identity_and_different_after_training(digits):
-    from xai_bridge_builtins.castream_digits import train_classifier
+    from xai_bridge_builtins.castream.digits import train_classifier
 
     train, test = digits
     net = _tiny(seed=2)
@@ -371,7 +377,7 @@ def test_cli_trains_resumes_and_rejects_bad_input(tmp_path, capsys):
     from PIL import Image
 
     from xai_bridge.cli import main
-    from xai_bridge_builtins.castream_digits import digits_tensors
+    from xai_bridge.data import digits as digits_tensors
 
     images, labels = digits_tensors(size=32)
     root = tmp_path / "digits"
@@ -381,7 +387,21 @@ def test_cli_trains_resumes_and_rejects_bad_input(tmp_path, capsys):
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray((images[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "run"
-    args = ["castream", "train", "--arch", "resnet18", "--data", str(root), "--out", str(out), "--size", "64", "--batch-size", "8", "--quiet"]
+    args = [
+        "castream",
+        "train",
+        "--arch",
+        "resnet18",
+        "--data",
+        str(root),
+        "--out",
+        str(out),
+        "--size",
+        "64",
+        "--batch-size",
+        "8",
+        "--quiet",
+    ]
     assert main([*args, "--epochs", "1"]) == 0
     history = json.loads((out / "history.json").read_text())
     assert history["classes"] == ["class0", "class1", "class2"] and len(history["history"]) == 1
@@ -392,7 +412,9 @@ def test_cli_trains_resumes_and_rejects_bad_input(tmp_path, capsys):
 
     assert main(["castream", "train", "--arch", "vgg16", "--data", str(root), "--out", str(out), "--quiet"]) == 2
     assert "arch" in capsys.readouterr().err
-    assert main(["castream", "train", "--arch", "resnet18", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert (
+        main(["castream", "train", "--arch", "resnet18", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    )
     assert "--data" in capsys.readouterr().err
     assert main([*args, "--epochs", "0"]) == 2
 
@@ -409,7 +431,8 @@ def test_plugin_registers_the_attention_explainer_and_the_target_layer_hook():
 # -- slow: a real torchvision ResNet trained on digits ------------------------------------------
 @pytest.mark.slow
 def test_resnet_stream_on_digits_matches_gap_accuracy_and_changes_gradcam():
-    from xai_bridge_builtins.castream_digits import accuracy, digits_resnet, digits_split, train_classifier
+    from xai_bridge.data import digits_split
+    from xai_bridge_builtins.castream.digits import accuracy, digits_resnet, train_classifier
 
     train, test = digits_split(size=32)
     net = digits_resnet()

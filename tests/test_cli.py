@@ -40,16 +40,23 @@ def test_explain_writes_figure_map_and_top_classes(image_files, tmp_path, capsys
 
 def test_explain_default_images_with_a_class_name(tmp_path):
     out = tmp_path / "o"
-    assert main(["explain", "-e", "gradcam", "--target", "tabby cat", "--images", "default", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["explain", "-e", "gradcam", "--target", "tabby cat", "--images", "default", "--out", str(out), "--quiet"])
+        == 0
+    )
     report = json.loads((out / "explanations.json").read_text())
     assert len(report["images"]) == 9 and {r["explained_class"] for r in report["images"]} == {281}
 
 
 def test_grayscale_and_rgba_are_converted_with_a_warning(image_files, tmp_path):
     with pytest.warns(UserWarning, match="grayscale"):
-        assert main(["explain", "-e", "saliency", str(image_files / "grey.png"), "--out", str(tmp_path), "--quiet"]) == 0
+        assert (
+            main(["explain", "-e", "saliency", str(image_files / "grey.png"), "--out", str(tmp_path), "--quiet"]) == 0
+        )
     with pytest.warns(UserWarning, match="alpha channel"):
-        assert main(["explain", "-e", "saliency", str(image_files / "alpha.png"), "--out", str(tmp_path), "--quiet"]) == 0
+        assert (
+            main(["explain", "-e", "saliency", str(image_files / "alpha.png"), "--out", str(tmp_path), "--quiet"]) == 0
+        )
 
 
 @pytest.mark.parametrize(
@@ -67,7 +74,10 @@ def test_grayscale_and_rgba_are_converted_with_a_warning(image_files, tmp_path):
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(args, message, image_files, tmp_path, capsys):
-    args = [a.replace("NOTES", str(image_files / "notes.jpg")).replace("MISSING", str(image_files / "missing.jpg")) for a in args]
+    args = [
+        a.replace("NOTES", str(image_files / "notes.jpg")).replace("MISSING", str(image_files / "missing.jpg"))
+        for a in args
+    ]
     assert main(["explain", *args, "--out", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("xai-bridge explain: error:") and len(err.strip().splitlines()) == 1

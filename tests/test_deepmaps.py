@@ -11,7 +11,17 @@ from torch import nn
 import xai_bridge as xb
 from xai_bridge.testing import check_explainer_contract
 
-RESNET18_LAYERS = ["relu", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "layer4.1"]
+RESNET18_LAYERS = [
+    "relu",
+    "layer1.0",
+    "layer1.1",
+    "layer2.0",
+    "layer2.1",
+    "layer3.0",
+    "layer3.1",
+    "layer4.0",
+    "layer4.1",
+]
 
 
 def per_layer_reference(model, images, targets, names, normalize=True):
@@ -21,7 +31,7 @@ def per_layer_reference(model, images, targets, names, normalize=True):
         for name in names:
             module = model.get_submodule(name)
             kept = []
-            handle = module.register_forward_hook(lambda m, i, o: kept.append(o))
+            handle = module.register_forward_hook(lambda m, i, o, kept=kept: kept.append(o))
             with torch.enable_grad():
                 logit = model(images[b : b + 1].clone().requires_grad_(True))[0, targets[b]]
             handle.remove()
@@ -48,7 +58,9 @@ def test_explicit_layers_option(tiny_resnet, small_images):
     chosen = ["layer2.1", "layer4.0"]
     maps = xb.get_explainer("deepmaps", tiny_resnet, layers=chosen).explain(small_images, target=2)
     assert torch.allclose(maps, per_layer_reference(tiny_resnet, small_images, [2, 2, 2], chosen), atol=1e-5)
-    by_module = xb.get_explainer("deepmaps", tiny_resnet, layers=[tiny_resnet.layer2[1], tiny_resnet.layer4[0]]).explain(small_images, target=2)
+    by_module = xb.get_explainer(
+        "deepmaps", tiny_resnet, layers=[tiny_resnet.layer2[1], tiny_resnet.layer4[0]]
+    ).explain(small_images, target=2)
     assert torch.equal(maps, by_module)
 
 

@@ -43,7 +43,10 @@ def test_plugin_tutorial_shows_the_example_plugins_files_as_they_are():
     example = ROOT / "examples" / "xai-bridge-example-plugin"
     page = (ROOT / "docs" / "plugin-tutorial.md").read_text()
     shown = dict(re.findall(r"\*\*`([^`]+)`\*\*\n\n```\w+\n(.*?)```\n", page, flags=re.S))
-    files = sorted(str(p.relative_to(example)) for p in [*example.glob("src/xai_bridge_example/*.py"), *example.glob("tests/*.py"), example / "pyproject.toml"])
+    files = sorted(
+        str(p.relative_to(example))
+        for p in [*example.glob("src/xai_bridge_example/*.py"), *example.glob("tests/*.py"), example / "pyproject.toml"]
+    )
     assert sorted(shown) == files, "docs/plugin-tutorial.md must show every file of the example plugin"
     for rel, text in shown.items():
         assert (example / rel).read_text() == text, f"docs/plugin-tutorial.md shows a stale {rel}"

@@ -26,7 +26,11 @@ def naive_order(saliency: np.ndarray, order: str, cell: int | None) -> list[np.n
         groups, keys = [], []
         for gy in range(math.ceil(h / cell)):
             for gx in range(math.ceil(w / cell)):
-                ys, xs = np.meshgrid(np.arange(gy * cell, min(h, gy * cell + cell)), np.arange(gx * cell, min(w, gx * cell + cell)), indexing="ij")
+                ys, xs = np.meshgrid(
+                    np.arange(gy * cell, min(h, gy * cell + cell)),
+                    np.arange(gx * cell, min(w, gx * cell + cell)),
+                    indexing="ij",
+                )
                 groups.append((ys * w + xs).flatten())
                 keys.append(saliency.flatten()[groups[-1]].mean())
         keys = np.array(keys)
@@ -59,7 +63,9 @@ class TinyNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 5))
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 5)
+        )
 
     def forward(self, x):
         return self.net(x) * 20
@@ -71,11 +77,17 @@ def tiny():
     return TinyNet().eval(), torch.rand(4, 3, 12, 12, generator=g), torch.rand(4, 12, 12, generator=g)
 
 
-REPLACEMENTS = [Replacement("black"), Replacement("mean"), Replacement("blur", kernel=5, sigma=2.0), Replacement("noise", seed=4)]
+REPLACEMENTS = [
+    Replacement("black"),
+    Replacement("mean"),
+    Replacement("blur", kernel=5, sigma=2.0),
+    Replacement("noise", seed=4),
+]
 
 
 @pytest.mark.parametrize(
-    "kind,order,cell,rep", list(itertools.product(["deletion", "insertion"], ["morf", "lerf"], [None, 5], range(len(REPLACEMENTS))))
+    "kind,order,cell,rep",
+    list(itertools.product(["deletion", "insertion"], ["morf", "lerf"], [None, 5], range(len(REPLACEMENTS)))),
 )
 def test_curves_equal_the_naive_loop(tiny, kind, order, cell, rep):
     model, images, maps = tiny
@@ -134,7 +146,11 @@ def test_masked_scores_equal_the_formula(tiny):
 def test_shared_sequence_is_computed_once(tiny):
     model, images, maps = tiny
     mean = Replacement("mean")
-    full, part, flip = Curve(replacement=mean, step=4), Curve(replacement=mean, step=4, stop=0.1), Flip(replacement=mean, step=4)
+    full, part, flip = (
+        Curve(replacement=mean, step=4),
+        Curve(replacement=mean, step=4, stop=0.1),
+        Flip(replacement=mean, step=4),
+    )
     together = Engine(model, progress=False)
     out = together.run(images, maps, None, [full, part, flip])
     alone = Engine(model, progress=False)
@@ -230,13 +246,33 @@ def test_deletion_curve_equals_quantus_pixel_flipping(model, quantus_case):
     images, maps, y = quantus_case
     # Quantus counts C×H×W features and needs features_in_step to divide H·W, so whole pixels per
     # step (3·k features) needs 3 | H·W: the photos at 192² (the model pools globally).
-    images = torch.nn.functional.interpolate(images, size=(192, 192), mode="bilinear", antialias=True, align_corners=False)
-    maps = untie(torch.nn.functional.interpolate(maps[:, None], size=(192, 192), mode="bilinear", align_corners=False)[:, 0])
+    images = torch.nn.functional.interpolate(
+        images, size=(192, 192), mode="bilinear", antialias=True, align_corners=False
+    )
+    maps = untie(
+        torch.nn.functional.interpolate(maps[:, None], size=(192, 192), mode="bilinear", align_corners=False)[:, 0]
+    )
     with torch.no_grad():
         y = model(images).argmax(1)
     k = 192 * 16  # pixels per step
-    metric = quantus.PixelFlipping(features_in_step=3 * k, perturb_baseline="black", normalise=False, abs=False, disable_warnings=True, display_progressbar=False)
-    theirs = np.array(metric(model=model, x_batch=images.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu", softmax=True))
+    metric = quantus.PixelFlipping(
+        features_in_step=3 * k,
+        perturb_baseline="black",
+        normalise=False,
+        abs=False,
+        disable_warnings=True,
+        display_progressbar=False,
+    )
+    theirs = np.array(
+        metric(
+            model=model,
+            x_batch=images.numpy(),
+            y_batch=y.numpy(),
+            a_batch=maps[:, None].numpy(),
+            device="cpu",
+            softmax=True,
+        )
+    )
     req = Curve(replacement=Replacement("min"), step=k)  # Quantus's "black" is the per-sample minimum
     ours = Engine(model, progress=False).run(images, maps, y, [req])[req].probs[:, 1:].numpy()
     assert theirs.shape == ours.shape == (2, 12)
@@ -247,8 +283,25 @@ def test_region_curve_equals_quantus_region_perturbation(model, quantus_case):
     quantus = pytest.importorskip("quantus")
     images, maps, y = quantus_case
     maps = untie(maps)
-    metric = quantus.RegionPerturbation(patch_size=32, regions_evaluation=12, perturb_baseline="black", normalise=False, abs=False, disable_warnings=True, display_progressbar=False)
-    theirs = np.array(metric(model=model, x_batch=images.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu", softmax=True))
+    metric = quantus.RegionPerturbation(
+        patch_size=32,
+        regions_evaluation=12,
+        perturb_baseline="black",
+        normalise=False,
+        abs=False,
+        disable_warnings=True,
+        display_progressbar=False,
+    )
+    theirs = np.array(
+        metric(
+            model=model,
+            x_batch=images.numpy(),
+            y_batch=y.numpy(),
+            a_batch=maps[:, None].numpy(),
+            device="cpu",
+            softmax=True,
+        )
+    )
     req = Curve(replacement=Replacement("min"), step=1, cell=32, stop=12 / 49)
     out = Engine(model, progress=False).run(images, maps, y, [req])[req]
     ours = (out.probs[:, :1] - out.probs[:, 1:]).numpy()  # Quantus reports the drop from the image

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from xai_bridge.cli import main as cli_main
-from xai_bridge.gradreg import (
+from xai_bridge.data import digits_split
+from xai_bridge_builtins.gradreg.regularizer import (
     ERROR_FUNCTIONS,
     GradientRegularizer,
     cosine_error,
-    digits_dataset,
     evaluate_gradients,
     guided_backprop,
     histogram_error,
@@ -137,7 +137,9 @@ def test_error_function_invariances_and_the_printed_histogram_defect():
     assert torch.allclose(histogram_error(a, -2 * a), torch.full((4,), -1.0))  # magnitudes only, scale-free
     assert torch.allclose(histogram_error(7 * a, b), histogram_error(a, b))
     assert (histogram_error(a, b) > -1).all() and (histogram_error(a, b) < 0).all()
-    assert torch.allclose(mse_error(a, b), ((a - b) ** 2).mean(1)) and torch.allclose(mae_error(a, b), (a - b).abs().mean(1))
+    assert torch.allclose(mse_error(a, b), ((a - b) ** 2).mean(1)) and torch.allclose(
+        mae_error(a, b), (a - b).abs().mean(1)
+    )
     # Eq. 4.8 as printed is minimised by *any* small enough δ: −1/‖δ'‖₁, whatever its direction.
     floor = -1 / b.abs().sum(1)
     assert torch.allclose(histogram_error_as_printed(1e-6 * a, b), floor)
@@ -178,7 +180,9 @@ def test_guided_gradient_equals_captum(which, request):
 
     # the regulariser's target: the guided gradient of L_C (batch-mean cross-entropy)
     grads = input_gradients(model, images, labels)
-    torch.testing.assert_close(grads.guided, _captum_guided(_PerImageLoss(model, labels), images, 0), atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(
+        grads.guided, _captum_guided(_PerImageLoss(model, labels), images, 0), atol=1e-10, rtol=1e-8
+    )
     # ... and the standard gradient from the same forward pass is autograd's own
     x = images.clone().requires_grad_(True)
     (native,) = torch.autograd.grad(F.cross_entropy(model(x), labels), x)
@@ -202,7 +206,7 @@ def _independent_param_grads(model: nn.Module, images, labels, distance: str, la
     error = ERROR_FUNCTIONS[distance](standard, guided, 1e-12).mean()
     g_ce = torch.autograd.grad(ce, params, retain_graph=True)
     g_error = torch.autograd.grad(error, params, allow_unused=True)
-    g_error = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_error)]
+    g_error = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_error, strict=False)]
     return g_ce, g_error
 
 
@@ -225,13 +229,15 @@ def test_parameter_gradient_contains_the_regulariser(shared_net, distance):
     g_ce, g_error = _independent_param_grads(model, images, labels, distance, lam)
     with_reg, parts = _our_param_grads(model, images, labels, distance, lam)
     without, _ = _our_param_grads(model, images, labels, distance, 0.0)
-    for ours0, ref in zip(without, g_ce):
+    for ours0, ref in zip(without, g_ce, strict=False):
         torch.testing.assert_close(ours0, ref, atol=1e-12, rtol=1e-9)
-    for ours, ours0, ref in zip(with_reg, without, g_error):
+    for ours, ours0, ref in zip(with_reg, without, g_error, strict=False):
         torch.testing.assert_close(ours - ours0, lam * ref, atol=1e-12, rtol=1e-7)
-    contribution = torch.cat([(a - b).flatten() for a, b in zip(with_reg, without)]).norm()
+    contribution = torch.cat([(a - b).flatten() for a, b in zip(with_reg, without, strict=False)]).norm()
     assert contribution > 1e-9  # the regulariser reaches θ (float64 round-off is ~1e-16)
-    assert parts["reg"].item() == pytest.approx(ERROR_FUNCTIONS[distance](*_standard_and_guided(model, images, labels), 1e-12).mean().item(), rel=1e-9)
+    assert parts["reg"].item() == pytest.approx(
+        ERROR_FUNCTIONS[distance](*_standard_and_guided(model, images, labels), 1e-12).mean().item(), rel=1e-9
+    )
 
 
 def _standard_and_guided(model, images, labels):
@@ -245,7 +251,7 @@ def test_train_mode_resnet_double_backward_matches(tiny_resnet):
     images, labels = _batch(4, 32, 10, seed=5)
     g_ce, g_error = _independent_param_grads(model, images, labels, "cosine", 7.5e-3)
     ours, _ = _our_param_grads(model, images, labels, "cosine", 7.5e-3)
-    for a, c, e in zip(ours, g_ce, g_error):
+    for a, c, e in zip(ours, g_ce, g_error, strict=False):
         torch.testing.assert_close(a, c + 7.5e-3 * e, atol=1e-11, rtol=1e-7)
 
 
@@ -256,7 +262,16 @@ def test_train_mode_resnet_double_backward_matches(tiny_resnet):
 
 def _fingerprint(model: nn.Module):
     return (
-        [(m.__dict__.get("forward"), dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks), dict(getattr(m, "_backward_pre_hooks", {}))) for m in model.modules()],
+        [
+            (
+                m.__dict__.get("forward"),
+                dict(m._forward_hooks),
+                dict(m._forward_pre_hooks),
+                dict(m._backward_hooks),
+                dict(getattr(m, "_backward_pre_hooks", {})),
+            )
+            for m in model.modules()
+        ],
         {k: v.clone() for k, v in model.state_dict().items()},
         model.training,
         [p.grad for p in model.parameters()],
@@ -309,7 +324,9 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="lam: expected a finite number ≥ 0"):
         GradientRegularizer(lam=-1)
     with pytest.raises(ValueError, match="model: has no torch.nn.ReLU"):
-        input_gradients(nn.Sequential(nn.Flatten(), nn.Linear(12, 3), nn.Tanh()), torch.rand(2, 3, 2, 2), torch.tensor([0, 1]))
+        input_gradients(
+            nn.Sequential(nn.Flatten(), nn.Linear(12, 3), nn.Tanh()), torch.rand(2, 3, 2, 2), torch.tensor([0, 1])
+        )
     net = small_cnn(4).eval()
     with pytest.raises(ValueError, match=r"labels: expected shape \(2,\)"):
         input_gradients(net, torch.rand(2, 3, 16, 16), torch.tensor([0, 1, 2]))
@@ -327,7 +344,9 @@ def test_bad_input_is_named():
 
 
 def _loader(dataset, seed: int, batch_size: int = 64):
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def test_short_training_run_raises_gradient_similarity_on_digits():
@@ -338,14 +357,23 @@ def test_short_training_run_raises_gradient_similarity_on_digits():
     effect is small on this data (see docs/gradreg.md).
     """
     torch.manual_seed(0)
-    train, test = digits_dataset(32, seed=0)
+    train, test = digits_split(32, seed=0)
     test_loader = torch.utils.data.DataLoader(test, batch_size=360)
     start = small_cnn(10)
-    train_regularized(start, _loader(train, 0), 3, lam=0.0, optimizer=torch.optim.Adam(start.parameters(), lr=2e-3), progress=False)
+    train_regularized(
+        start, _loader(train, 0), 3, lam=0.0, optimizer=torch.optim.Adam(start.parameters(), lr=2e-3), progress=False
+    )
     results = {}
     for lam in (0.0, 0.3):
         model = copy.deepcopy(start)
-        history = train_regularized(model, _loader(train, 100), 2, lam=lam, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), progress=False)
+        history = train_regularized(
+            model,
+            _loader(train, 100),
+            2,
+            lam=lam,
+            optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
+            progress=False,
+        )
         model.eval()
         images, labels = next(iter(test_loader))
         grads = input_gradients(model, images, labels)
@@ -368,13 +396,21 @@ def test_longer_training_from_scratch_on_digits():
     The eval-mode test cosine is not asserted: on this run it *fell* (0.059 → −0.012), the
     train/eval BatchNorm gap docs/gradreg.md describes for λ = 1.
     """
-    train, test = digits_dataset(32, seed=0)
+    train, test = digits_split(32, seed=0)
     test_loader = torch.utils.data.DataLoader(test, batch_size=360)
     out = {}
     for lam in (0.0, 0.1):
         torch.manual_seed(0)
         model = small_cnn(10)
-        history = train_regularized(model, _loader(train, 0), 10, lam=lam, optimizer=torch.optim.Adam(model.parameters(), lr=2e-3), progress=False, val_loader=test_loader)
+        history = train_regularized(
+            model,
+            _loader(train, 0),
+            10,
+            lam=lam,
+            optimizer=torch.optim.Adam(model.parameters(), lr=2e-3),
+            progress=False,
+            val_loader=test_loader,
+        )
         out[lam] = history[-1]
     assert out[0.1]["cosine"] > out[0.0]["cosine"] + 0.03, out
     assert abs(out[0.1]["val_accuracy"] - out[0.0]["val_accuracy"]) < 0.02 and out[0.0]["val_accuracy"] > 0.95, out
@@ -387,11 +423,37 @@ def test_longer_training_from_scratch_on_digits():
 
 def test_cli_trains_on_digits_and_writes_results(tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli_main(["gradreg", "train", "--data", "digits", "--epochs", "1", "--size", "16", "--lam", "0.01", "--distance", "mse", "--out", str(out), "--quiet"]) == 0
+    assert (
+        cli_main(
+            [
+                "gradreg",
+                "train",
+                "--data",
+                "digits",
+                "--epochs",
+                "1",
+                "--size",
+                "16",
+                "--lam",
+                "0.01",
+                "--distance",
+                "mse",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     history = json.loads((out / "history.json").read_text())
     config = json.loads((out / "config.json").read_text())
     assert len(history) == 1 and {"ce", "reg", "cosine", "val_accuracy", "val_cosine"} <= set(history[0])
-    assert config["distance"] == "mse" and config["lam"] == 0.01 and config["train_images"] == 1437 and config["val_images"] == 360
+    assert (
+        config["distance"] == "mse"
+        and config["lam"] == 0.01
+        and config["train_images"] == 1437
+        and config["val_images"] == 360
+    )
     model = small_cnn(10)
     model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
     assert "val accuracy" in capsys.readouterr().out
@@ -407,7 +469,11 @@ def test_cli_trains_on_digits_and_writes_results(tmp_path, capsys):
         (["--data", "digits", "--arch", "efficientnet_b0"], "has no nn.ReLU modules"),
         (["--data", "NOWHERE"], "--data: .* is not a folder"),
         (["--data", "HERE", "--val-fraction", "1.5"], r"--val-fraction: expected a number in \(0, 1\)"),
-        pytest.param(["--data", "digits", "--device", "cuda"], "CUDA is not available", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")),
+        pytest.param(
+            ["--data", "digits", "--device", "cuda"],
+            "CUDA is not available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present"),
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line(args, message, tmp_path, capsys):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from xai_bridge_builtins import localisation_metrics as L
+from xai_bridge_builtins.metrics import localisation as L
 
 
 def _map_with_blob(x0, y0, x1, y1, size=20, background=0.0):

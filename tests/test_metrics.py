@@ -60,7 +60,9 @@ def test_linear_model_gives_dauc_one_half():
     out = score_maps(model, images, maps, ["deletion_auc", "insertion_auc"], protocol, targets=0)
     torch.testing.assert_close(out["deletion_auc"], torch.full((3,), 0.5))
     # insertion from black reveals pixels: 0 → 1, also 0.5
-    ins = score_maps(model, images, maps, ["insertion_auc"], protocol.replace(insertion=Replacement("black")), targets=0)
+    ins = score_maps(
+        model, images, maps, ["insertion_auc"], protocol.replace(insertion=Replacement("black")), targets=0
+    )
     torch.testing.assert_close(ins["insertion_auc"], torch.full((3,), 0.5))
 
 
@@ -72,7 +74,14 @@ def test_constant_model_gives_its_constant_and_no_correlation():
     images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     maps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(2))
     p = torch.tensor([0.3, -0.2, 0.1]).softmax(0)[0]
-    out = score_maps(Constant().eval(), images, maps, ["deletion_auc", "insertion_auc", "dc", "ic", "aopc", "n_morf"], get_protocol(step=4, removal_step=4), targets=0)
+    out = score_maps(
+        Constant().eval(),
+        images,
+        maps,
+        ["deletion_auc", "insertion_auc", "dc", "ic", "aopc", "n_morf"],
+        get_protocol(step=4, removal_step=4),
+        targets=0,
+    )
     torch.testing.assert_close(out["deletion_auc"], p.expand(2))
     torch.testing.assert_close(out["insertion_auc"], p.expand(2))
     assert out["dc"].abs().max() < 1e-6 and out["ic"].abs().max() < 1e-6
@@ -91,7 +100,9 @@ def test_dc_is_one_when_the_score_drop_is_the_removed_saliency():
             return torch.stack([z, torch.zeros_like(z)], 1)
 
     images = torch.ones(2, 3, 8, 8)
-    out = score_maps(Weighted().eval(), images, w.expand(2, 8, 8), ["dc"], get_protocol(score="logit", step=4), targets=0)  # equal steps: drop affine in n(S)
+    out = score_maps(
+        Weighted().eval(), images, w.expand(2, 8, 8), ["dc"], get_protocol(score="logit", step=4), targets=0
+    )  # equal steps: drop affine in n(S)
     torch.testing.assert_close(out["dc"], torch.ones(2), atol=1e-5, rtol=0)
 
 
@@ -116,9 +127,24 @@ def test_delta_wraps_a_quantus_metric():
     sparseness = quantus.Sparseness(disable_warnings=True, display_progressbar=False)
     delta = xb.get_metric("delta", metric=sparseness, k=2)
     out = score_maps(model, images, maps, [delta], targets=0)["delta(Sparseness)"]
-    own = torch.tensor(sparseness(model=model, x_batch=images.numpy(), y_batch=[0] * 4, a_batch=maps[:, None].numpy(), device="cpu"))
+    own = torch.tensor(
+        sparseness(model=model, x_batch=images.numpy(), y_batch=[0] * 4, a_batch=maps[:, None].numpy(), device="cpu")
+    )
     idx = delta.others(4, torch.device("cpu"))
-    ref = torch.stack([torch.tensor(sparseness(model=model, x_batch=images.numpy(), y_batch=[0] * 4, a_batch=maps[idx[:, j]][:, None].numpy(), device="cpu")) for j in range(2)]).mean(0)
+    ref = torch.stack(
+        [
+            torch.tensor(
+                sparseness(
+                    model=model,
+                    x_batch=images.numpy(),
+                    y_batch=[0] * 4,
+                    a_batch=maps[idx[:, j]][:, None].numpy(),
+                    device="cpu",
+                )
+            )
+            for j in range(2)
+        ]
+    ).mean(0)
     torch.testing.assert_close(out, (own - ref).float(), atol=1e-5, rtol=1e-5)
 
 
@@ -135,7 +161,14 @@ def test_afoc_and_aopc_follow_their_definitions():
 
 def test_evaluate_rows_summary_and_exports(model, photos, tmp_path):
     images, names = photos[0][:2], photos[1][:2]
-    results = xb.evaluate(model, images, explainers=["gradcam"], metrics=["average_drop", "deletion_auc", "n_morf"], image_ids=names, progress=False)
+    results = xb.evaluate(
+        model,
+        images,
+        explainers=["gradcam"],
+        metrics=["average_drop", "deletion_auc", "n_morf"],
+        image_ids=names,
+        progress=False,
+    )
     frame = results.to_frame()
     assert {"image", "explainer", "metric", "value", "protocol"} <= set(frame.columns)
     assert len(frame) == 2 * 3 and set(frame.protocol) == {"default"}
@@ -178,7 +211,9 @@ def test_localisation_metrics_through_evaluate(model, photos):
         x0, y0, x1, y1 = bs[0]
         inside[i, y0:y1, x0:x1] = 1.0
     inside += 0.01 * torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(0))
-    out = score_maps(model, images, inside, ["pointing_game", "energy_pointing_game", "localisation_error"], boxes=boxes)
+    out = score_maps(
+        model, images, inside, ["pointing_game", "energy_pointing_game", "localisation_error"], boxes=boxes
+    )
     assert out["pointing_game"].tolist() == [1.0, 1.0, 1.0]
     assert (out["energy_pointing_game"] > 0.9).all()
     assert (out["localisation_error"] < 0.1).all()

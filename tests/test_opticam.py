@@ -49,7 +49,9 @@ def test_equals_a_reference_loop_with_torch_adam(tiny_resnet, small_images, norm
     e = xb.get_explainer("opticam", tiny_resnet, layer="layer3", max_iter=12, normalization=normalization)
     out = e.explanation(small_images[:2], target=[3, 7])
     for i, c in enumerate([3, 7]):
-        mask, logit = reference_opticam(tiny_resnet, small_images[i], c, tiny_resnet.layer3, steps=12, normalization=normalization)
+        mask, logit = reference_opticam(
+            tiny_resnet, small_images[i], c, tiny_resnet.layer3, steps=12, normalization=normalization
+        )
         assert torch.allclose(out.maps[i], mask, atol=2e-4), f"image {i}: map differs from the reference"
         assert torch.allclose(out.info["masked_score"][i], logit, atol=1e-3)
     assert out.info["iterations"].tolist() == [12, 12]
@@ -71,7 +73,10 @@ def test_normalizations_by_hand():
 
 
 def test_any_constant_initialisation_gives_the_same_map(tiny_resnet, small_images):
-    maps = [xb.get_explainer("opticam", tiny_resnet, layer="layer3", max_iter=10, init=c).explain(small_images, target=1) for c in (0.0, 3.7, -12.0)]
+    maps = [
+        xb.get_explainer("opticam", tiny_resnet, layer="layer3", max_iter=10, init=c).explain(small_images, target=1)
+        for c in (0.0, 3.7, -12.0)
+    ]
     # equal up to float32 rounding of u (≈3e-4 after 10 steps), far below how far the map moved (≈0.36)
     assert torch.allclose(maps[0], maps[1], atol=1e-3)
     assert torch.allclose(maps[0], maps[2], atol=1e-3)
@@ -126,7 +131,9 @@ def test_frozen_model_keeps_its_flags(tiny_resnet, small_images):
 
 
 def test_diff_objective_pulls_the_masked_logit_towards_the_original(tiny_resnet, small_images):
-    out = xb.get_explainer("opticam", tiny_resnet, layer="layer3", max_iter=20, objective="diff").explanation(small_images, target=4)
+    out = xb.get_explainer("opticam", tiny_resnet, layer="layer3", max_iter=20, objective="diff").explanation(
+        small_images, target=4
+    )
     trace = out.info["objective"]
     assert (trace <= 0).all()  # −|y_c(x) − y_c(masked)|
     base = out.logits[:, 4]
@@ -136,7 +143,14 @@ def test_diff_objective_pulls_the_masked_logit_towards_the_original(tiny_resnet,
 
 @pytest.mark.parametrize(
     "option, value, match",
-    [("max_iter", -1, "max_iter"), ("lr", 0, "lr"), ("objective", "logit", "objective"), ("normalization", "minmax", "normalization"), ("progress", "yes", "progress"), ("layer", "layer9", "layer9")],
+    [
+        ("max_iter", -1, "max_iter"),
+        ("lr", 0, "lr"),
+        ("objective", "logit", "objective"),
+        ("normalization", "minmax", "normalization"),
+        ("progress", "yes", "progress"),
+        ("layer", "layer9", "layer9"),
+    ],
 )
 def test_bad_options_are_named(tiny_resnet, option, value, match):
     with pytest.raises(ValueError, match=match):
@@ -193,7 +207,27 @@ def test_masked_probability_beats_gradcam_on_most_photos(model, photos, opticam_
 
 def test_cli_explain_with_progress_bar(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["explain", "--explainer", "opticam", "--images", "default", "--out", str(out), "-o", "max_iter=2", "-o", "progress=True", "--batch-size", "9", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--explainer",
+                "opticam",
+                "--images",
+                "default",
+                "--out",
+                str(out),
+                "-o",
+                "max_iter=2",
+                "-o",
+                "progress=True",
+                "--batch-size",
+                "9",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "opticam" in err and "2/2" in err  # the iteration bar
     assert len(list(out.glob("*_opticam.npy"))) == 9 and len(list(out.glob("*_opticam_raw.npy"))) == 9

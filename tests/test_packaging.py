@@ -22,16 +22,25 @@ def test_wheel_install_loads_builtins_through_entry_points(tmp_path):
     )
     (wheel,) = wheels.glob("xai_bridge-*.whl")
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)
-    assert (site / "xai_bridge_builtins" / "toolkit.py").exists()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    built_ins = sorted(path.parent.name for path in (ROOT / "plugins").glob("*/__init__.py"))
+    for name in built_ins:  # every subpackage made it into the wheel (pyproject lists them one by one)
+        assert (site / "xai_bridge_builtins" / name / "__init__.py").exists(), name
     assert not (site / "plugins").exists(), "the plugins/ folder must not install as a top-level 'plugins' package"
     shutil.copytree(Path(pluggy.__file__).parent, site / "pluggy")
     code = (
         "import sys, json; sys.path[:0] = [sys.argv[1]]; import xai_bridge as xb; "
         "print(json.dumps({s.name: [s.provider.plugin, s.provider.distribution, xb.__file__] for s in xb.list_explainers()}))"
+        "; assert not xb.get_host().failures, xb.get_host().failures"
     )
     # -S -I: no site-packages, so neither the editable install nor the source tree is visible.
-    out = subprocess.run([sys.executable, "-S", "-I", "-c", code, str(site)], capture_output=True, text=True, check=True, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-S", "-I", "-c", code, str(site)], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     found = json.loads(out.stdout)
     assert found["gradcam"][:2] == ["toolkit", "xai-bridge"]
     assert found["gradcam"][2].startswith(str(site))

@@ -67,26 +67,62 @@ class FakeEvaluate:
         self.kill_after = kill_after
         self.bonus = bonus or {}
 
-    def __call__(self, model, images, explainers, metrics, protocol=None, targets=None, *, labels=None, image_ids=None, batch_size=None, progress=True, **kw):
+    def __call__(
+        self,
+        model,
+        images,
+        explainers,
+        metrics,
+        protocol=None,
+        targets=None,
+        *,
+        labels=None,
+        image_ids=None,
+        batch_size=None,
+        progress=True,
+        **kw,
+    ):
         if self.kill_after is not None and len(self.calls) >= self.kill_after:
             raise RuntimeError("killed")
         (explainer,) = explainers
         name = explainer.name
         self.calls.append((tuple(image_ids), name, tuple(m.name for m in metrics)))
-        out = Results(protocols={protocol.name: protocol.as_dict()}, directions={m.name: m.higher_is_better for m in metrics})
+        out = Results(
+            protocols={protocol.name: protocol.as_dict()}, directions={m.name: m.higher_is_better for m in metrics}
+        )
         batch_mean = float(images.mean())
         for m in metrics:
             for k, image in enumerate(image_ids):
-                value = float(images[k].mean()) * (1 + len(name)) + 0.1 * batch_mean + self.bonus.get((name, m.name), 0.0) * (1 + 0.01 * k)
-                out.rows.append({"image": image, "explainer": name, "metric": m.name, "value": value, "protocol": protocol.name})
+                value = (
+                    float(images[k].mean()) * (1 + len(name))
+                    + 0.1 * batch_mean
+                    + self.bonus.get((name, m.name), 0.0) * (1 + 0.01 * k)
+                )
+                out.rows.append(
+                    {"image": image, "explainer": name, "metric": m.name, "value": value, "protocol": protocol.name}
+                )
             if m.name in ("insertion_auc", "deletion_auc"):
-                out.curves[(name, m.name)] = {"fractions": [0.0, 0.5, 1.0], "mean": [batch_mean, 0.5, len(image_ids) / 10]}
+                out.curves[(name, m.name)] = {
+                    "fractions": [0.0, 0.5, 1.0],
+                    "mean": [batch_mean, 0.5, len(image_ids) / 10],
+                }
         return out
 
 
 def config(tmp_path, model, images, fake, **kw):
-    base = dict(images=str(images), explainers=["fakecam", "random"], metrics=["average_drop", "insertion_auc"], model=model,
-                size=24, batch_size=2, store=tmp_path / "store" / "b.sqlite", out=None, progress=False, evaluate=fake, grid_images=2)
+    base = dict(
+        images=str(images),
+        explainers=["fakecam", "random"],
+        metrics=["average_drop", "insertion_auc"],
+        model=model,
+        size=24,
+        batch_size=2,
+        store=tmp_path / "store" / "b.sqlite",
+        out=None,
+        progress=False,
+        evaluate=fake,
+        grid_images=2,
+    )
     base.update(kw)
     return BenchmarkConfig(**base)
 
@@ -108,7 +144,11 @@ def test_split_batches_are_even_and_keep_order():
 def test_parse_spec_options_and_errors():
     assert parse_spec("opticam:max_iter=20,lr=0.05", "explainers") == ("opticam", {"max_iter": 20, "lr": 0.05}, None)
     assert parse_spec("delta:metric=n_morf", "metrics") == ("delta", {"metric": "n_morf"}, None)
-    assert parse_spec(("gradcam", {"layer": "blocks.6"}, "gc6"), "explainers") == ("gradcam", {"layer": "blocks.6"}, "gc6")
+    assert parse_spec(("gradcam", {"layer": "blocks.6"}, "gc6"), "explainers") == (
+        "gradcam",
+        {"layer": "blocks.6"},
+        "gc6",
+    )
     with pytest.raises(ValueError, match="explainers: .*KEY=VALUE"):
         parse_spec("opticam:max_iter", "explainers")
 
@@ -177,7 +217,9 @@ def test_same_config_is_a_noop_and_new_explainer_computes_only_itself(tmp_path, 
     assert again.calls == [] and second.rows == first.rows
 
     more = FakeEvaluate()
-    third = run_benchmark(config(tmp_path, tiny_model, images, more, explainers=["fakecam", "random", "center-gaussian"]))
+    third = run_benchmark(
+        config(tmp_path, tiny_model, images, more, explainers=["fakecam", "random", "center-gaussian"])
+    )
     assert {c[1] for c in more.calls} == {"center-gaussian"} and len(more.calls) == 2
     assert len(third.rows) == 4 * 3 * 2
 
@@ -203,12 +245,28 @@ def test_report_sections_figures_and_verdict(tmp_path, tiny_model):
     images = make_folder(tmp_path / "data", n=6)
     fake = FakeEvaluate(bonus={("random", "insertion_auc"): 5.0, ("fakecam", "average_drop"): -5.0})
     out = tmp_path / "report"
-    results = run_benchmark(config(tmp_path, tiny_model, images, fake, out=out, explainers=["fakecam", "random", "center-gaussian"],
-                                   metrics=["average_drop", "insertion_auc", "deletion_auc"]))
+    results = run_benchmark(
+        config(
+            tmp_path,
+            tiny_model,
+            images,
+            fake,
+            out=out,
+            explainers=["fakecam", "random", "center-gaussian"],
+            metrics=["average_drop", "insertion_auc", "deletion_auc"],
+        )
+    )
     md = (out / "report.md").read_text()
     page = (out / "report.html").read_text()
-    for heading in ("## Verdict", "## Summary", "## Protocol and settings", "## Saliency maps", "## Insertion and deletion curves",
-                    "## Pairwise comparisons", "## Reliability of the metrics"):
+    for heading in (
+        "## Verdict",
+        "## Summary",
+        "## Protocol and settings",
+        "## Saliency maps",
+        "## Insertion and deletion curves",
+        "## Pairwise comparisons",
+        "## Reliability of the metrics",
+    ):
         assert heading in md
     # the first screen names the winners (the bonus makes them win on every image)
     verdict = md.split("## Summary")[0]
@@ -227,7 +285,9 @@ def test_report_sections_figures_and_verdict(tmp_path, tiny_model):
 
 
 def test_cli_rejects_bad_input(tmp_path, capsys):
-    assert runner_main(["benchmark", "--images", str(tmp_path / "missing"), "--quiet", "--no-report", "--model", "x"]) == 2
+    assert (
+        runner_main(["benchmark", "--images", str(tmp_path / "missing"), "--quiet", "--no-report", "--model", "x"]) == 2
+    )
     assert "--model 'x': expected 'default' or 'package.module:factory'" in capsys.readouterr().err
     assert runner_main(["benchmark", "--protocol", "nope", "--quiet"]) == 2
     assert "--protocol 'nope': expected one of" in capsys.readouterr().err
@@ -237,13 +297,49 @@ def test_cli_rejects_bad_input(tmp_path, capsys):
 def test_two_gloo_ranks_match_one_process(tmp_path, tiny_model):
     # 4 batches of 2: [img0 img2] [img4 img6] [broken img1] [img3 img5]; img1 is left alone, so Δ cannot score it
     images = make_folder(tmp_path / "data", n=7, corrupt=True)
-    args = ["benchmark", "--model", "tinymodel:tiny", "--images", str(images), "-e", "fakecam", "random", "center-gaussian",
-            "-m", "average_drop", "delta:metric=average_drop", "insertion_auc", "--size", "24", "--batch-size", "2", "--quiet"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+    args = [
+        "benchmark",
+        "--model",
+        "tinymodel:tiny",
+        "--images",
+        str(images),
+        "-e",
+        "fakecam",
+        "random",
+        "center-gaussian",
+        "-m",
+        "average_drop",
+        "delta:metric=average_drop",
+        "insertion_auc",
+        "--size",
+        "24",
+        "--batch-size",
+        "2",
+        "--quiet",
+    ]
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1"
+    )
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "xai_bridge.runner.cli",
-         *args, "--store", str(tmp_path / "dist.sqlite"), "--out", str(tmp_path / "dist")],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "xai_bridge.runner.cli",
+            *args,
+            "--store",
+            str(tmp_path / "dist.sqlite"),
+            "--out",
+            str(tmp_path / "dist"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert not list(tmp_path.glob("dist.sqlite.rank*"))  # shards merged and removed
@@ -268,15 +364,31 @@ def test_real_evaluate_end_to_end_on_two_photos(tmp_path, model, photos):
     import xai_bridge as xb
 
     coarse = xb.get_protocol("default", step=0.1)  # 10 insertion steps keep the test short
-    cfg = BenchmarkConfig(images="default:chelsea,coffee", explainers=["fakecam", "random", "gradcam"], protocol=coarse,
-                          metrics=["average_drop", "insertion_auc"], model=model, batch_size=2,
-                          store=tmp_path / "b.sqlite", out=tmp_path / "report", progress=False, grid_images=2)
+    cfg = BenchmarkConfig(
+        images="default:chelsea,coffee",
+        explainers=["fakecam", "random", "gradcam"],
+        protocol=coarse,
+        metrics=["average_drop", "insertion_auc"],
+        model=model,
+        batch_size=2,
+        store=tmp_path / "b.sqlite",
+        out=tmp_path / "report",
+        progress=False,
+        grid_images=2,
+    )
     results = run_benchmark(cfg)
     assert len(results.rows) == 2 * 3 * 2
     all_images, names = photos
     batch = all_images[[names.index("chelsea"), names.index("coffee")]]
-    direct = xb.evaluate(model, batch, ["fakecam", "random", "gradcam"], ["average_drop", "insertion_auc"],
-                         protocol=coarse, image_ids=["chelsea", "coffee"], progress=False)
+    direct = xb.evaluate(
+        model,
+        batch,
+        ["fakecam", "random", "gradcam"],
+        ["average_drop", "insertion_auc"],
+        protocol=coarse,
+        image_ids=["chelsea", "coffee"],
+        progress=False,
+    )
     expected = {(r["image"], r["explainer"], r["metric"]): r["value"] for r in direct.rows}
     got = {(r["image"], r["explainer"], r["metric"]): r["value"] for r in results.rows}
     assert got.keys() == expected.keys()
@@ -286,5 +398,8 @@ def test_real_evaluate_end_to_end_on_two_photos(tmp_path, model, photos):
     assert max(results.values("fakecam", "average_drop")) < 0.1 < min(results.values("random", "average_drop"))
     assert set(results.curves) == {(e, "insertion_auc") for e in ("fakecam", "random", "gradcam")}
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "**fakecam** is best on `average_drop` ↓" in md and (tmp_path / "report" / "figures" / "saliency_grid.png").exists()
+    assert (
+        "**fakecam** is best on `average_drop` ↓" in md
+        and (tmp_path / "report" / "figures" / "saliency_grid.png").exists()
+    )
     assert not any(math.isnan(v) for v in got.values())

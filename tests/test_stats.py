@@ -20,7 +20,9 @@ K2011 = np.array(
 )
 
 
-@pytest.mark.parametrize("level, published", [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849), ("ratio", 0.797)])
+@pytest.mark.parametrize(
+    "level, published", [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849), ("ratio", 0.797)]
+)
 def test_krippendorff_alpha_matches_the_published_example(level, published):
     assert stats.krippendorff_alpha(K2011, level) == pytest.approx(published, abs=1e-3)
 
@@ -30,7 +32,9 @@ def test_krippendorff_alpha_matches_the_krippendorff_package(level):
     rng = np.random.default_rng(0)
     data = rng.integers(1, 6, size=(7, 20)).astype(float)
     data[rng.random(data.shape) < 0.15] = np.nan
-    assert stats.krippendorff_alpha(data, level) == pytest.approx(krippendorff.alpha(reliability_data=data, level_of_measurement=level), abs=1e-9)
+    assert stats.krippendorff_alpha(data, level) == pytest.approx(
+        krippendorff.alpha(reliability_data=data, level_of_measurement=level), abs=1e-9
+    )
 
 
 def test_identical_rankings_give_alpha_one_and_random_ones_near_zero():
@@ -69,7 +73,9 @@ def test_ranks_follow_the_direction():
 
 def test_spearman_negates_lower_is_better_metrics():
     x = np.arange(10.0)
-    names, rho = stats.spearman_between_metrics({"insertion": x, "deletion": -x, "n_morf": x**2}, {"insertion": True, "deletion": False, "n_morf": False})
+    names, rho = stats.spearman_between_metrics(
+        {"insertion": x, "deletion": -x, "n_morf": x**2}, {"insertion": True, "deletion": False, "n_morf": False}
+    )
     assert rho[0, 1] == pytest.approx(1.0)  # deletion falls as insertion rises: agreement after negation
     assert rho[0, 2] == pytest.approx(-1.0)
     assert rho[0, 1] == pytest.approx(-spearmanr(x, -x).statistic)
@@ -84,6 +90,8 @@ def test_bad_input_is_named():
 
 def test_spearman_between_two_metrics_is_a_full_two_by_two_matrix():
     x = np.arange(8.0)
-    names, rho = stats.spearman_between_metrics({"insertion": x, "deletion": x[::-1].copy()}, {"insertion": True, "deletion": False})
+    names, rho = stats.spearman_between_metrics(
+        {"insertion": x, "deletion": x[::-1].copy()}, {"insertion": True, "deletion": False}
+    )
     assert names == ["insertion", "deletion"]
     np.testing.assert_allclose(rho, [[1.0, 1.0], [1.0, 1.0]])  # deletion negated: the two agree perfectly

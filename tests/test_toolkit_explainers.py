@@ -12,7 +12,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 import xai_bridge as xb
 from xai_bridge.testing import check_explainer_contract
 from xai_bridge_builtins.toolkit import CAPTUM_METHODS, GRADCAM_METHODS
-from xai_bridge_builtins.toolkit_explainers import reduce_channels
+from xai_bridge_builtins.toolkit.explainers import reduce_channels
 
 TARGETS = torch.tensor([3, 7, 1])
 
@@ -37,9 +37,13 @@ def test_gradcam_methods_equal_pytorch_grad_cam(name, cam_class, tiny_resnet, sm
 CAPTUM_CALLS = {
     "Saliency": lambda m, x, t: captum.attr.Saliency(m).attribute(x, target=t),
     "InputXGradient": lambda m, x, t: captum.attr.InputXGradient(m).attribute(x, target=t),
-    "IntegratedGradients": lambda m, x, t: captum.attr.IntegratedGradients(m).attribute(x, target=t, n_steps=50, internal_batch_size=32),
+    "IntegratedGradients": lambda m, x, t: captum.attr.IntegratedGradients(m).attribute(
+        x, target=t, n_steps=50, internal_batch_size=32
+    ),
     "GuidedBackprop": lambda m, x, t: captum.attr.GuidedBackprop(m).attribute(x, target=t),
-    "Occlusion": lambda m, x, t: captum.attr.Occlusion(m).attribute(x, target=t, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), baselines=0.0, perturbations_per_eval=64),
+    "Occlusion": lambda m, x, t: captum.attr.Occlusion(m).attribute(
+        x, target=t, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), baselines=0.0, perturbations_per_eval=64
+    ),
 }
 
 
@@ -55,13 +59,17 @@ def test_smoothgrad_equals_noise_tunnel_with_the_same_seed(tiny_resnet, small_im
     ours = xb.get_explainer("smoothgrad", tiny_resnet, nt_samples=4, stdevs=0.1).explain(small_images, TARGETS)
     torch.manual_seed(5)
     nt = captum.attr.NoiseTunnel(captum.attr.Saliency(tiny_resnet))
-    expected = nt.attribute(small_images, target=TARGETS, nt_type="smoothgrad", nt_samples=4, stdevs=0.1, nt_samples_batch_size=8)
+    expected = nt.attribute(
+        small_images, target=TARGETS, nt_type="smoothgrad", nt_samples=4, stdevs=0.1, nt_samples_batch_size=8
+    )
     torch.testing.assert_close(ours, expected.abs().sum(1), atol=1e-6, rtol=1e-5)
 
 
 def test_layer_gradcam_equals_captum_and_upsamples_bilinearly(tiny_resnet, small_images):
     explanation = xb.get_explainer("layer-gradcam", tiny_resnet).explanation(small_images, TARGETS)
-    raw = captum.attr.LayerGradCam(tiny_resnet, tiny_resnet.layer4[-1]).attribute(small_images, target=TARGETS, relu_attributions=True)
+    raw = captum.attr.LayerGradCam(tiny_resnet, tiny_resnet.layer4[-1]).attribute(
+        small_images, target=TARGETS, relu_attributions=True
+    )
     torch.testing.assert_close(explanation.raw, raw[:, 0].detach())
     up = torch.nn.functional.interpolate(raw.detach(), size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(explanation.maps, up)
@@ -121,7 +129,9 @@ class _SingleUseReLUNet(torch.nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU()
+        )
         self.fc = torch.nn.Linear(8, 10)
 
     def forward(self, x):

@@ -16,8 +16,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .api import explainer_spec, get_explainer, get_metric, list_explainers, list_metrics, metric_spec
-from .hookspecs import hookimpl
 from .errors import NameConflictError, PluginError, PluginLoadWarning, UnknownNameError, UsageError
+from .hookspecs import hookimpl
 from .manager import get_host
 from .registry import ExplainerSpec, MetricSpec
 
@@ -64,17 +64,17 @@ __all__ = [
     *_LAZY,
 ]
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .classes import imagenet_classes
-    from .data import load_image, sample_images
-    from .engine import Engine
-    from .evaluation import evaluate, score_maps
-    from .explainer import Explainer, Explanation, LayerExplainer, MapOutput
-    from .metric import Metric, MetricContext
-    from .protocols import Protocol, get_protocol
-    from .results import Results
-    from .layers import TargetLayer, find_layer
-    from .models import default_model
+if TYPE_CHECKING:  # pragma: no cover - the lazy names, for type checkers
+    from .classes import imagenet_classes  # noqa: F401
+    from .data import load_image, sample_images  # noqa: F401
+    from .engine import Engine  # noqa: F401
+    from .evaluation import evaluate, score_maps  # noqa: F401
+    from .explainer import Explainer, Explanation, LayerExplainer, MapOutput  # noqa: F401
+    from .layers import TargetLayer, find_layer  # noqa: F401
+    from .metric import Metric, MetricContext  # noqa: F401
+    from .models import default_model  # noqa: F401
+    from .protocols import Protocol, get_protocol  # noqa: F401
+    from .results import Results  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
-
+from typing import Any
 
 from .cli_support import named_with_options, parse_options, torch_device
 from .errors import UsageError
@@ -32,7 +32,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             ],
             "explainers": [s.as_dict() for s in explainers],
             "metrics": [s.as_dict() for s in metrics],
-            "failures": [{"plugin": f.provider.plugin, "distribution": f.provider.distribution, "stage": f.stage, "error": f.error} for f in host.failures],
+            "failures": [
+                {
+                    "plugin": f.provider.plugin,
+                    "distribution": f.provider.distribution,
+                    "stage": f.stage,
+                    "error": f.error,
+                }
+                for f in host.failures
+            ],
         }
         print(json.dumps(payload, indent=2, ensure_ascii=False))
         return 0
@@ -60,7 +68,9 @@ def _load_inputs(paths: Sequence[str], images_flag: str | None, size: int) -> tu
         raise UsageError("give image files or --images default, not both")
     if images_flag:
         if images_flag != "default":
-            raise UsageError(f"--images {images_flag!r}: only 'default' (the embedded photos) is known; pass files as arguments")
+            raise UsageError(
+                f"--images {images_flag!r}: only 'default' (the embedded photos) is known; pass files as arguments"
+            )
         return sample_images(size=size)
     if not paths:
         raise UsageError("no images: pass image files, or --images default for the embedded photos")
@@ -80,7 +90,9 @@ def _check_target(target: str | None, num_classes: int) -> Any:
     if target.lstrip("-").isdigit():
         index = int(target)
         if not 0 <= index < num_classes:
-            raise UsageError(f"--target {index}: out of range; the model has {num_classes} classes (0..{num_classes - 1})")
+            raise UsageError(
+                f"--target {index}: out of range; the model has {num_classes} classes (0..{num_classes - 1})"
+            )
         return index
     from .classes import class_index
 
@@ -92,7 +104,6 @@ def _check_target(target: str | None, num_classes: int) -> Any:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
     from tqdm.auto import tqdm
 
     import xai_bridge as xb
@@ -117,7 +128,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         explainer = spec.create(model, **options)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"{spec.name}: {exc}") from exc
-    if args.quiet and "progress" not in options and hasattr(explainer, "progress"):  # Opti-CAM's own bar; -o progress=… wins
+    if (
+        args.quiet and "progress" not in options and hasattr(explainer, "progress")
+    ):  # Opti-CAM's own bar; -o progress=… wins
         explainer.progress = False
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +149,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
             np.save(out / f"{stem}.npy", explanation.maps[i].cpu().numpy())
             if explanation.raw is not None:
                 np.save(out / f"{stem}_raw.npy", explanation.raw[i].cpu().numpy())
-            save_explanation_figure(out / f"{stem}.png", batch[i], explanation.maps[i], f"{classes[cls]} ({prob:.1%})", spec.name)
+            save_explanation_figure(
+                out / f"{stem}.png", batch[i], explanation.maps[i], f"{classes[cls]} ({prob:.1%})", spec.name
+            )
             top = probs[i].topk(5)
             summary.append(
                 {
@@ -144,12 +159,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
                     "explained_class": cls,
                     "explained_name": classes[cls],
                     "probability": prob,
-                    "top5": [{"class": int(c), "name": classes[int(c)], "probability": float(p)} for p, c in zip(top.values, top.indices)],
+                    "top5": [
+                        {"class": int(c), "name": classes[int(c)], "probability": float(p)}
+                        for p, c in zip(top.values, top.indices, strict=False)
+                    ],
                     "figure": f"{stem}.png",
                     "map": f"{stem}.npy",
                 }
             )
-    (out / "explanations.json").write_text(json.dumps({"explainer": spec.name, "options": {k: repr(v) for k, v in options.items()}, "images": summary}, indent=2, ensure_ascii=False))
+    (out / "explanations.json").write_text(
+        json.dumps(
+            {"explainer": spec.name, "options": {k: repr(v) for k, v in options.items()}, "images": summary},
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
     for row in summary:
         top = ", ".join(f"{t['name']} {t['probability']:.1%}" for t in row["top5"][:3])
         print(f"{row['image']:<20} explained: {row['explained_name']} ({row['probability']:.1%})   top-3: {top}")
@@ -159,7 +183,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 # -- evaluate ---------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
 
     import xai_bridge as xb
 
@@ -190,7 +213,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .data import photo_boxes
 
         boxes = photo_boxes(names)
-    results = xb.evaluate(model, images, explainers, metrics, protocol=args.protocol, targets=target, image_ids=names, boxes=boxes, progress=not args.quiet)
+    results = xb.evaluate(
+        model,
+        images,
+        explainers,
+        metrics,
+        protocol=args.protocol,
+        targets=target,
+        image_ids=names,
+        boxes=boxes,
+        progress=not args.quiet,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv")
@@ -213,7 +246,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xai-bridge", description="Saliency explainers and faithfulness metrics across Captum, pytorch-grad-cam and Quantus.")
+    parser = argparse.ArgumentParser(
+        prog="xai-bridge",
+        description="Saliency explainers and faithfulness metrics across Captum, pytorch-grad-cam and Quantus.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plugins", help="list every explainer and metric with the plugin providing it")
@@ -226,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="'default' for the embedded photos")
     p.add_argument("--target", help="class index or ImageNet class name (default: the predicted class)")
     p.add_argument("--layer", help="target layer (dotted module name), for CAM methods")
-    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="explainer option, repeatable")
+    p.add_argument(
+        "--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="explainer option, repeatable"
+    )
     p.add_argument("--out", default="out", help="output folder (default: out/)")
     p.add_argument("--size", type=int, default=224, help="image side after resize and centre crop")
     p.add_argument("--batch-size", type=int, default=4)
@@ -234,12 +272,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("evaluate", help="score explainers with metrics on images (one row per image × explainer × metric)")
+    p = sub.add_parser(
+        "evaluate", help="score explainers with metrics on images (one row per image × explainer × metric)"
+    )
     p.add_argument("paths", nargs="*", help="image files (JPEG, PNG, ...)")
     p.add_argument("--images", help="'default' for the embedded photos")
-    p.add_argument("--explainers", "-e", nargs="+", default=["gradcam"], metavar="NAME[:KEY=VALUE,...]", help="e.g. gradcam opticam:max_iter=30")
-    p.add_argument("--metrics", "-m", nargs="+", default=["average_drop", "average_gain", "average_increase", "deletion_auc", "insertion_auc"], metavar="NAME[:KEY=VALUE,...]", help="e.g. average_gain delta:metric='n_morf'")
-    p.add_argument("--protocol", "-p", default="default", help="preset: default, opticam, rise, tutorial, deepmaps, quantus")
+    p.add_argument(
+        "--explainers",
+        "-e",
+        nargs="+",
+        default=["gradcam"],
+        metavar="NAME[:KEY=VALUE,...]",
+        help="e.g. gradcam opticam:max_iter=30",
+    )
+    p.add_argument(
+        "--metrics",
+        "-m",
+        nargs="+",
+        default=["average_drop", "average_gain", "average_increase", "deletion_auc", "insertion_auc"],
+        metavar="NAME[:KEY=VALUE,...]",
+        help="e.g. average_gain delta:metric='n_morf'",
+    )
+    p.add_argument(
+        "--protocol", "-p", default="default", help="preset: default, opticam, rise, tutorial, deepmaps, quantus"
+    )
     p.add_argument("--target", help="class index or ImageNet class name (default: per protocol)")
     p.add_argument("--out", default="out/evaluate")
     p.add_argument("--size", type=int, default=224)
@@ -247,7 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo", help="the benchmark on the embedded default: 7 explainers × 7 metrics, report with statistics (a few minutes on CPU)")
+    p = sub.add_parser(
+        "demo",
+        help="the benchmark on the embedded default: 7 explainers × 7 metrics, report with statistics (a few minutes on CPU)",
+    )
     p.add_argument("--out", default="out/demo")
     p.add_argument("--quick", action="store_true", help="four photos and fewer Opti-CAM iterations")
     p.add_argument("--quiet", action="store_true")
@@ -261,10 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     get_host().add_commands(sub)
 
-    # `gradreg …`: every argument goes to xai_bridge.gradreg.main (torch is imported only when it runs)
-    p = sub.add_parser("gradreg", help="train with the interpretable-gradients regulariser (thesis ch. 4); `xai-bridge gradreg --help`", add_help=False, prefix_chars="+")
-    p.add_argument("argv", nargs="*", help=argparse.SUPPRESS)
-    p.set_defaults(func=lambda args: __import__("xai_bridge.gradreg", fromlist=["main"]).main(args.argv))
     return parser
 
 

@@ -78,7 +78,9 @@ def torch_device(value: str | None, flag: str = "--device") -> torch.device:
         raise UsageError(f"{flag} {value!r}: not a torch device (e.g. cpu, cuda, cuda:1)") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"{flag} {value!r}: CUDA is not available in this torch build or on this machine; use {flag} cpu")
+            raise UsageError(
+                f"{flag} {value!r}: CUDA is not available in this torch build or on this machine; use {flag} cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(f"{flag} {value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device

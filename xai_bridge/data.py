@@ -1,4 +1,10 @@
-"""Real photos that ship inside installed packages, and image loading for the CLI.
+"""Data that ships inside installed packages, and the loaders every part of xai-bridge shares.
+
+* the embedded photos (:func:`sample_images`, :func:`photo_boxes`, :func:`photo_labels`);
+* one image file loader (:func:`load_image`);
+* scikit-learn's handwritten digits (:func:`digits`, :func:`digits_split`), the small real
+  data set training methods use in tests and benchmarks;
+* one ``ImageFolder`` loader (:func:`image_folder`, :func:`image_folder_split`).
 
 Nothing is downloaded: the photos come from scikit-image, scikit-learn and
 matplotlib's own data folders (credits and licences in ``docs/credits.md``).
@@ -6,14 +12,17 @@ matplotlib's own data folders (credits and licences in ``docs/credits.md``).
 
 from __future__ import annotations
 
-from .errors import ImageLoadError
-
+import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from .errors import ImageLoadError
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
@@ -97,7 +106,9 @@ def sample_images(
     if unknown:
         from .registry import did_you_mean
 
-        raise ValueError(f"names: no embedded photo called {unknown[0]!r}.{did_you_mean(unknown[0], PHOTOS)} Available: {', '.join(PHOTOS)}")
+        raise ValueError(
+            f"names: no embedded photo called {unknown[0]!r}.{did_you_mean(unknown[0], PHOTOS)} Available: {', '.join(PHOTOS)}"
+        )
     batch = torch.stack([to_tensor(PHOTOS[n](), size) for n in names])
     return (batch.to(device) if device is not None else batch), names
 
@@ -121,7 +132,9 @@ def load_image(path: str | Path, size: int | None = 224) -> torch.Tensor:
             opened.load()
             image = opened.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageLoadError(f"{path}: not a readable image ({exc}); expected a JPEG, PNG or other format PIL reads") from exc
+        raise ImageLoadError(
+            f"{path}: not a readable image ({exc}); expected a JPEG, PNG or other format PIL reads"
+        ) from exc
     mode = image.mode
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         warnings.warn(f"{path}: has an alpha channel ({mode}); composited on black to RGB", stacklevel=2)
@@ -171,3 +184,113 @@ def photo_labels(names: Sequence[str] | None = None) -> list[int]:
     table = _annotations()
     names = list(PHOTOS) if names is None else list(names)
     return [class_index(table[n][0]["label"]) for n in names]
+
+
+# -- scikit-learn's digits ----------------------------------------------------------------------
+def digits(size: int = 32, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 handwritten digits of scikit-learn as ``N×channels×size×size`` floats in [0, 1], and their labels.
+
+    Grey levels 0..16 are scaled to [0, 1], resized bilinearly (``align_corners=False``)
+    and repeated over ``channels``.
+
+    >>> images, labels = digits(16)
+    >>> tuple(images.shape), int(labels[:10].sum())
+    ((1797, 3, 16, 16), 45)
+    """
+    from sklearn.datasets import load_digits
+
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise ValueError(f"size: expected an integer ≥ 8 (the digits are 8×8), got {size!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
+    raw = load_digits()
+    images = torch.from_numpy(raw.images).float()[:, None] / 16.0
+    if size != 8:
+        images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    images = images.clamp(0.0, 1.0).expand(-1, channels, -1, -1).contiguous()
+    return images, torch.from_numpy(raw.target).long()
+
+
+def digits_split(
+    size: int = 32, test_fraction: float = 0.2, seed: int = 0, channels: int = 3
+) -> tuple[TensorDataset, TensorDataset]:
+    """A stratified, seeded train/test split of :func:`digits` (1,437 / 360 images at 0.2), in the order scikit-learn draws them.
+
+    >>> train, test = digits_split(16)
+    >>> len(train), len(test), tuple(train[0][0].shape)
+    (1437, 360, (3, 16, 16))
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction: expected a fraction in (0, 1), got {test_fraction!r}")
+    images, labels = digits(size, channels)
+    index = np.arange(labels.shape[0])
+    train_idx, test_idx = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=labels.numpy())
+    train_t, test_t = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
+    return TensorDataset(images[train_t], labels[train_t]), TensorDataset(images[test_t], labels[test_t])
+
+
+# -- ImageFolder trees --------------------------------------------------------------------------
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def image_folder(
+    root: str | os.PathLike[str], size: int = 224, *, normalize: str = "none", crop: bool = True
+) -> Dataset:
+    """A ``torchvision.datasets.ImageFolder`` (one sub-folder of images per class), pixels in [0, 1].
+
+    ``crop=True`` resizes the short side to ``size`` and crops the centre (the usual
+    evaluation transform); ``crop=False`` resizes to ``size×size``. ``normalize="imagenet"``
+    applies ImageNet mean/std (for torchvision backbones trained that way); ``"none"`` keeps
+    [0, 1] (the default model folds its own preprocessing in).
+    """
+    from torchvision import datasets, transforms
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(
+            f"data: {str(root)!r} is not a folder; expected an ImageFolder root with one sub-folder of images per class"
+        )
+    if normalize not in ("none", "imagenet"):
+        raise ValueError(f"normalize: expected 'none' or 'imagenet', got {normalize!r}")
+    steps: list[Any] = (
+        [transforms.Resize(size), transforms.CenterCrop(size)] if crop else [transforms.Resize((size, size))]
+    )
+    steps.append(transforms.ToTensor())
+    if normalize == "imagenet":
+        steps.append(transforms.Normalize(*IMAGENET_MEAN_STD))
+    try:
+        return datasets.ImageFolder(str(root), transform=transforms.Compose(steps))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise ValueError(f"data: {str(root)!r} is not a usable ImageFolder ({exc})") from exc
+
+
+def image_folder_split(
+    root: str | os.PathLike[str], size: int = 32, *, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[Dataset, Dataset, list[str]]:
+    """An ImageFolder tree as ``(train, val, class_names)``, images resized to ``size×size``.
+
+    When ``root`` has ``train/`` and ``val/`` (or ``test/``) sub-folders they are the split;
+    otherwise a seeded ``val_fraction`` of the images is held out.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(
+            f"data: {str(root)!r} is not a folder (expected an ImageFolder tree: one sub-folder of images per class, or 'digits')"
+        )
+    held_out = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
+    if (root / "train").is_dir() and held_out is not None:
+        train = image_folder(root / "train", size, crop=False)
+        return train, image_folder(held_out, size, crop=False), list(train.classes)  # type: ignore[attr-defined]
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction!r}")
+    full = image_folder(root, size, crop=False)
+    if len(full) < 2:  # type: ignore[arg-type]
+        raise ValueError(
+            f"data: {str(root)!r} holds {len(full)} image(s); at least 2 are needed to split off a validation set"
+        )  # type: ignore[arg-type]
+    n_val = max(1, round(len(full) * val_fraction))  # type: ignore[arg-type]
+    generator = torch.Generator().manual_seed(seed)
+    train_set, val_set = torch.utils.data.random_split(full, [len(full) - n_val, n_val], generator=generator)  # type: ignore[arg-type]
+    return train_set, val_set, list(full.classes)  # type: ignore[attr-defined]

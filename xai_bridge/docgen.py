@@ -40,7 +40,8 @@ def hooks_markdown() -> str:
         doc = inspect.cleandoc(fn.__doc__ or "")
         # Indented blocks after "::" become fenced code for MkDocs.
         out, in_code = [], False
-        def close_fence() -> None:
+
+        def close_fence(out: list[str] = out) -> None:
             while out and not out[-1].strip():
                 out.pop()
             out.extend(["```", ""])

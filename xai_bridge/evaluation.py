@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ from .results import Results
 from .targets import Target, check_images, check_model_ready, resolve_targets
 
 
-def as_metric(metric: "str | Metric") -> Metric:
+def as_metric(metric: str | Metric) -> Metric:
     """A configured metric from a name or an object."""
     if isinstance(metric, str):
         from .api import get_metric
@@ -43,7 +44,9 @@ def _grid_protocol(protocol: Protocol, images: torch.Tensor, raw: torch.Tensor |
     return dataclasses.replace(protocol, cell=cell)
 
 
-def _check_inputs(protocol: Protocol, images: torch.Tensor, metrics: Sequence[Metric], boxes: Any, explainer: Any) -> None:
+def _check_inputs(
+    protocol: Protocol, images: torch.Tensor, metrics: Sequence[Metric], boxes: Any, explainer: Any
+) -> None:
     if protocol.space == "pixel":
         lo, hi = float(images.min()), float(images.max())
         if lo < -1e-6 or hi > 1 + 1e-6:
@@ -53,17 +56,21 @@ def _check_inputs(protocol: Protocol, images: torch.Tensor, metrics: Sequence[Me
             )
     for m in metrics:
         if "boxes" in getattr(m, "needs", ()) and boxes is None:
-            raise ValueError(f"boxes: metric {m.name!r} needs ground-truth boxes per image (xai_bridge.data.photo_boxes())")
+            raise ValueError(
+                f"boxes: metric {m.name!r} needs ground-truth boxes per image (xai_bridge.data.photo_boxes())"
+            )
         if "explainer" in getattr(m, "needs", ()) and explainer is None:
-            raise ValueError(f"explainer: metric {m.name!r} re-explains images, so it needs an explainer, not maps only")
+            raise ValueError(
+                f"explainer: metric {m.name!r} re-explains images, so it needs an explainer, not maps only"
+            )
 
 
 def score_maps(
     model: nn.Module,
     images: torch.Tensor,
     maps: torch.Tensor,
-    metrics: Sequence["str | Metric"],
-    protocol: "str | Protocol | None" = None,
+    metrics: Sequence[str | Metric],
+    protocol: str | Protocol | None = None,
     targets: Target = None,
     *,
     labels: torch.Tensor | None = None,
@@ -102,13 +109,24 @@ def score_maps(
     out: dict[str, torch.Tensor] = {}
     for metric, p in per_metric:
         ctx = MetricContext(
-            model=model, images=images, maps=maps, normalized_maps=normalized, targets=targets,
-            logits=base_logits, protocol=_grid_protocol(p, images, raw), results=results, explainer=explainer,
-            labels=labels, boxes=boxes, engine=engine,
+            model=model,
+            images=images,
+            maps=maps,
+            normalized_maps=normalized,
+            targets=targets,
+            logits=base_logits,
+            protocol=_grid_protocol(p, images, raw),
+            results=results,
+            explainer=explainer,
+            labels=labels,
+            boxes=boxes,
+            engine=engine,
         )
         values = metric.compute(ctx)
         if not isinstance(values, torch.Tensor) or values.shape != (images.shape[0],):
-            raise RuntimeError(f"metric {metric.name!r}: compute() returned {getattr(values, 'shape', values)!r}; expected one value per image")
+            raise RuntimeError(
+                f"metric {metric.name!r}: compute() returned {getattr(values, 'shape', values)!r}; expected one value per image"
+            )
         out[metric.name] = values.detach().float()
         if curves is not None:
             curve = metric.curves(ctx)
@@ -121,8 +139,14 @@ def evaluate(
     model: nn.Module,
     images: torch.Tensor,
     explainers: Sequence[Any] = ("gradcam",),
-    metrics: Sequence["str | Metric"] = ("average_drop", "average_gain", "average_increase", "deletion_auc", "insertion_auc"),
-    protocol: "str | Protocol | None" = None,
+    metrics: Sequence[str | Metric] = (
+        "average_drop",
+        "average_gain",
+        "average_increase",
+        "deletion_auc",
+        "insertion_auc",
+    ),
+    protocol: str | Protocol | None = None,
     targets: Target = None,
     *,
     labels: torch.Tensor | Sequence[int] | None = None,
@@ -182,7 +206,9 @@ def evaluate(
             named.append((e, get_explainer(e, model)))
         else:
             if not hasattr(e, "explanation"):
-                raise TypeError(f"explainers: expected names or explainers from get_explainer(), got {type(e).__name__}")
+                raise TypeError(
+                    f"explainers: expected names or explainers from get_explainer(), got {type(e).__name__}"
+                )
             named.append((getattr(e, "name", type(e).__name__), e))
     for name in maps or {}:
         named.append((name, None))
@@ -200,17 +226,42 @@ def evaluate(
         if explainer is None:
             m = check_maps(maps[name], images).to(engine.device)  # type: ignore[index]
         else:
-            parts = [explainer.explanation(images[s : s + batch_size], target=target_t[s : s + batch_size]) for s in range(0, b, batch_size)]
+            parts = [
+                explainer.explanation(images[s : s + batch_size], target=target_t[s : s + batch_size])
+                for s in range(0, b, batch_size)
+            ]
             m = torch.cat([p.maps for p in parts])
             raw = None if parts[0].raw is None else torch.cat([p.raw for p in parts])
         curves: dict[str, dict[str, torch.Tensor]] = {}
         scores = score_maps(
-            model, images, m, metric_objs, protocol, target_t, labels=label_t, boxes=boxes, explainer=explainer,
-            engine=engine, base_logits=base_logits, raw=raw, curves=curves,
+            model,
+            images,
+            m,
+            metric_objs,
+            protocol,
+            target_t,
+            labels=label_t,
+            boxes=boxes,
+            explainer=explainer,
+            engine=engine,
+            base_logits=base_logits,
+            raw=raw,
+            curves=curves,
         )
         for metric_name, values in scores.items():
-            for image, value in zip(ids, values.cpu().tolist()):
-                out.rows.append({"image": image, "explainer": name, "metric": metric_name, "value": value, "protocol": protocol.name})
+            for image, value in zip(ids, values.cpu().tolist(), strict=False):
+                out.rows.append(
+                    {
+                        "image": image,
+                        "explainer": name,
+                        "metric": metric_name,
+                        "value": value,
+                        "protocol": protocol.name,
+                    }
+                )
         for metric_name, c in curves.items():
-            out.curves[(name, metric_name)] = {"fractions": c["fractions"].cpu().tolist(), "mean": c["values"].mean(0).cpu().tolist()}
+            out.curves[(name, metric_name)] = {
+                "fractions": c["fractions"].cpu().tolist(),
+                "mean": c["values"].mean(0).cpu().tolist(),
+            }
     return out

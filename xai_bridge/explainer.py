@@ -15,8 +15,9 @@ feature-resolution map in :attr:`Explanation.raw`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -117,7 +118,7 @@ class Explainer:
         self.class_names = class_names
 
     # -- the one override point -----------------------------------------------------------
-    def attribute(self, images: torch.Tensor, targets: torch.Tensor) -> "torch.Tensor | MapOutput":
+    def attribute(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | MapOutput:
         """Maps for checked ``images`` (B×C×H×W) and ``targets`` (LongTensor, B).
 
         Return ``B×h×w`` at any resolution (upsampled by the caller), or a
@@ -132,7 +133,9 @@ class Explainer:
         check_images(images)
         with torch.no_grad():
             logits = self.model(images)
-        targets = resolve_targets(target, images.shape[0], logits=logits, class_names=self.class_names, device=images.device)
+        targets = resolve_targets(
+            target, images.shape[0], logits=logits, class_names=self.class_names, device=images.device
+        )
         if self.needs_grad:
             with torch.enable_grad(), preserve_grads(self.model):
                 out = self.attribute(images, targets)
@@ -145,7 +148,9 @@ class Explainer:
         if maps.ndim == 4 and maps.shape[1] == 1:
             maps = maps[:, 0]
         if maps.ndim != 3 or maps.shape[0] != images.shape[0]:
-            raise RuntimeError(f"{type(self).__name__}.attribute returned shape {tuple(maps.shape)}; expected B×h×w with B={images.shape[0]}")
+            raise RuntimeError(
+                f"{type(self).__name__}.attribute returned shape {tuple(maps.shape)}; expected B×h×w with B={images.shape[0]}"
+            )
         maps = maps.detach().to(device=images.device, dtype=torch.float32)
         if raw is None and tuple(maps.shape[-2:]) != tuple(images.shape[-2:]):
             raw = maps

@@ -13,7 +13,8 @@ friends inside factories, not at module level.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -96,7 +97,7 @@ def register_metrics(register: Callable[..., None]) -> None:
 
 
 @hookspec(firstresult=True)
-def resolve_target_layer(model: Any) -> "TargetLayer | Any | None":
+def resolve_target_layer(model: Any) -> TargetLayer | Any | None:
     """Name the layer CAM-style explainers should read on ``model``.
 
     Return ``None`` when the architecture is not yours; the first non-``None``
@@ -119,7 +120,7 @@ def resolve_target_layer(model: Any) -> "TargetLayer | Any | None":
 
 
 @hookspec
-def register_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add sub-commands to the ``xai-bridge`` command line.
 
     ``subparsers`` is the :mod:`argparse` sub-parsers object of ``xai-bridge``: call

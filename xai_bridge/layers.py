@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .registry import suggest
 
@@ -20,12 +21,12 @@ class TargetLayer:
     token sequence ``B×(1+N)×D`` to a grid (see :func:`vit_tokens_to_grid`).
     """
 
-    module: "nn.Module"
+    module: nn.Module
     name: str
-    reshape: Callable[["torch.Tensor"], "torch.Tensor"] | None = None
+    reshape: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
-def vit_tokens_to_grid(tokens: "torch.Tensor", prefix_tokens: int = 1) -> "torch.Tensor":
+def vit_tokens_to_grid(tokens: torch.Tensor, prefix_tokens: int = 1) -> torch.Tensor:
     """``B×(P+N)×D`` tokens → ``B×D×√N×√N``, dropping the ``P`` class/register tokens."""
     patches = tokens[:, prefix_tokens:, :]
     n = patches.shape[1]
@@ -35,14 +36,14 @@ def vit_tokens_to_grid(tokens: "torch.Tensor", prefix_tokens: int = 1) -> "torch
     return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
-def _name_of(model: "nn.Module", module: "nn.Module") -> str | None:
+def _name_of(model: nn.Module, module: nn.Module) -> str | None:
     for name, m in model.named_modules():
         if m is module:
             return name
     return None
 
 
-def find_layer(model: "nn.Module", layer: Any = None, *, reshape: Callable | None = None) -> TargetLayer:
+def find_layer(model: nn.Module, layer: Any = None, *, reshape: Callable | None = None) -> TargetLayer:
     """Resolve the target layer of ``model``.
 
     ``layer`` may be a module of the model, its dotted name (``"layer4.2"`` or
@@ -60,7 +61,9 @@ def find_layer(model: "nn.Module", layer: Any = None, *, reshape: Callable | Non
     if isinstance(layer, nn.Module):
         name = _name_of(model, layer)
         if name is None:
-            raise ValueError("layer: the module given is not part of the model (pass a submodule of it, or its dotted name)")
+            raise ValueError(
+                "layer: the module given is not part of the model (pass a submodule of it, or its dotted name)"
+            )
         return TargetLayer(layer, name, reshape)
     if isinstance(layer, str):
         return TargetLayer(get_submodule(model, layer), layer, reshape)
@@ -81,7 +84,7 @@ def find_layer(model: "nn.Module", layer: Any = None, *, reshape: Callable | Non
     return find_layer(model, found, reshape=reshape)
 
 
-def get_submodule(model: "nn.Module", dotted: str) -> "nn.Module":
+def get_submodule(model: nn.Module, dotted: str) -> nn.Module:
     """``model.get_submodule`` that also accepts ``[i]`` indices and suggests close names."""
     path = dotted.replace("[", ".").replace("]", "")
     module = model
@@ -98,7 +101,9 @@ def get_submodule(model: "nn.Module", dotted: str) -> "nn.Module":
             close = suggest(dotted, names, n=5)
             hint = f" Close matches: {', '.join(close)}." if close else ""
             where = ".".join(walked) or "the model"
-            raise ValueError(f"layer: {dotted!r} is not a module of the model ({part!r} not found under {where}).{hint}")
+            raise ValueError(
+                f"layer: {dotted!r} is not a module of the model ({part!r} not found under {where}).{hint}"
+            )
         module = children[part]
         walked.append(part)
     return module

@@ -18,8 +18,9 @@ import os
 import threading
 import traceback
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pluggy
 
@@ -137,9 +138,7 @@ class PluginHost:
             self.load_entry_points()
             name = name or getattr(plugin, "__name__", None) or f"plugin-{id(plugin)}"
             if name in self._providers:
-                raise NameConflictError(
-                    f"a plugin named {name!r} is already registered by {self._providers[name]}"
-                )
+                raise NameConflictError(f"a plugin named {name!r} is already registered by {self._providers[name]}")
             self._add(plugin, Provider(plugin=name))
             return name
 

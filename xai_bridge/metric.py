@@ -20,8 +20,9 @@ Example (a complete metric)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -53,7 +54,7 @@ class MetricContext:
     normalized_maps: torch.Tensor
     targets: torch.Tensor
     logits: torch.Tensor
-    protocol: "Protocol"
+    protocol: Protocol
     results: dict[Any, Any] = field(default_factory=dict)
     explainer: Any = None
     labels: torch.Tensor | None = None
@@ -73,13 +74,21 @@ class MetricContext:
         """Score of the target class on the unperturbed images, ``(B,)``."""
         return self.score(self.logits)
 
-    def rescore(self, metric: "Metric", maps: torch.Tensor) -> torch.Tensor:
+    def rescore(self, metric: Metric, maps: torch.Tensor) -> torch.Tensor:
         """``metric`` evaluated on the same images with other ``maps`` (Δσ uses it)."""
         from .evaluation import score_maps
 
         out = score_maps(
-            self.model, self.images, maps, [metric], protocol=self.protocol, targets=self.targets,
-            labels=self.labels, boxes=self.boxes, explainer=self.explainer, engine=self.engine,
+            self.model,
+            self.images,
+            maps,
+            [metric],
+            protocol=self.protocol,
+            targets=self.targets,
+            labels=self.labels,
+            boxes=self.boxes,
+            explainer=self.explainer,
+            engine=self.engine,
             base_logits=self.logits,
         )
         return next(iter(out.values()))
@@ -104,14 +113,14 @@ class Metric:
     category: str = "Faithfulness"
     needs: tuple[str, ...] = ()
 
-    def __init__(self, protocol: "str | Protocol | None" = None, **options: Any) -> None:
+    def __init__(self, protocol: str | Protocol | None = None, **options: Any) -> None:
         from .protocols import get_protocol
 
         self.protocol = None if protocol is None else get_protocol(protocol)
         if options:
             raise TypeError(f"{type(self).__name__}: unknown option(s) {sorted(options)}")
 
-    def requests(self, protocol: "Protocol") -> list[Any]:
+    def requests(self, protocol: Protocol) -> list[Any]:
         """Engine requests this metric reads (default: none)."""
         return []
 

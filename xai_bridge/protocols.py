@@ -113,7 +113,7 @@ class Protocol:
         if self.space == "normalized" and (self.mean is None or self.std is None):
             raise ValueError("protocol.space='normalized' needs mean=... and std=... (per channel)")
 
-    def replace(self, **changes: Any) -> "Protocol":
+    def replace(self, **changes: Any) -> Protocol:
         """A copy with some fields changed (the name becomes ``name+custom`` unless given)."""
         changes.setdefault("name", self.name if self.name.endswith("+custom") else f"{self.name}+custom")
         return dataclasses.replace(self, **changes)
@@ -177,15 +177,16 @@ PRESETS: dict[str, Protocol] = {
 }
 
 
-def get_protocol(protocol: "str | Protocol | None" = None, **overrides: Any) -> Protocol:
+def get_protocol(protocol: str | Protocol | None = None, **overrides: Any) -> Protocol:
     """A preset by name (``None`` = ``"default"``) or a given :class:`Protocol`, with overrides."""
     if protocol is None:
         protocol = "default"
     if isinstance(protocol, str):
         if protocol not in PRESETS:
-            raise ValueError(f"protocol: no preset called {protocol!r}.{did_you_mean(protocol, PRESETS)} Presets: {', '.join(PRESETS)}")
+            raise ValueError(
+                f"protocol: no preset called {protocol!r}.{did_you_mean(protocol, PRESETS)} Presets: {', '.join(PRESETS)}"
+            )
         protocol = PRESETS[protocol]
     if not isinstance(protocol, Protocol):
         raise TypeError(f"protocol: expected a preset name or a Protocol, got {type(protocol).__name__}")
     return protocol.replace(**overrides) if overrides else protocol
-

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from .errors import NameConflictError, PluginError, UnknownNameError
 
@@ -188,6 +189,7 @@ class Registry:
 
     def explainer_callback(self, provider: Provider, sink: Callable[[Any], None]) -> Callable[..., None]:
         """The ``register`` function handed to ``register_explainers``; specs go to ``sink``."""
+
         def register(
             name: str,
             factory: Callable[..., Any],
@@ -198,19 +200,21 @@ class Registry:
             needs_layer: bool = False,
         ) -> None:
             if not callable(factory):
-                raise PluginError(f"plugin {provider} registered explainer {name!r} with a factory that is not callable")
+                raise PluginError(
+                    f"plugin {provider} registered explainer {name!r} with a factory that is not callable"
+                )
             if family not in EXPLAINER_FAMILIES:
                 raise PluginError(
                     f"plugin {provider} registered explainer {name!r} with family {family!r}; "
                     f"expected one of {EXPLAINER_FAMILIES}"
                 )
             spec = ExplainerSpec(
-                    name=name,
-                    factory=factory,
-                    provider=provider,
-                    aliases=tuple(aliases),
-                    description=description,
-                    family=family,
+                name=name,
+                factory=factory,
+                provider=provider,
+                aliases=tuple(aliases),
+                description=description,
+                family=family,
                 needs_layer=needs_layer,
             )
             self.explainers.check_names(spec)
@@ -220,6 +224,7 @@ class Registry:
 
     def metric_callback(self, provider: Provider, sink: Callable[[Any], None]) -> Callable[..., None]:
         """The ``register`` function handed to ``register_metrics``; specs go to ``sink``."""
+
         def register(
             name: str,
             factory: Callable[..., Any],
@@ -238,13 +243,13 @@ class Registry:
                     f"expected one of Quantus's categories {METRIC_CATEGORIES}"
                 )
             spec = MetricSpec(
-                    name=name,
-                    factory=factory,
-                    provider=provider,
-                    higher_is_better=bool(higher_is_better),
-                    category=category,
-                    aliases=tuple(aliases),
-                    description=description,
+                name=name,
+                factory=factory,
+                provider=provider,
+                higher_is_better=bool(higher_is_better),
+                category=category,
+                aliases=tuple(aliases),
+                description=description,
                 needs=tuple(needs),
             )
             self.metrics.check_names(spec)

@@ -10,9 +10,10 @@ import csv
 import io
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 COLUMNS = ("image", "explainer", "metric", "value", "protocol")
 
@@ -84,7 +85,9 @@ class Results:
             lines.append("| " + " | ".join(cells) + " |")
         protocols = ", ".join(sorted({r["protocol"] for r in self.rows}))
         lines.append("")
-        lines.append(f"Protocol: {protocols}. Mean ± standard deviation over {len(self.images)} images; ↑ higher is better, ↓ lower is better.")
+        lines.append(
+            f"Protocol: {protocols}. Mean ± standard deviation over {len(self.images)} images; ↑ higher is better, ↓ lower is better."
+        )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -121,10 +124,15 @@ class Results:
         return text
 
     @classmethod
-    def from_json(cls, text: str) -> "Results":
+    def from_json(cls, text: str) -> Results:
         payload = json.loads(text)
         curves = {(c.pop("explainer"), c.pop("metric")): c for c in payload.get("curves", [])}
-        return cls(rows=payload["rows"], protocols=payload.get("protocols", {}), directions=payload.get("directions", {}), curves=curves)
+        return cls(
+            rows=payload["rows"],
+            protocols=payload.get("protocols", {}),
+            directions=payload.get("directions", {}),
+            curves=curves,
+        )
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,7 +15,7 @@ table.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -111,7 +111,9 @@ def krippendorff_alpha(data: np.ndarray, level: str = "ordinal") -> float:
     for c in range(values.size):
         counts[:, c] = ((index == c) & present).sum(0)
     m = counts.sum(1)
-    coincidence = np.einsum("uc,uk->ck", counts / (m - 1)[:, None], counts) - np.diag((counts / (m - 1)[:, None]).sum(0))
+    coincidence = np.einsum("uc,uk->ck", counts / (m - 1)[:, None], counts) - np.diag(
+        (counts / (m - 1)[:, None]).sum(0)
+    )
     n_c = coincidence.sum(1)
     n = n_c.sum()
     delta2 = _distance(values, n_c, level)
@@ -143,7 +145,9 @@ def metric_reliability(scores: Scores, higher_is_better: bool) -> float:
     return krippendorff_alpha(rank_explainers(scores, higher_is_better)[1], "ordinal")
 
 
-def spearman_between_metrics(values: Mapping[str, Sequence[float]], higher_is_better: Mapping[str, bool] | None = None) -> tuple[list[str], np.ndarray]:
+def spearman_between_metrics(
+    values: Mapping[str, Sequence[float]], higher_is_better: Mapping[str, bool] | None = None
+) -> tuple[list[str], np.ndarray]:
     """Spearman's ρ between metrics over the same explanations (internal consistency).
 
     ``values`` maps metric → one value per explanation. With ``higher_is_better``,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 from .classes import class_index
 
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
 
 #: What ``target=`` accepts everywhere: None (the predicted class), one class for
 #: every image (int or name), or one per image (a sequence or a 1-d tensor).
-Target = Union[None, int, str, Sequence[Union[int, str]], "torch.Tensor"]
+Target = Union[None, int, str, Sequence[int | str], "torch.Tensor"]
 
 
 def check_model_ready(model: Any) -> None:
@@ -39,7 +40,7 @@ def check_images(images: Any, name: str = "images") -> None:
         raise ValueError(f"{name}: the batch is empty")
 
 
-def num_classes_of(logits: "torch.Tensor") -> int:
+def num_classes_of(logits: torch.Tensor) -> int:
     return int(logits.shape[-1])
 
 
@@ -47,11 +48,11 @@ def resolve_targets(
     target: Target,
     batch_size: int,
     *,
-    logits: "torch.Tensor | None" = None,
+    logits: torch.Tensor | None = None,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     device: Any = None,
-) -> "torch.Tensor":
+) -> torch.Tensor:
     """One class index per image as a ``LongTensor`` of shape ``(B,)``.
 
     ``target=None`` needs ``logits`` (the predicted class is explained). Names are
@@ -72,14 +73,18 @@ def resolve_targets(
         elif target.ndim == 1 and target.shape[0] == batch_size:
             out = target
         else:
-            raise ValueError(f"target: expected a scalar or one class per image ({batch_size}), got shape {tuple(target.shape)}")
+            raise ValueError(
+                f"target: expected a scalar or one class per image ({batch_size}), got shape {tuple(target.shape)}"
+            )
         if target.is_floating_point():
             raise TypeError("target: class indices must be integers, got a floating-point tensor")
     elif isinstance(target, (int, str)) and not isinstance(target, bool):
         out = torch.full((batch_size,), _one(target, class_names, num_classes), dtype=torch.long)
     elif isinstance(target, Sequence):
         if len(target) != batch_size:
-            raise ValueError(f"target: got {len(target)} classes for {batch_size} images; give one per image or a single one")
+            raise ValueError(
+                f"target: got {len(target)} classes for {batch_size} images; give one per image or a single one"
+            )
         out = torch.tensor([_one(t, class_names, num_classes) for t in target], dtype=torch.long)
     else:
         raise TypeError(f"target: expected None, an int, a class name, or one per image, got {type(target).__name__}")
@@ -88,7 +93,9 @@ def resolve_targets(
         lo, hi = int(out.min()), int(out.max())
         if lo < 0 or hi >= num_classes:
             bad = lo if lo < 0 else hi
-            raise ValueError(f"target: class {bad} is out of range; the model has {num_classes} classes (0..{num_classes - 1})")
+            raise ValueError(
+                f"target: class {bad} is out of range; the model has {num_classes} classes (0..{num_classes - 1})"
+            )
     return out
 
 

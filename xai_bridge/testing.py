@@ -24,7 +24,8 @@ This module must stay cheap to import: pytest loads it in every session.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,13 @@ def xai_bridge_plugin() -> Iterator[Callable[..., str]]:
 def _hook_count(model: Any) -> int:
     total = 0
     for m in model.modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_full_backward_hooks", "_full_backward_pre_hooks"):
+        for attr in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_full_backward_hooks",
+            "_full_backward_pre_hooks",
+        ):
             total += len(getattr(m, attr, {}) or {})
     return total
 
@@ -85,7 +92,9 @@ def _assert_untouched(name: str, model: Any, snapshot: tuple[dict[str, Any], lis
     for key, value in state.items():
         assert torch.equal(after[key], value), f"{name}: changed the model's {key}"
     assert [p.requires_grad for p in model.parameters()] == flags, f"{name}: changed requires_grad on the model"
-    assert all(p.grad is g for p, g in zip(model.parameters(), grads)), f"{name}: left .grad on the model's parameters"
+    assert all(p.grad is g for p, g in zip(model.parameters(), grads, strict=False)), (
+        f"{name}: left .grad on the model's parameters"
+    )
     assert _hook_count(model) == hooks, f"{name}: left hooks on the model"
 
 
@@ -128,7 +137,9 @@ def check_explainer_contract(name: str, model: Any, images: Any, **options: Any)
 
     if b > 1:
         single = torch.cat([explainer.explain(images[i : i + 1]) for i in range(b)])
-        assert torch.allclose(single, maps, atol=1e-4, rtol=1e-3), f"{name}: explaining images one by one differs from the batch"
+        assert torch.allclose(single, maps, atol=1e-4, rtol=1e-3), (
+            f"{name}: explaining images one by one differs from the batch"
+        )
 
     model.train()
     try:
@@ -182,8 +193,12 @@ def check_metric_contract(
 
     spec = xb.metric_spec(name)
     metric = xb.get_metric(name, **options)
-    assert isinstance(metric, xb.Metric), f"{name}: the factory returned {type(metric).__name__}, expected a xai_bridge.Metric"
-    assert spec.category in METRIC_CATEGORIES, f"{name}: category {spec.category!r} is not one of Quantus's {METRIC_CATEGORIES}"
+    assert isinstance(metric, xb.Metric), (
+        f"{name}: the factory returned {type(metric).__name__}, expected a xai_bridge.Metric"
+    )
+    assert spec.category in METRIC_CATEGORIES, (
+        f"{name}: category {spec.category!r} is not one of Quantus's {METRIC_CATEGORIES}"
+    )
     if not options:  # options may change the direction (Δσ follows its wrapped metric; AFOC's order)
         assert metric.higher_is_better == spec.higher_is_better, (
             f"{name}: registered higher_is_better={spec.higher_is_better} but the metric object says {metric.higher_is_better}"
@@ -198,18 +213,27 @@ def check_metric_contract(
         return xb.score_maps(model, x, s, [metric], protocol)[metric.name]
 
     values = score(images, maps)
-    assert isinstance(values, torch.Tensor) and values.shape == (b,), f"{name}: expected one value per image, got {getattr(values, 'shape', values)}"
-    assert values.is_floating_point() and torch.isfinite(values).all(), f"{name}: values must be finite floats, got {values.tolist()}"
+    assert isinstance(values, torch.Tensor) and values.shape == (b,), (
+        f"{name}: expected one value per image, got {getattr(values, 'shape', values)}"
+    )
+    assert values.is_floating_point() and torch.isfinite(values).all(), (
+        f"{name}: values must be finite floats, got {values.tolist()}"
+    )
     assert values.device == images.device, f"{name}: values on {values.device}, images on {images.device}"
     torch.testing.assert_close(score(images, maps), values, atol=atol, rtol=0, msg=f"{name}: scoring twice differs")
     if batch_invariant and b > 1:
         single = torch.cat([score(images[i : i + 1], maps[i : i + 1]) for i in range(b)])
-        torch.testing.assert_close(single, values, atol=atol, rtol=1e-4, msg=f"{name}: scoring images one by one differs from the batch")
+        torch.testing.assert_close(
+            single, values, atol=atol, rtol=1e-4, msg=f"{name}: scoring images one by one differs from the batch"
+        )
 
     nan_maps = maps.clone()
     nan_maps[0, 0, 0] = float("nan")
     _expect_value_error(f"{name}: maps containing NaN", lambda: score(images, nan_maps))
-    _expect_value_error(f"{name}: maps of shape {(b, h + 1, w)} for {h}×{w} images", lambda: score(images, torch.rand(b, h + 1, w, device=images.device)))
+    _expect_value_error(
+        f"{name}: maps of shape {(b, h + 1, w)} for {h}×{w} images",
+        lambda: score(images, torch.rand(b, h + 1, w, device=images.device)),
+    )
     model.train()
     try:
         _expect_value_error(f"{name}: a model in training mode", lambda: score(images, maps))
@@ -222,5 +246,7 @@ def check_metric_contract(
 
     from xai_bridge.adapters.quantus import as_quantus_metric
 
-    assert isinstance(as_quantus_metric(name, **options), quantus.Metric), f"{name}: as_quantus_metric did not give a quantus.Metric"
+    assert isinstance(as_quantus_metric(name, **options), quantus.Metric), (
+        f"{name}: as_quantus_metric did not give a quantus.Metric"
+    )
     return values

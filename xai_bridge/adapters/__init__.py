@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["resolve_explainer"]
 
 
-def resolve_explainer(explainer: str | Explainer, model: nn.Module | None, options: dict[str, Any], *, argument: str = "name") -> Explainer:
+def resolve_explainer(
+    explainer: str | Explainer, model: nn.Module | None, options: dict[str, Any], *, argument: str = "name"
+) -> Explainer:
     """A configured explainer from a registered name (built for ``model`` with ``options``) or an explainer object.
 
     An explainer object is used as it is; ``options`` must then be empty, and
@@ -42,7 +44,9 @@ def resolve_explainer(explainer: str | Explainer, model: nn.Module | None, optio
                 "pass its registered name with the options instead"
             )
         if model is not None and getattr(explainer, "model", model) is not model:
-            raise ValueError(f"model: the {argument} given explains another model; build it with get_explainer(name, model)")
+            raise ValueError(
+                f"model: the {argument} given explains another model; build it with get_explainer(name, model)"
+            )
         return explainer
     raise TypeError(
         f"{argument}: expected a registered explainer name (see xai_bridge.list_explainers()) "

@@ -91,7 +91,9 @@ class XaiBridgeAttribution(Attribution):
 
     def __init__(self, explainer: Explainer, *, keepdim: bool = False) -> None:
         if not hasattr(explainer, "explanation"):
-            raise TypeError(f"explainer: expected an explainer from xai_bridge.get_explainer(), got {type(explainer).__name__}")
+            raise TypeError(
+                f"explainer: expected an explainer from xai_bridge.get_explainer(), got {type(explainer).__name__}"
+            )
         super().__init__(explainer.model)
         self.explainer = explainer
         self.keepdim = bool(keepdim)
@@ -153,7 +155,9 @@ class XaiBridgeAttribution(Attribution):
         return f"<XaiBridgeAttribution {getattr(self.explainer, 'name', type(self.explainer).__name__)!r}>"
 
 
-def as_attribution(name: str | Explainer, model: nn.Module | None = None, *, keepdim: bool = False, **options: Any) -> XaiBridgeAttribution:
+def as_attribution(
+    name: str | Explainer, model: nn.Module | None = None, *, keepdim: bool = False, **options: Any
+) -> XaiBridgeAttribution:
     """Any registered explainer as a Captum attribution.
 
     Args:

@@ -83,7 +83,9 @@ class XaiBridgeCAM(BaseCAM):
 
     def __init__(self, explainer: Explainer) -> None:
         if not hasattr(explainer, "explanation"):
-            raise TypeError(f"explainer: expected an explainer from xai_bridge.get_explainer(), got {type(explainer).__name__}")
+            raise TypeError(
+                f"explainer: expected an explainer from xai_bridge.get_explainer(), got {type(explainer).__name__}"
+            )
         target = getattr(explainer, "target_layer", None)
         layers = [] if target is None else [target.module]
         reshape = None if target is None else target.reshape
@@ -97,14 +99,18 @@ class XaiBridgeCAM(BaseCAM):
         self.target_layers = layers
         self.explainer = explainer
 
-    def forward(self, input_tensor: torch.Tensor, targets: list[Callable] | None, eigen_smooth: bool = False) -> np.ndarray:
+    def forward(
+        self, input_tensor: torch.Tensor, targets: list[Callable] | None, eigen_smooth: bool = False
+    ) -> np.ndarray:
         if eigen_smooth:
             raise ValueError(
                 "eigen_smooth: the principal-component smoothing applies to grad-cam's own activation maps; "
                 "xai-bridge explainers return finished maps. Call with eigen_smooth=False"
             )
         if not isinstance(input_tensor, torch.Tensor) or input_tensor.ndim != 4:
-            raise ValueError(f"input_tensor: expected images B×C×H×W, got {getattr(input_tensor, 'shape', type(input_tensor).__name__)}")
+            raise ValueError(
+                f"input_tensor: expected images B×C×H×W, got {getattr(input_tensor, 'shape', type(input_tensor).__name__)}"
+            )
         images = input_tensor.detach().to(self.device)
         explanation = self.explainer.explanation(images, target=target_categories(targets, images.shape[0]))
         self.outputs = explanation.logits

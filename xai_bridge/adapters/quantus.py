@@ -50,7 +50,9 @@ def _unwrap_model(model: Any) -> nn.Module:
     if not isinstance(model, nn.Module) and hasattr(model, "get_model"):
         model = model.get_model()  # a Quantus ModelInterface
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module classifier (or a Quantus PyTorchModel), got {type(model).__name__}")
+        raise TypeError(
+            f"model: expected a torch.nn.Module classifier (or a Quantus PyTorchModel), got {type(model).__name__}"
+        )
     return model
 
 
@@ -162,7 +164,9 @@ def _maps_from_attributions(a_batch: np.ndarray, x: torch.Tensor) -> torch.Tenso
     if a.ndim == 4:
         a = a.sum(1)  # B×1×H×W → B×H×W; per-channel attributions are summed over channels
     if a.ndim != 3 or tuple(a.shape[-2:]) != tuple(x.shape[-2:]):
-        raise ValueError(f"a_batch: expected attributions B×1×H×W (or B×C×H×W) matching x_batch {tuple(x.shape)}, got {tuple(a.shape)}")
+        raise ValueError(
+            f"a_batch: expected attributions B×1×H×W (or B×C×H×W) matching x_batch {tuple(x.shape)}, got {tuple(a.shape)}"
+        )
     return a
 
 
@@ -249,10 +253,20 @@ class XaiBridgeQuantusMetric(QuantusMetric):
     ) -> list[float]:
         """Scores of ``a_batch`` (or of ``explain_func``'s attributions), one per instance."""
         return super().__call__(
-            model=model, x_batch=x_batch, y_batch=y_batch, a_batch=a_batch, s_batch=s_batch,
-            channel_first=channel_first, explain_func=explain_func, explain_func_kwargs=explain_func_kwargs,
-            model_predict_kwargs=model_predict_kwargs, softmax=softmax, device=device, batch_size=batch_size,
-            custom_batch=custom_batch, **kwargs,
+            model=model,
+            x_batch=x_batch,
+            y_batch=y_batch,
+            a_batch=a_batch,
+            s_batch=s_batch,
+            channel_first=channel_first,
+            explain_func=explain_func,
+            explain_func_kwargs=explain_func_kwargs,
+            model_predict_kwargs=model_predict_kwargs,
+            softmax=softmax,
+            device=device,
+            batch_size=batch_size,
+            custom_batch=custom_batch,
+            **kwargs,
         )
 
     def _explainer(self, model: nn.Module) -> Explainer | None:
@@ -288,14 +302,20 @@ class XaiBridgeQuantusMetric(QuantusMetric):
         needs = tuple(getattr(self.metric, "needs", ()))
         boxes = None
         if "boxes" in needs:
-            if custom_batch is not None and not (isinstance(custom_batch, (list, tuple)) and all(b is None for b in custom_batch)):
+            if custom_batch is not None and not (
+                isinstance(custom_batch, (list, tuple)) and all(b is None for b in custom_batch)
+            ):
                 boxes = list(custom_batch)
             elif s_batch is not None and not (isinstance(s_batch, (list, tuple)) and all(s is None for s in s_batch)):
                 boxes = _boxes_from_masks(np.asarray(s_batch))
             else:
-                raise ValueError(f"s_batch: metric {self.metric.name!r} needs ground truth: pass s_batch masks or custom_batch boxes")
+                raise ValueError(
+                    f"s_batch: metric {self.metric.name!r} needs ground truth: pass s_batch masks or custom_batch boxes"
+                )
         explainer = self._explainer(net) if "explainer" in needs else None
-        scores = score_maps(net, x, maps, [self.metric], targets=targets, labels=labels, boxes=boxes, explainer=explainer)
+        scores = score_maps(
+            net, x, maps, [self.metric], targets=targets, labels=labels, boxes=boxes, explainer=explainer
+        )
         return [float(v) for v in scores[self.metric.name].cpu()]
 
     def __repr__(self) -> str:
@@ -325,9 +345,19 @@ def as_quantus_metric(name: str, **options: Any) -> XaiBridgeQuantusMetric:
     """
     from ..api import get_metric
 
-    quantus_keys = ("abs", "normalise", "normalise_func", "normalise_func_kwargs", "return_aggregate",
-                    "aggregate_func", "disable_warnings", "display_progressbar")
+    quantus_keys = (
+        "abs",
+        "normalise",
+        "normalise_func",
+        "normalise_func_kwargs",
+        "return_aggregate",
+        "aggregate_func",
+        "disable_warnings",
+        "display_progressbar",
+    )
     quantus_options = {k: options.pop(k) for k in quantus_keys if k in options}
     if not isinstance(name, str):
-        raise TypeError(f"name: expected a registered metric name (see xai_bridge.list_metrics()), got {type(name).__name__}")
+        raise TypeError(
+            f"name: expected a registered metric name (see xai_bridge.list_metrics()), got {type(name).__name__}"
+        )
     return XaiBridgeQuantusMetric(get_metric(name, **options), **quantus_options)

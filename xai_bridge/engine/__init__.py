@@ -5,7 +5,21 @@ from .maps import check_maps, make_replacement, normalize_maps, rank_units, step
 from .requests import Curve, CurveResult, Flip, FlipResult, Masked, Request, Scores
 
 __all__ = [
-    "Engine", "Curve", "CurveResult", "Flip", "FlipResult", "Masked", "Request", "Scores",
-    "auc", "pearson", "check_maps", "make_replacement", "normalize_maps", "rank_units",
-    "step_counts", "model_device", "parse_budget",
+    "Engine",
+    "Curve",
+    "CurveResult",
+    "Flip",
+    "FlipResult",
+    "Masked",
+    "Request",
+    "Scores",
+    "auc",
+    "pearson",
+    "check_maps",
+    "make_replacement",
+    "normalize_maps",
+    "rank_units",
+    "step_counts",
+    "model_device",
+    "parse_budget",
 ]

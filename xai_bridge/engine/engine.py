@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -313,8 +314,12 @@ class Engine:
         sc = self._scores(logits, targets.repeat_interleave(s))
         shape = (b, s)
         return CurveResult(
-            sc.logits.view(shape), sc.probs.view(shape), sc.predicted.view(shape),
-            fractions=counts.float() / units, counts=counts, units=units,
+            sc.logits.view(shape),
+            sc.probs.view(shape),
+            sc.predicted.view(shape),
+            fractions=counts.float() / units,
+            counts=counts,
+            units=units,
         )
 
     def _flips(self, r: Flip, images, maps, base_pred, known: CurveResult | None) -> FlipResult:
@@ -341,7 +346,11 @@ class Engine:
             if self._bar is not None:
                 self._bar.total += img_idx.numel()
             logits = self.forward_chunks(
-                img_idx.numel(), lambda st, en: self._perturbed("deletion", images, rep, ranks, img_idx[st:en], cnt[st:en]), images
+                img_idx.numel(),
+                lambda st, en, img_idx=img_idx, cnt=cnt: self._perturbed(
+                    "deletion", images, rep, ranks, img_idx[st:en], cnt[st:en]
+                ),
+                images,
             )
             changed = (logits.argmax(1) != base_pred[img_idx]).view(-1, m)
             has = changed.any(1)
@@ -350,7 +359,9 @@ class Engine:
             active = active[~has]
             start += m
         flipped = step_of_flip < s
-        fraction = torch.where(flipped, counts[step_of_flip.clamp(max=s - 1)].float() / units, torch.ones(b, device=self.device))
+        fraction = torch.where(
+            flipped, counts[step_of_flip.clamp(max=s - 1)].float() / units, torch.ones(b, device=self.device)
+        )
         return FlipResult(fraction=fraction, flipped=flipped, steps=step_of_flip)
 
 

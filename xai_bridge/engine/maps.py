@@ -84,9 +84,7 @@ def cell_scores(maps: torch.Tensor, cell: int) -> torch.Tensor:
     return blocks.nanmean(-1)
 
 
-def rank_units(
-    maps: torch.Tensor, order: Literal["morf", "lerf"] = "morf", cell: int | None = None
-) -> torch.Tensor:
+def rank_units(maps: torch.Tensor, order: Literal["morf", "lerf"] = "morf", cell: int | None = None) -> torch.Tensor:
     """Rank of every pixel's unit (``B×H×W`` int32): the ``t`` first-removed units are ``rank < t``.
 
     Units are pixels (``cell=None``) or ``cell×cell`` blocks ranked by their mean
@@ -99,7 +97,9 @@ def rank_units(
     key = -flat if order == "morf" else flat
     idx = torch.argsort(key, dim=1, stable=True)
     ranks = torch.empty_like(idx, dtype=torch.int32)
-    ranks.scatter_(1, idx, torch.arange(flat.shape[1], device=flat.device, dtype=torch.int32).expand_as(idx).contiguous())
+    ranks.scatter_(
+        1, idx, torch.arange(flat.shape[1], device=flat.device, dtype=torch.int32).expand_as(idx).contiguous()
+    )
     ranks = ranks.view_as(scores)
     if cell is not None:
         h, w = maps.shape[-2:]
@@ -159,7 +159,9 @@ def make_replacement(
     if kind == "min":  # Quantus's "black": the per-sample minimum over C×H×W
         return images.flatten(1).min(1).values.view(b, 1, 1, 1).expand_as(images).clone()
     if kind == "constant" or (kind == "mean" and replacement.value is not None):
-        value = torch.as_tensor(replacement.value if replacement.value is not None else 0.0, dtype=images.dtype, device=images.device)
+        value = torch.as_tensor(
+            replacement.value if replacement.value is not None else 0.0, dtype=images.dtype, device=images.device
+        )
         if value.numel() not in (1, c):
             raise ValueError(f"replacement.value: expected one number or {c} (one per channel), got {value.numel()}")
         return value.reshape(1, -1, 1, 1).expand_as(images).clone()
@@ -185,6 +187,8 @@ def make_replacement(
         if t.ndim == 3:
             t = t.unsqueeze(0)
         if t.ndim != 4 or t.shape[1:] != images.shape[1:] or t.shape[0] not in (1, b):
-            raise ValueError(f"replacement_tensor: expected shape C×H×W or {b}×C×H×W = {tuple(images.shape)}, got {tuple(tensor.shape)}")
+            raise ValueError(
+                f"replacement_tensor: expected shape C×H×W or {b}×C×H×W = {tuple(images.shape)}, got {tuple(tensor.shape)}"
+            )
         return t.expand_as(images).clone()
     raise ValueError(f"replacement.kind: unknown {kind!r}")

@@ -99,10 +99,14 @@ class CurveResult(Scores):
     counts: torch.Tensor = None  # type: ignore[assignment]
     units: int = 0
 
-    def prefix(self, points: int) -> "CurveResult":
+    def prefix(self, points: int) -> CurveResult:
         return CurveResult(
-            self.logits[:, :points], self.probs[:, :points], self.predicted[:, :points],
-            self.fractions[:points], self.counts[:points], self.units,
+            self.logits[:, :points],
+            self.probs[:, :points],
+            self.predicted[:, :points],
+            self.fractions[:points],
+            self.counts[:points],
+            self.units,
         )
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..cli_support import parse_options
 from ..errors import UsageError
@@ -31,8 +32,6 @@ DEMO_OPTICAM_ITERATIONS = 30
 DEMO_SCORECAM_LAYER = "blocks.15"
 
 
-
-
 def load_model(spec: str) -> Any:
     """``"default"`` (EfficientNet-Lite0) or ``"package.module:factory"`` — a function returning a classifier."""
     if spec == "default":
@@ -41,7 +40,9 @@ def load_model(spec: str) -> Any:
         return default_model()
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
-        raise UsageError(f"--model {spec!r}: expected 'default' or 'package.module:factory' (a function returning an nn.Module)")
+        raise UsageError(
+            f"--model {spec!r}: expected 'default' or 'package.module:factory' (a function returning an nn.Module)"
+        )
     try:
         factory = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
@@ -69,10 +70,19 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise UsageError(f"--protocol-option: {exc}") from exc
     out = Path(args.out)
     config = BenchmarkConfig(
-        images=args.images, explainers=args.explainers, metrics=args.metrics, protocol=protocol,
-        model=load_model(args.model), model_name="EfficientNet-Lite0 (xai-bridge default)" if args.model == "default" else args.model,
-        size=args.size, batch_size=args.batch_size, store=args.store or out / "benchmark.sqlite",
-        out=None if args.no_report else out, device=args.device, grid_images=args.grid_images, progress=not args.quiet,
+        images=args.images,
+        explainers=args.explainers,
+        metrics=args.metrics,
+        protocol=protocol,
+        model=load_model(args.model),
+        model_name="EfficientNet-Lite0 (xai-bridge default)" if args.model == "default" else args.model,
+        size=args.size,
+        batch_size=args.batch_size,
+        store=args.store or out / "benchmark.sqlite",
+        out=None if args.no_report else out,
+        device=args.device,
+        grid_images=args.grid_images,
+        progress=not args.quiet,
     )
     try:
         results = run_benchmark(config)
@@ -100,18 +110,46 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
         "rerunning resumes (or does nothing when complete). Under `torchrun --nproc_per_node N -m xai_bridge benchmark ...` "
         "the images are sharded across ranks.",
     )
-    p.add_argument("--images", default="default", help="'default' (embedded photos), 'default:chelsea,coffee', an ImageFolder directory, or a list file (PATH [LABEL] per line)")
-    p.add_argument("--explainers", "-e", nargs="+", default=list(DEMO_EXPLAINERS), metavar="NAME[:KEY=VALUE,...]", help="e.g. gradcam opticam:max_iter=30")
-    p.add_argument("--metrics", "-m", nargs="+", default=list(DEMO_METRICS), metavar="NAME[:KEY=VALUE,...]", help="e.g. insertion_auc delta:metric=n_morf")
-    p.add_argument("--protocol", "-p", default="default", help="preset: default, opticam, rise, tutorial, deepmaps, quantus")
-    p.add_argument("--protocol-option", action="append", default=[], metavar="KEY=VALUE", help="override a protocol field, e.g. removal_step=0.02 (repeatable)")
+    p.add_argument(
+        "--images",
+        default="default",
+        help="'default' (embedded photos), 'default:chelsea,coffee', an ImageFolder directory, or a list file (PATH [LABEL] per line)",
+    )
+    p.add_argument(
+        "--explainers",
+        "-e",
+        nargs="+",
+        default=list(DEMO_EXPLAINERS),
+        metavar="NAME[:KEY=VALUE,...]",
+        help="e.g. gradcam opticam:max_iter=30",
+    )
+    p.add_argument(
+        "--metrics",
+        "-m",
+        nargs="+",
+        default=list(DEMO_METRICS),
+        metavar="NAME[:KEY=VALUE,...]",
+        help="e.g. insertion_auc delta:metric=n_morf",
+    )
+    p.add_argument(
+        "--protocol", "-p", default="default", help="preset: default, opticam, rise, tutorial, deepmaps, quantus"
+    )
+    p.add_argument(
+        "--protocol-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a protocol field, e.g. removal_step=0.02 (repeatable)",
+    )
     p.add_argument("--model", default="default", help="'default' (EfficientNet-Lite0) or 'package.module:factory'")
     p.add_argument("--out", default="out/benchmark", help="report folder (default: out/benchmark)")
     p.add_argument("--store", help="SQLite store (default: OUT/benchmark.sqlite)")
     p.add_argument("--size", type=int, default=224, help="image side after resize and centre crop")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch (also the pool of Δ reference maps)")
     p.add_argument("--grid-images", type=int, default=4, help="images in the report's saliency grid")
-    p.add_argument("--device", default=None, help="torch device (default: CPU; cuda:LOCAL_RANK under torchrun with CUDA)")
+    p.add_argument(
+        "--device", default=None, help="torch device (default: CPU; cuda:LOCAL_RANK under torchrun with CUDA)"
+    )
     p.add_argument("--no-report", action="store_true", help="only fill the store")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_benchmark)
@@ -139,8 +177,17 @@ def demo_config(out: str | Path, quick: bool = False, progress: bool = True) -> 
     if quick:
         notes.append("Quick demo: 4 photos only — far too few for the statistics to mean much.")
     return BenchmarkConfig(
-        images=images, explainers=explainers, metrics=list(DEMO_METRICS), protocol=protocol, batch_size=9, size=224,
-        store=out / "benchmark.sqlite", out=out, grid_images=4 if quick else 5, progress=progress, notes=notes,
+        images=images,
+        explainers=explainers,
+        metrics=list(DEMO_METRICS),
+        protocol=protocol,
+        batch_size=9,
+        size=224,
+        store=out / "benchmark.sqlite",
+        out=out,
+        grid_images=4 if quick else 5,
+        progress=progress,
+        notes=notes,
         title="xai-bridge demo: seven explainers, seven metrics, the embedded photos",
     )
 

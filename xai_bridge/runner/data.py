@@ -11,9 +11,10 @@ read batch by batch. A file that cannot be read is reported and skipped.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -64,7 +65,11 @@ def embedded_source(names: Sequence[str] | None = None) -> Source:
     if unknown:
         raise ValueError(f"images: no embedded photo called {unknown[0]!r}; available: {', '.join(PHOTOS)}")
     labels = photo_labels(names)
-    return Source("embedded", "embedded:" + ",".join(names), [Item(n, f"photo:{n}", lab) for n, lab in zip(names, labels)])
+    return Source(
+        "embedded",
+        "embedded:" + ",".join(names),
+        [Item(n, f"photo:{n}", lab) for n, lab in zip(names, labels, strict=False)],
+    )
 
 
 def folder_source(root: str | Path, class_names: Sequence[str] | None = None) -> Source:
@@ -76,7 +81,9 @@ def folder_source(root: str | Path, class_names: Sequence[str] | None = None) ->
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"images: {root} is not a directory; expected an ImageFolder tree (root/CLASS/image.jpg) or a folder of images")
+        raise ValueError(
+            f"images: {root} is not a directory; expected an ImageFolder tree (root/CLASS/image.jpg) or a folder of images"
+        )
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     items: list[Item] = []
     if subdirs:
@@ -86,7 +93,9 @@ def folder_source(root: str | Path, class_names: Sequence[str] | None = None) ->
                 if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
                     items.append(Item(f.relative_to(root).as_posix(), str(f), label))
     else:
-        items = [Item(f.name, str(f)) for f in sorted(root.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        items = [
+            Item(f.name, str(f)) for f in sorted(root.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+        ]
     if not items:
         raise ValueError(f"images: no image files ({', '.join(IMAGE_SUFFIXES)}) under {root}")
     return Source("folder", f"folder:{root.resolve()}", items)
@@ -101,7 +110,9 @@ def list_source(path: str | Path, class_names: Sequence[str] | None = None) -> S
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"images: {path} is not a file; expected a list file with one image path (and optional label) per line")
+        raise ValueError(
+            f"images: {path} is not a file; expected a list file with one image path (and optional label) per line"
+        )
     items: list[Item] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = line.split("#", 1)[0].strip()

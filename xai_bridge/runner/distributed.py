@@ -107,7 +107,7 @@ def _broadcast(obj: Any, ctx: Context) -> Any:
     return box[0]
 
 
-def run_sharded(plan: "_Plan", ctx: Context, main_path: Path, info: "RunInfo", start: float) -> Results:
+def run_sharded(plan: _Plan, ctx: Context, main_path: Path, info: RunInfo, start: float) -> Results:
     """Steps 1-3 of the module docstring; returns the merged results on every rank."""
     import torch.distributed as dist
 
@@ -129,7 +129,10 @@ def run_sharded(plan: "_Plan", ctx: Context, main_path: Path, info: "RunInfo", s
             skipped = set(store.skipped(plan.config_hash))
         work = {
             "skipped": sorted(skipped),
-            "units": {i: [(e.key, [m.key for m in ms]) for e, ms in plan.pending(b, done, skipped)] for i, b in enumerate(plan.batches)},
+            "units": {
+                i: [(e.key, [m.key for m in ms]) for e, ms in plan.pending(b, done, skipped)]
+                for i, b in enumerate(plan.batches)
+            },
         }
     work = _broadcast(work, ctx)
     _remove(mine)  # rank 0 holds its rows now
@@ -143,7 +146,9 @@ def run_sharded(plan: "_Plan", ctx: Context, main_path: Path, info: "RunInfo", s
     ]
     with Store(mine) as shard:
         shard.register_config(plan.config_hash, plan.settings)
-        plan.run_units(shard, [u for u in units if u[2]], skipped_ids, info, label=f" [rank {ctx.rank}/{ctx.world_size}]")
+        plan.run_units(
+            shard, [u for u in units if u[2]], skipped_ids, info, label=f" [rank {ctx.rank}/{ctx.world_size}]"
+        )
         dump = shard.dump()
     infos = _gather((dump, info.units_total, info.units_computed, info.rows_written, info.failures), ctx)
     results = None

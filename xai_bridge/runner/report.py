@@ -20,9 +20,10 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -87,19 +88,27 @@ class _Doc:
             elif kind == "table":
                 head, rows = value
                 body.append(
-                    "<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in head) + "</tr></thead><tbody>"
+                    "<table><thead><tr>"
+                    + "".join(f"<th>{_inline(h)}</th>" for h in head)
+                    + "</tr></thead><tbody>"
                     + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows)
                     + "</tbody></table>"
                 )
             elif kind == "img":
-                body.append(f'<figure><img src="{html.escape(value[0])}" alt="{html.escape(value[1])}"><figcaption>{html.escape(value[1])}</figcaption></figure>')
+                body.append(
+                    f'<figure><img src="{html.escape(value[0])}" alt="{html.escape(value[1])}"><figcaption>{html.escape(value[1])}</figcaption></figure>'
+                )
         style = (
             "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
             "td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1em 0}"
             "figcaption{color:#555;font-size:.9em}code{background:#f3f3f3;padding:0 .2em}"
         )
-        return f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head>\n<body>\n' + "\n".join(body) + "\n</body></html>\n"
+        return (
+            f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head>\n<body>\n'
+            + "\n".join(body)
+            + "\n</body></html>\n"
+        )
 
 
 def _inline(text: str) -> str:
@@ -133,19 +142,33 @@ def verdicts(results: Results) -> list[dict[str, Any]]:
     for metric in results.metrics:
         order = ranking(results, metric)
         best, mean = order[0]
-        row: dict[str, Any] = {"metric": metric, "best": best, "mean": mean, "runner_up": None, "win": math.nan, "p": math.nan}
+        row: dict[str, Any] = {
+            "metric": metric,
+            "best": best,
+            "mean": mean,
+            "runner_up": None,
+            "win": math.nan,
+            "p": math.nan,
+        }
         if len(order) > 1:
             second = order[1][0]
             scores = results.by_metric(metric)
             names, w = stats.win_rates(scores, results.directions.get(metric, True))
             _, p = stats.wilcoxon_pvalues(scores)
             i, j = names.index(best), names.index(second)
-            row.update(runner_up=second, win=float(w[i, j]), p=float(p[i, j]), tied=math.isclose(mean, order[1][1], rel_tol=1e-9, abs_tol=1e-12))
+            row.update(
+                runner_up=second,
+                win=float(w[i, j]),
+                p=float(p[i, j]),
+                tied=math.isclose(mean, order[1][1], rel_tol=1e-9, abs_tol=1e-12),
+            )
         out.append(row)
     return out
 
 
-def reliability(results: Results, explainers: Sequence[str] | None = None, draws: int = 50, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+def reliability(
+    results: Results, explainers: Sequence[str] | None = None, draws: int = 50, seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
     """Per metric: Krippendorff's ordinal α of the per-image rankings, with a 95 % interval.
 
     As seed 004 (Fig. 10) the interval comes from ``draws`` random subsets of the images
@@ -166,7 +189,11 @@ def reliability(results: Results, explainers: Sequence[str] | None = None, draws
                 idx = rng.choice(n, size=k, replace=False)
                 draws_alpha.append(_alpha({e: v[idx] for e, v in scores.items()}, hib))
         draws_alpha = [a for a in draws_alpha if not math.isnan(a)]
-        lo, hi = (float(np.percentile(draws_alpha, 2.5)), float(np.percentile(draws_alpha, 97.5))) if draws_alpha else (math.nan, math.nan)
+        lo, hi = (
+            (float(np.percentile(draws_alpha, 2.5)), float(np.percentile(draws_alpha, 97.5)))
+            if draws_alpha
+            else (math.nan, math.nan)
+        )
         out[metric] = (alpha, lo, hi)
     return out
 
@@ -198,7 +225,9 @@ def consistency(results: Results, explainer: str | None = None) -> tuple[list[st
             for j in range(i + 1, len(names)):
                 pair = {names[i]: values[names[i]], names[j]: values[names[j]]}
                 try:
-                    flat = np.asarray(stats.spearman_between_metrics(pair, results.directions)[1], dtype=float).reshape(-1)
+                    flat = np.asarray(stats.spearman_between_metrics(pair, results.directions)[1], dtype=float).reshape(
+                        -1
+                    )
                     r = float(flat[0] if flat.size == 1 else flat[1])  # scipy gives a scalar for two columns
                 except ValueError:
                     r = math.nan
@@ -226,7 +255,15 @@ def _panels(n: int, width: float = 3.6, height: float = 3.2, max_cols: int = 4) 
     return fig, list(axes.flat)
 
 
-def _heat(ax: Any, matrix: np.ndarray, names: Sequence[str], title: str, label: Callable[[float], str], fontsize: int = 6, **imshow: Any) -> Any:
+def _heat(
+    ax: Any,
+    matrix: np.ndarray,
+    names: Sequence[str],
+    title: str,
+    label: Callable[[float], str],
+    fontsize: int = 6,
+    **imshow: Any,
+) -> Any:
     """A names × names heat map with every off-diagonal value written in its cell (up to 10 names)."""
     im = ax.imshow(matrix, **imshow)
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
@@ -246,9 +283,18 @@ def figure_win_rates(results: Results, path: Path) -> Path:
     metrics = results.metrics
     fig, axes = _panels(len(metrics))
     im = None
-    for ax, metric in zip(axes, metrics):
+    for ax, metric in zip(axes, metrics, strict=False):
         names, w = stats.win_rates(results.by_metric(metric), results.directions.get(metric, True))
-        im = _heat(ax, 100 * w, names, f"{metric} {_arrow(results, metric)}", lambda v: f"{v:.0f}", cmap="RdBu", vmin=0, vmax=100)
+        im = _heat(
+            ax,
+            100 * w,
+            names,
+            f"{metric} {_arrow(results, metric)}",
+            lambda v: f"{v:.0f}",
+            cmap="RdBu",
+            vmin=0,
+            vmax=100,
+        )
     if im is not None:
         fig.colorbar(im, ax=list(axes)[: len(metrics)], shrink=0.6, label="row beats column (% of images)")
     fig.savefig(path, dpi=100)
@@ -264,11 +310,19 @@ def figure_wilcoxon(results: Results, path: Path) -> Path:
     metrics = results.metrics
     fig, axes = _panels(len(metrics))
     im = None
-    for ax, metric in zip(axes, metrics):
+    for ax, metric in zip(axes, metrics, strict=False):
         names, p = stats.wilcoxon_pvalues(results.by_metric(metric))
         p = np.clip(p, 1e-30, 1.0)
-        im = _heat(ax, p, names, f"{metric} {_arrow(results, metric)}", lambda v: f"{v:.0e}" if v < 0.01 else f"{v:.2f}", fontsize=5,
-                   cmap="Greens_r", norm=LogNorm(vmin=1e-6, vmax=1.0))
+        im = _heat(
+            ax,
+            p,
+            names,
+            f"{metric} {_arrow(results, metric)}",
+            lambda v: f"{v:.0e}" if v < 0.01 else f"{v:.2f}",
+            fontsize=5,
+            cmap="Greens_r",
+            norm=LogNorm(vmin=1e-6, vmax=1.0),
+        )
     if im is not None:
         fig.colorbar(im, ax=list(axes)[: len(metrics)], shrink=0.6, label="Wilcoxon p (darker = more significant)")
     fig.savefig(path, dpi=100)
@@ -283,13 +337,16 @@ def figure_curves(results: Results, path: Path) -> Path | None:
         return None
     plt = _plt()
     fig, axes = _panels(len(metrics), width=4.6, height=3.4, max_cols=2)
-    for ax, metric in zip(axes, metrics):
+    for ax, metric in zip(axes, metrics, strict=False):
         for explainer in results.explainers:
             curve = results.curves.get((explainer, metric))
             if curve:
                 mean = results.mean_std(explainer, metric)[0]
                 ax.plot(curve["fractions"], curve["mean"], label=f"{explainer} ({_fmt(mean)})")
-        ax.set_xlabel("fraction of pixels " + ("inserted" if "insert" in metric else "deleted" if "delet" in metric else "perturbed"))
+        ax.set_xlabel(
+            "fraction of pixels "
+            + ("inserted" if "insert" in metric else "deleted" if "delet" in metric else "perturbed")
+        )
         ax.set_ylabel("score of the explained class")
         ax.set_title(f"{metric} {_arrow(results, metric)}", fontsize=10)
         ax.grid(alpha=0.3)
@@ -313,7 +370,9 @@ def figure_reliability(results: Results, path: Path, alphas: dict[str, dict[str,
         err = np.where(np.isnan(lo), 0, np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)]))
         ax.bar(xs, np.nan_to_num(vals), width, yerr=err, capsize=2, label=label)
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_xticks(range(len(metrics)), [f"{m} {_arrow(results, m)}" for m in metrics], rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(
+        range(len(metrics)), [f"{m} {_arrow(results, m)}" for m in metrics], rotation=30, ha="right", fontsize=8
+    )
     ax.set_ylabel("Krippendorff's α (ordinal)")
     ax.set_title("Inter-rater reliability: do images rank the explainers alike?", fontsize=10)
     ax.legend(fontsize=8)
@@ -328,9 +387,18 @@ def figure_consistency(results: Results, path: Path) -> Path:
     groups: list[str | None] = [None, *results.explainers]
     fig, axes = _panels(len(groups), width=3.4, height=3.2)
     im = None
-    for ax, group in zip(axes, groups):
+    for ax, group in zip(axes, groups, strict=False):
         names, rho = consistency(results, group)
-        im = _heat(ax, rho, names, "all explanations" if group is None else group, lambda v: f"{v:.2f}", cmap="PuOr", vmin=-1, vmax=1)
+        im = _heat(
+            ax,
+            rho,
+            names,
+            "all explanations" if group is None else group,
+            lambda v: f"{v:.2f}",
+            cmap="PuOr",
+            vmin=-1,
+            vmax=1,
+        )
     if im is not None:
         fig.colorbar(im, ax=list(axes)[: len(groups)], shrink=0.6, label="Spearman ρ (+ = metrics agree)")
     fig.savefig(path, dpi=100)
@@ -338,7 +406,7 @@ def figure_consistency(results: Results, path: Path) -> Path:
     return path
 
 
-def figure_grid(path: Path, plan: "_Plan", store: "Store", results: Results) -> Path | None:
+def figure_grid(path: Path, plan: _Plan, store: Store, results: Results) -> Path | None:
     """Images down, explainers across: the stored maps of the grid images."""
     import torch
 
@@ -363,7 +431,15 @@ def figure_grid(path: Path, plan: "_Plan", store: "Store", results: Results) -> 
 
 
 # -- the report -----------------------------------------------------------------------------------
-def write_report(results: Results, out: str | Path, *, store: "Store | None" = None, plan: "_Plan | None" = None, info: "RunInfo | None" = None, title: str | None = None) -> list[Path]:
+def write_report(
+    results: Results,
+    out: str | Path,
+    *,
+    store: Store | None = None,
+    plan: _Plan | None = None,
+    info: RunInfo | None = None,
+    title: str | None = None,
+) -> list[Path]:
     """Write ``report.md``, ``report.html`` and ``figures/*.png`` to ``out``; returns the two reports.
 
     ``store``, ``plan`` and ``info`` (from :func:`~xai_bridge.runner.run_benchmark`) add the
@@ -382,7 +458,9 @@ def write_report(results: Results, out: str | Path, *, store: "Store | None" = N
     n_images = len(results.images)
     protocols = ", ".join(sorted({r["protocol"] for r in results.rows}))
     model = plan.config.model_name if plan is not None else "the model"
-    doc.p(f"{len(explainers)} explainers × {len(metrics)} metrics on {n_images} images, {model}, protocol `{protocols}`.")
+    doc.p(
+        f"{len(explainers)} explainers × {len(metrics)} metrics on {n_images} images, {model}, protocol `{protocols}`."
+    )
 
     # first screen: who wins on what
     found = verdicts(results)
@@ -403,7 +481,13 @@ def write_report(results: Results, out: str | Path, *, store: "Store | None" = N
     for v in found:
         tally[v["best"]] = tally.get(v["best"], 0) + 1
     overall = sorted(tally.items(), key=lambda kv: -kv[1])
-    doc.p("Overall: " + ", ".join(f"**{e}** best on {k} of {len(metrics)} metric{'s' if len(metrics) > 1 else ''}" for e, k in overall) + f". With {n_images} images, treat differences that are not significant as ties.")
+    doc.p(
+        "Overall: "
+        + ", ".join(
+            f"**{e}** best on {k} of {len(metrics)} metric{'s' if len(metrics) > 1 else ''}" for e, k in overall
+        )
+        + f". With {n_images} images, treat differences that are not significant as ties."
+    )
 
     # summary table
     doc.h(2, "Summary")
@@ -418,7 +502,9 @@ def write_report(results: Results, out: str | Path, *, store: "Store | None" = N
             cells.append(f"**{cell}**" if best.get(m) == e and n else cell)
         rows.append(cells)
     doc.table(head, rows)
-    doc.p(f"Mean ± standard deviation over {n_images} images; ↑ higher is better, ↓ lower is better; the best mean per metric is bold.")
+    doc.p(
+        f"Mean ± standard deviation over {n_images} images; ↑ higher is better, ↓ lower is better; the best mean per metric is bold."
+    )
 
     # protocol and settings
     doc.h(2, "Protocol and settings")
@@ -432,22 +518,32 @@ def write_report(results: Results, out: str | Path, *, store: "Store | None" = N
             f"model: {plan.config.model_name}",
             f"images: {plan.source.kind} `{plan.source.identity}` ({len(plan.source.items)} listed, {plan.config.size}×{plan.config.size}, labels {'given' if plan.source.has_labels else 'not given'})",
             f"batches: {len(plan.batches)} of up to {plan.config.batch_size} images (Δ metrics take their reference maps from the same batch)",
-            "explainers: " + ", ".join(f"`{e.key}`" + (f" as {e.label}" if e.label != e.name else "") for e in plan.explainers),
-            "metrics: " + ", ".join(f"`{m.key}`" + (f" → {m.label}" if m.label != m.name else "") for m in plan.metrics),
+            "explainers: "
+            + ", ".join(f"`{e.key}`" + (f" as {e.label}" if e.label != e.name else "") for e in plan.explainers),
+            "metrics: "
+            + ", ".join(f"`{m.key}`" + (f" → {m.label}" if m.label != m.name else "") for m in plan.metrics),
             f"store: `{plan.config.store}` (configuration `{plan.config_hash}`)",
         ]
         if info is not None:
-            settings.append(f"this run: {info.units_computed} of {info.units_total} pending units computed ({info.rows_written} new rows) on {info.world_size} process{'es' if info.world_size > 1 else ''} in {info.seconds:.0f} s")
+            settings.append(
+                f"this run: {info.units_computed} of {info.units_total} pending units computed ({info.rows_written} new rows) on {info.world_size} process{'es' if info.world_size > 1 else ''} in {info.seconds:.0f} s"
+            )
         settings += list(plan.config.notes)
         doc.ul(settings)
-    skipped = store.skipped(plan.config_hash) if (store is not None and plan is not None) else (info.skipped if info is not None else {})
+    skipped = (
+        store.skipped(plan.config_hash)
+        if (store is not None and plan is not None)
+        else (info.skipped if info is not None else {})
+    )
     if skipped:
         doc.h(3, f"Skipped images ({len(skipped)})")
         doc.ul([f"`{k}`: {v}" for k, v in sorted(skipped.items())])
 
     if info is not None and info.failures:
         doc.h(3, f"Not scored ({len(info.failures)})")
-        doc.p("These image × explainer × metric values could not be computed in this run and are left out (a rerun tries again):")
+        doc.p(
+            "These image × explainer × metric values could not be computed in this run and are left out (a rerun tries again):"
+        )
         doc.ul([f"`{f}`" for f in info.failures])
 
     # figures
@@ -455,14 +551,21 @@ def write_report(results: Results, out: str | Path, *, store: "Store | None" = N
         grid = figure_grid(figures / "saliency_grid.png", plan, store, results)
         if grid is not None:
             doc.h(2, "Saliency maps")
-            doc.img("figures/saliency_grid.png", "Saliency grid: images down (with the explained class), explainers across")
+            doc.img(
+                "figures/saliency_grid.png", "Saliency grid: images down (with the explained class), explainers across"
+            )
     curves = figure_curves(results, figures / "curves.png")
     if curves is not None:
         doc.h(2, "Insertion and deletion curves")
-        doc.img("figures/curves.png", "Mean score of the explained class as pixels are inserted / deleted, most salient first (legend: mean area)")
+        doc.img(
+            "figures/curves.png",
+            "Mean score of the explained class as pixels are inserted / deleted, most salient first (legend: mean area)",
+        )
     if len(explainers) > 1:
         doc.h(2, "Pairwise comparisons")
-        doc.p("Per-image win rates (seed 004 §4.2, Fig. 7): the share of images on which the row explainer scores better than the column explainer (ties count half). Wilcoxon signed-rank p-values (Fig. 9) say whether the paired differences are significant.")
+        doc.p(
+            "Per-image win rates (seed 004 §4.2, Fig. 7): the share of images on which the row explainer scores better than the column explainer (ties count half). Wilcoxon signed-rank p-values (Fig. 9) say whether the paired differences are significant."
+        )
         figure_win_rates(results, figures / "win_rates.png")
         doc.img("figures/win_rates.png", "Win rates: row beats column on this % of images")
         figure_wilcoxon(results, figures / "wilcoxon.png")
@@ -473,12 +576,19 @@ def write_report(results: Results, out: str | Path, *, store: "Store | None" = N
         if "random" in explainers and len(explainers) > 2:
             alphas["without random"] = reliability(results, [e for e in explainers if e != "random"])
         figure_reliability(results, figures / "reliability.png", alphas)
-        doc.p("Inter-rater reliability (seed 004 App. C.2, Fig. 10): Krippendorff's ordinal α of the rankings each image gives the explainers; 1 = every image ranks them the same way, 0 = rankings unrelated across images. Intervals: 2.5–97.5 % over 50 random halves of the images.")
-        doc.table(["metric"] + list(alphas), [[f"{m} {_arrow(results, m)}"] + [_alpha_cell(t[m]) for t in alphas.values()] for m in metrics])
+        doc.p(
+            "Inter-rater reliability (seed 004 App. C.2, Fig. 10): Krippendorff's ordinal α of the rankings each image gives the explainers; 1 = every image ranks them the same way, 0 = rankings unrelated across images. Intervals: 2.5–97.5 % over 50 random halves of the images."
+        )
+        doc.table(
+            ["metric"] + list(alphas),
+            [[f"{m} {_arrow(results, m)}"] + [_alpha_cell(t[m]) for t in alphas.values()] for m in metrics],
+        )
         doc.img("figures/reliability.png", "Krippendorff's α per metric")
         if len(metrics) > 1:
             figure_consistency(results, figures / "consistency.png")
-            doc.p("Internal consistency (Fig. 11): Spearman's ρ between metrics over the same explanations, lower-is-better metrics negated so that positive ρ means the metrics agree.")
+            doc.p(
+                "Internal consistency (Fig. 11): Spearman's ρ between metrics over the same explanations, lower-is-better metrics negated so that positive ρ means the metrics agree."
+            )
             doc.img("figures/consistency.png", "Spearman's ρ between metrics, pooled and per explainer")
 
     md = out / "report.md"
@@ -491,7 +601,11 @@ def write_report(results: Results, out: str | Path, *, store: "Store | None" = N
 def _setting(value: Any) -> str:
     """A protocol field for a table: replacements as ``blur(kernel=11, sigma=5.0)``."""
     if isinstance(value, dict) and "kind" in value:
-        extra = ", ".join(f"{k}={v}" for k, v in value.items() if k != "kind" and v is not None and not (k == "seed" and value["kind"] != "noise"))
+        extra = ", ".join(
+            f"{k}={v}"
+            for k, v in value.items()
+            if k != "kind" and v is not None and not (k == "seed" and value["kind"] != "noise")
+        )
         return f"{value['kind']}({extra})" if extra else str(value["kind"])
     return str(value)
 

@@ -24,9 +24,10 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..results import Results
 from .data import Item, Source, load_batch, open_source
@@ -36,7 +37,15 @@ Spec = "str | tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]"
 
 #: What ``xai-bridge demo`` runs (issue 7).
 DEMO_EXPLAINERS = ("gradcam", "gradcam++", "scorecam", "opticam", "deepmaps", "fakecam", "random")
-DEMO_METRICS = ("average_drop", "average_gain", "average_increase", "insertion_auc", "deletion_auc", "n_morf", "delta:metric=n_morf")
+DEMO_METRICS = (
+    "average_drop",
+    "average_gain",
+    "average_increase",
+    "insertion_auc",
+    "deletion_auc",
+    "n_morf",
+    "delta:metric=n_morf",
+)
 
 
 @dataclass
@@ -116,15 +125,24 @@ def parse_spec(spec: Any, what: str) -> tuple[str, dict[str, Any], str | None]:
         for pair in filter(None, (p.strip() for p in rest.split(","))):
             key, sep, value = pair.partition("=")
             if not sep or not key.strip().isidentifier():
-                raise ValueError(f"{what}: {spec!r} has option {pair!r}; expected NAME:KEY=VALUE,KEY=VALUE (e.g. opticam:max_iter=20)")
+                raise ValueError(
+                    f"{what}: {spec!r} has option {pair!r}; expected NAME:KEY=VALUE,KEY=VALUE (e.g. opticam:max_iter=20)"
+                )
             try:
                 options[key.strip()] = ast.literal_eval(value.strip())
             except (ValueError, SyntaxError):
                 options[key.strip()] = value.strip()
         return name.strip(), options, None
-    if isinstance(spec, (tuple, list)) and len(spec) in (2, 3) and isinstance(spec[0], str) and isinstance(spec[1], dict):
+    if (
+        isinstance(spec, (tuple, list))
+        and len(spec) in (2, 3)
+        and isinstance(spec[0], str)
+        and isinstance(spec[1], dict)
+    ):
         return spec[0], dict(spec[1]), (spec[2] if len(spec) == 3 else None)
-    raise ValueError(f"{what}: expected 'name', 'name:key=value,...', (name, options) or (name, options, label); got {spec!r}")
+    raise ValueError(
+        f"{what}: expected 'name', 'name:key=value,...', (name, options) or (name, options, label); got {spec!r}"
+    )
 
 
 def _canonical(name: str, options: dict[str, Any]) -> str:
@@ -156,7 +174,9 @@ def _metric_entries(specs: Sequence[Any]) -> list[Entry]:
         name, options, label = parse_spec(spec, "metrics")
         canonical = xb.metric_spec(name).name
         obj = xb.get_metric(canonical, **options)
-        entries.append(Entry(canonical, options, _canonical(canonical, options), label or getattr(obj, "name", canonical), obj))
+        entries.append(
+            Entry(canonical, options, _canonical(canonical, options), label or getattr(obj, "name", canonical), obj)
+        )
     _unique(entries, "metrics")
     return entries
 
@@ -166,7 +186,9 @@ def _unique(entries: Sequence[Entry], what: str) -> None:
         seen: dict[str, Entry] = {}
         for e in entries:
             if getattr(e, attr) in seen:
-                raise ValueError(f"{what}: {getattr(e, attr)!r} is given twice; give each a different label, e.g. ({e.name!r}, {e.options!r}, 'my-label')")
+                raise ValueError(
+                    f"{what}: {getattr(e, attr)!r} is given twice; give each a different label, e.g. ({e.name!r}, {e.options!r}, 'my-label')"
+                )
             seen[getattr(e, attr)] = e
 
 
@@ -227,7 +249,9 @@ class _Plan:
         if not hasattr(model, "state_dict") or not callable(model):
             raise ValueError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
         if getattr(model, "training", False):
-            raise ValueError("model: is in training mode; call model.eval() first (dropout/batch-norm change the scores)")
+            raise ValueError(
+                "model: is in training mode; call model.eval() first (dropout/batch-norm change the scores)"
+            )
         if device is None and config.device is not None:
             device = torch.device(config.device)
         self.model = model.to(device) if device is not None else model
@@ -247,7 +271,9 @@ class _Plan:
             "source": self.source.identity,
             "labels": [i.label for i in self.source.items],
         }
-        self.config_hash = hashlib.blake2b(json.dumps(self.settings, sort_keys=True, default=repr).encode(), digest_size=10).hexdigest()
+        self.config_hash = hashlib.blake2b(
+            json.dumps(self.settings, sort_keys=True, default=repr).encode(), digest_size=10
+        ).hexdigest()
         self.directions = {m.label: bool(getattr(m.obj, "higher_is_better", True)) for m in self.metrics}
         self.evaluate = config.evaluate
         if self.evaluate is None:
@@ -261,7 +287,9 @@ class _Plan:
 
         return model_device(self.model)
 
-    def pending(self, batch: Sequence[Item], done: set[tuple[str, str, str]], skipped: set[str]) -> list[tuple[Entry, list[Entry]]]:
+    def pending(
+        self, batch: Sequence[Item], done: set[tuple[str, str, str]], skipped: set[str]
+    ) -> list[tuple[Entry, list[Entry]]]:
         """Explainers with the metrics missing for some image of ``batch``."""
         images = [i.id for i in batch if i.id not in skipped]
         if not images:
@@ -273,7 +301,14 @@ class _Plan:
                 out.append((e, missing))
         return out
 
-    def run_units(self, store: Store, work: Sequence[tuple[int, list[Item], list[tuple[Entry, list[Entry]]]]], skipped: set[str], info: RunInfo, label: str = "") -> None:
+    def run_units(
+        self,
+        store: Store,
+        work: Sequence[tuple[int, list[Item], list[tuple[Entry, list[Entry]]]]],
+        skipped: set[str],
+        info: RunInfo,
+        label: str = "",
+    ) -> None:
         """Compute the units ``(batch index, batch, [(explainer, missing metrics)])`` into ``store``."""
         import torch
 
@@ -282,6 +317,7 @@ class _Plan:
         bar = _bar(sum(len(p) for _, _, p in work), f"explain+score{label}", progress, "unit")
         try:
             for index, batch, pending in work:
+
                 def report_skip(item: Item, reason: str) -> None:
                     store.mark_skipped(self.config_hash, item.id, reason)
                     skipped.add(item.id)
@@ -293,17 +329,34 @@ class _Plan:
                     bar.update(len(pending))
                     continue
                 images = images.to(self.device)
-                labels = torch.tensor([i.label for i in kept], device=self.device) if all(i.label is not None for i in kept) else None
+                labels = (
+                    torch.tensor([i.label for i in kept], device=self.device)
+                    if all(i.label is not None for i in kept)
+                    else None
+                )
                 ids = [i.id for i in kept]
                 grid = [k for k, i in enumerate(kept) if i.id in self.grid_ids]
                 for explainer, metrics in pending:
                     bar.set_postfix_str(f"batch {index + 1}/{len(self.batches)} {explainer.label}", refresh=False)
                     recorder = _Recorder(explainer.obj)
 
-                    def evaluate(chosen: Sequence[Entry]) -> Results:
+                    def evaluate(
+                        chosen: Sequence[Entry],
+                        images: Any = images,
+                        recorder: Any = recorder,
+                        labels: Any = labels,
+                        ids: list[str] = ids,
+                    ) -> Results:
                         return self.evaluate(  # type: ignore[misc]
-                            self.model, images, explainers=[recorder], metrics=[m.obj for m in chosen], protocol=self.protocol,
-                            labels=labels, image_ids=ids, batch_size=len(ids), progress=False,
+                            self.model,
+                            images,
+                            explainers=[recorder],
+                            metrics=[m.obj for m in chosen],
+                            protocol=self.protocol,
+                            labels=labels,
+                            image_ids=ids,
+                            batch_size=len(ids),
+                            progress=False,
                         )
 
                     try:
@@ -314,36 +367,67 @@ class _Plan:
                             try:
                                 outcomes.append((evaluate([metric]) if len(metrics) > 1 else _raise(exc), [metric]))
                             except ValueError as one:
-                                message = f"batch {index + 1} ({', '.join(ids)}) × {explainer.label} × {metric.label}: {one}"
+                                message = (
+                                    f"batch {index + 1} ({', '.join(ids)}) × {explainer.label} × {metric.label}: {one}"
+                                )
                                 info.failures.append(message)
                                 _say(f"not scored, left out: {message}")
                     for results, chosen in outcomes:
                         rows, curves = self._records(results, explainer, chosen, index, len(ids))
                         info.rows_written += store.write_unit(self.config_hash, rows, curves)
                     first = recorder.first
-                    if grid and first is not None and getattr(first, "maps", None) is not None and first.maps.shape[0] == len(kept):
+                    if (
+                        grid
+                        and first is not None
+                        and getattr(first, "maps", None) is not None
+                        and first.maps.shape[0] == len(kept)
+                    ):
                         probs = first.logits.float().softmax(-1)
                         for k in grid:
                             t = int(first.targets[k])
-                            store.put_map(self.config_hash, ids[k], explainer.key, first.maps[k].detach().float().cpu().numpy(), _title(ids[k], t, float(probs[k, t]), probs.shape[-1]))
+                            store.put_map(
+                                self.config_hash,
+                                ids[k],
+                                explainer.key,
+                                first.maps[k].detach().float().cpu().numpy(),
+                                _title(ids[k], t, float(probs[k, t]), probs.shape[-1]),
+                            )
                     info.units_computed += 1
                     bar.update(1)
         finally:
             bar.close()
 
-    def _records(self, results: Results, explainer: Entry, metrics: Sequence[Entry], batch: int, n: int) -> tuple[list[RowRecord], list[CurveRecord]]:
+    def _records(
+        self, results: Results, explainer: Entry, metrics: Sequence[Entry], batch: int, n: int
+    ) -> tuple[list[RowRecord], list[CurveRecord]]:
         by_name = {getattr(m.obj, "name", m.name): m for m in metrics}
         rows = []
         for row in results.rows:
             metric = by_name.get(row["metric"])
             if metric is None:
-                raise RuntimeError(f"evaluate returned metric {row['metric']!r}, which was not asked for ({', '.join(by_name)})")
-            rows.append(RowRecord(str(row["image"]), explainer.key, explainer.label, metric.key, metric.label, float(row["value"]), str(row.get("protocol", self.protocol.name))))
+                raise RuntimeError(
+                    f"evaluate returned metric {row['metric']!r}, which was not asked for ({', '.join(by_name)})"
+                )
+            rows.append(
+                RowRecord(
+                    str(row["image"]),
+                    explainer.key,
+                    explainer.label,
+                    metric.key,
+                    metric.label,
+                    float(row["value"]),
+                    str(row.get("protocol", self.protocol.name)),
+                )
+            )
         curves = []
         for (_, metric_name), curve in results.curves.items():
             metric = by_name.get(metric_name)
             if metric is not None:
-                curves.append(CurveRecord(f"{batch:06d}", explainer.key, metric.key, tuple(curve["fractions"]), tuple(curve["mean"]), n))
+                curves.append(
+                    CurveRecord(
+                        f"{batch:06d}", explainer.key, metric.key, tuple(curve["fractions"]), tuple(curve["mean"]), n
+                    )
+                )
         return rows, curves
 
     def grid_maps(self, store: Store) -> None:
@@ -359,7 +443,9 @@ class _Plan:
         todo = [e for e in self.explainers if any((i.id, e.key) not in have for i in items)]
         if not items or not todo:
             return
-        images, kept = load_batch(items, self.config.size, lambda item, reason: store.mark_skipped(self.config_hash, item.id, reason))
+        images, kept = load_batch(
+            items, self.config.size, lambda item, reason: store.mark_skipped(self.config_hash, item.id, reason)
+        )
         if images is None:
             return
         images = images.to(self.device)
@@ -371,7 +457,10 @@ class _Plan:
             targets = torch.tensor(labels, device=self.device)
         else:
             targets = probs.argmax(-1)
-        titles = [_title(i.id, int(t), float(probs[k, int(t)]), probs.shape[-1]) for k, (i, t) in enumerate(zip(kept, targets.tolist()))]
+        titles = [
+            _title(i.id, int(t), float(probs[k, int(t)]), probs.shape[-1])
+            for k, (i, t) in enumerate(zip(kept, targets.tolist(), strict=False))
+        ]
         bar = _bar(len(todo), "saliency grid", self.config.progress, "explainer")
         for e in todo:
             maps = e.obj.explain(images, target=targets)
@@ -385,17 +474,42 @@ class _Plan:
         order_image = {i.id: k for k, i in enumerate(self.source.items)}
         order_e = {e.key: k for k, e in enumerate(self.explainers)}
         order_m = {m.key: k for k, m in enumerate(self.metrics)}
-        records = [r for r in store.rows(self.config_hash) if r.explainer_key in order_e and r.metric_key in order_m and r.image in order_image]
+        records = [
+            r
+            for r in store.rows(self.config_hash)
+            if r.explainer_key in order_e and r.metric_key in order_m and r.image in order_image
+        ]
         records.sort(key=lambda r: (order_e[r.explainer_key], order_m[r.metric_key], order_image[r.image]))
-        rows = [{"image": r.image, "explainer": r.explainer, "metric": r.metric, "value": math.nan if r.value is None else r.value, "protocol": r.protocol} for r in records]
+        rows = [
+            {
+                "image": r.image,
+                "explainer": r.explainer,
+                "metric": r.metric,
+                "value": math.nan if r.value is None else r.value,
+                "protocol": r.protocol,
+            }
+            for r in records
+        ]
         labels_e = {e.key: e.label for e in self.explainers}
         labels_m = {m.key: m.label for m in self.metrics}
         curves = {
             (labels_e[e], labels_m[m]): c
-            for (e, m), c in merge_curves(c for c in store.curves(self.config_hash) if c.explainer_key in labels_e and c.metric_key in labels_m).items()
+            for (e, m), c in merge_curves(
+                c for c in store.curves(self.config_hash) if c.explainer_key in labels_e and c.metric_key in labels_m
+            ).items()
         }
-        ordered = dict(sorted(curves.items(), key=lambda kv: (list(labels_e.values()).index(kv[0][0]), list(labels_m.values()).index(kv[0][1]))))
-        return Results(rows=rows, protocols={self.protocol.name: self.protocol.as_dict()}, directions=dict(self.directions), curves=ordered)
+        ordered = dict(
+            sorted(
+                curves.items(),
+                key=lambda kv: (list(labels_e.values()).index(kv[0][0]), list(labels_m.values()).index(kv[0][1])),
+            )
+        )
+        return Results(
+            rows=rows,
+            protocols={self.protocol.name: self.protocol.as_dict()},
+            directions=dict(self.directions),
+            curves=ordered,
+        )
 
 
 def _raise(exc: BaseException) -> Any:
@@ -444,7 +558,9 @@ def run_benchmark(config: BenchmarkConfig | None = None, **overrides: Any) -> Re
 
     from . import distributed
 
-    config = dataclasses.replace(config or BenchmarkConfig(), **overrides) if overrides else (config or BenchmarkConfig())
+    config = (
+        dataclasses.replace(config or BenchmarkConfig(), **overrides) if overrides else (config or BenchmarkConfig())
+    )
     start = time.time()
     ctx = distributed.context(config.device)
     try:

@@ -22,9 +22,10 @@ import json
 import math
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 SCHEMA_VERSION = "1"
 
@@ -94,7 +95,9 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if self.path.is_dir():
-            raise ValueError(f"store: {self.path} is a directory; expected a file such as {self.path / 'benchmark.sqlite'}")
+            raise ValueError(
+                f"store: {self.path} is a directory; expected a file such as {self.path / 'benchmark.sqlite'}"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), timeout=60.0)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -105,12 +108,14 @@ class Store:
             if found is None:
                 self._conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             elif found[0] != SCHEMA_VERSION:
-                raise ValueError(f"store: {self.path} has schema {found[0]}, this xai-bridge writes {SCHEMA_VERSION}; use a new --store file")
+                raise ValueError(
+                    f"store: {self.path} has schema {found[0]}, this xai-bridge writes {SCHEMA_VERSION}; use a new --store file"
+                )
 
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -120,11 +125,17 @@ class Store:
     def register_config(self, config: str, settings: dict[str, Any]) -> None:
         """Record what a configuration hash stands for (first registration wins)."""
         with self._conn:
-            self._conn.execute("INSERT OR IGNORE INTO configs VALUES (?, ?, ?)", (config, json.dumps(settings, sort_keys=True, default=str), time.time()))
+            self._conn.execute(
+                "INSERT OR IGNORE INTO configs VALUES (?, ?, ?)",
+                (config, json.dumps(settings, sort_keys=True, default=str), time.time()),
+            )
 
     def set_directions(self, config: str, directions: dict[str, bool]) -> None:
         with self._conn:
-            self._conn.executemany("INSERT OR REPLACE INTO directions VALUES (?, ?, ?)", [(config, m, int(bool(h))) for m, h in directions.items()])
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO directions VALUES (?, ?, ?)",
+                [(config, m, int(bool(h))) for m, h in directions.items()],
+            )
 
     def write_unit(self, config: str, rows: Sequence[RowRecord], curves: Sequence[CurveRecord] = ()) -> int:
         """Write one unit of work in one transaction; returns the number of new rows."""
@@ -132,12 +143,26 @@ class Store:
             before = self._conn.total_changes
             self._conn.executemany(
                 "INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(config, r.image, r.explainer_key, r.explainer, r.metric_key, r.metric, _real(r.value), r.protocol) for r in rows],
+                [
+                    (config, r.image, r.explainer_key, r.explainer, r.metric_key, r.metric, _real(r.value), r.protocol)
+                    for r in rows
+                ],
             )
             added = self._conn.total_changes - before
             self._conn.executemany(
                 "INSERT OR IGNORE INTO curves VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(config, c.batch, c.explainer_key, c.metric_key, json.dumps(list(c.fractions)), json.dumps(list(c.mean)), c.n) for c in curves],
+                [
+                    (
+                        config,
+                        c.batch,
+                        c.explainer_key,
+                        c.metric_key,
+                        json.dumps(list(c.fractions)),
+                        json.dumps(list(c.mean)),
+                        c.n,
+                    )
+                    for c in curves
+                ],
             )
         return added
 
@@ -151,9 +176,12 @@ class Store:
 
         data = np.asarray(array, dtype=np.float16)
         with self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?, ?)", (config, image, explainer_key, json.dumps(list(data.shape)), data.tobytes(), title))
+            self._conn.execute(
+                "INSERT OR REPLACE INTO maps VALUES (?, ?, ?, ?, ?, ?)",
+                (config, image, explainer_key, json.dumps(list(data.shape)), data.tobytes(), title),
+            )
 
-    def merge_from(self, other: "Store | str | Path") -> int:
+    def merge_from(self, other: Store | str | Path) -> int:
         """Copy every row, curve, direction, skip and map of ``other`` that is not here; returns new rows."""
         src = other if isinstance(other, Store) else Store(other)
         try:
@@ -165,7 +193,10 @@ class Store:
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every table as lists of tuples (what ranks send to rank 0)."""
-        return {t: [tuple(r) for r in self._conn.execute(f"SELECT * FROM {t}")] for t in ("configs", "rows", "curves", "directions", "skipped", "maps")}
+        return {
+            t: [tuple(r) for r in self._conn.execute(f"SELECT * FROM {t}")]
+            for t in ("configs", "rows", "curves", "directions", "skipped", "maps")
+        }
 
     def load_dump(self, dump: dict[str, list[tuple[Any, ...]]]) -> int:
         """Insert a :meth:`dump` (rows are never duplicated or overwritten); returns new rows."""
@@ -181,10 +212,19 @@ class Store:
     # -- reading ---------------------------------------------------------------------------
     def done_keys(self, config: str) -> set[tuple[str, str, str]]:
         """``(image, explainer_key, metric_key)`` of every stored row of ``config``."""
-        return {tuple(r) for r in self._conn.execute("SELECT image, explainer_key, metric_key FROM rows WHERE config=?", (config,))}  # type: ignore[misc]
+        return {
+            tuple(r)
+            for r in self._conn.execute("SELECT image, explainer_key, metric_key FROM rows WHERE config=?", (config,))
+        }  # type: ignore[misc]
 
     def rows(self, config: str) -> list[RowRecord]:
-        return [RowRecord(*r) for r in self._conn.execute("SELECT image, explainer_key, explainer, metric_key, metric, value, protocol FROM rows WHERE config=?", (config,))]
+        return [
+            RowRecord(*r)
+            for r in self._conn.execute(
+                "SELECT image, explainer_key, explainer, metric_key, metric, value, protocol FROM rows WHERE config=?",
+                (config,),
+            )
+        ]
 
     def count(self, config: str | None = None) -> int:
         if config is None:
@@ -194,11 +234,16 @@ class Store:
     def curves(self, config: str) -> list[CurveRecord]:
         return [
             CurveRecord(b, e, m, tuple(json.loads(f)), tuple(json.loads(v)), n)
-            for b, e, m, f, v, n in self._conn.execute("SELECT batch, explainer_key, metric_key, fractions, mean, n FROM curves WHERE config=?", (config,))
+            for b, e, m, f, v, n in self._conn.execute(
+                "SELECT batch, explainer_key, metric_key, fractions, mean, n FROM curves WHERE config=?", (config,)
+            )
         ]
 
     def directions(self, config: str) -> dict[str, bool]:
-        return {m: bool(h) for m, h in self._conn.execute("SELECT metric, higher_is_better FROM directions WHERE config=?", (config,))}
+        return {
+            m: bool(h)
+            for m, h in self._conn.execute("SELECT metric, higher_is_better FROM directions WHERE config=?", (config,))
+        }
 
     def skipped(self, config: str) -> dict[str, str]:
         return dict(self._conn.execute("SELECT image, reason FROM skipped WHERE config=?", (config,)).fetchall())
@@ -208,8 +253,13 @@ class Store:
         import numpy as np
 
         out = {}
-        for image, key, shape, data, title in self._conn.execute("SELECT image, explainer_key, shape, data, title FROM maps WHERE config=?", (config,)):
-            out[(image, key)] = (np.frombuffer(data, dtype=np.float16).reshape(json.loads(shape)).astype(np.float32), title)
+        for image, key, shape, data, title in self._conn.execute(
+            "SELECT image, explainer_key, shape, data, title FROM maps WHERE config=?", (config,)
+        ):
+            out[(image, key)] = (
+                np.frombuffer(data, dtype=np.float16).reshape(json.loads(shape)).astype(np.float32),
+                title,
+            )
         return out
 
     def settings(self, config: str) -> dict[str, Any] | None:
@@ -234,7 +284,9 @@ def merge_curves(records: Iterable[CurveRecord]) -> dict[tuple[str, str], dict[s
             sums[key] = (c.fractions, [v * c.n for v in c.mean], c.n)
             continue
         fractions, total, n = sums[key]
-        if len(fractions) != len(c.fractions) or any(abs(a - b) > 1e-9 for a, b in zip(fractions, c.fractions)):
+        if len(fractions) != len(c.fractions) or any(
+            abs(a - b) > 1e-9 for a, b in zip(fractions, c.fractions, strict=False)
+        ):
             continue
-        sums[key] = (fractions, [t + v * c.n for t, v in zip(total, c.mean)], n + c.n)
+        sums[key] = (fractions, [t + v * c.n for t, v in zip(total, c.mean, strict=False)], n + c.n)
     return {key: {"fractions": list(f), "mean": [t / n for t in total]} for key, (f, total, n) in sums.items()}

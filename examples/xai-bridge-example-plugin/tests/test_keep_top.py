@@ -16,7 +16,9 @@ def test_found_through_its_entry_point():
 
 
 def test_contract(tiny_model):
-    check_metric_contract("keep_top", tiny_model, torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(1)), fraction=0.25)
+    check_metric_contract(
+        "keep_top", tiny_model, torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(1)), fraction=0.25
+    )
 
 
 def test_equals_revealing_the_top_pixels_by_hand(tiny_model):

@@ -33,7 +33,9 @@ class KeepTopScore(Metric):
         self.fraction = float(fraction)
 
     def request(self, protocol) -> Curve:
-        return Curve(kind="insertion", order="morf", replacement=protocol.insertion, step=self.fraction, stop=self.fraction)
+        return Curve(
+            kind="insertion", order="morf", replacement=protocol.insertion, step=self.fraction, stop=self.fraction
+        )
 
     def requests(self, protocol):
         return [self.request(protocol)]

@@ -16,8 +16,8 @@ only on ``seed`` and the epoch, so the resumed weights equal an uninterrupted ru
 Example::
 
     >>> import torch, torchvision
-    >>> from xai_bridge_builtins.castream_module import CAModel
-    >>> from xai_bridge_builtins.castream_train import train_stream
+    >>> from xai_bridge_builtins.castream.model import CAModel
+    >>> from xai_bridge_builtins.castream.train import train_stream
     >>> gap = torchvision.models.resnet18(num_classes=3).eval()
     >>> images, labels = torch.rand(8, 3, 32, 32), torch.arange(8) % 3
     >>> result = train_stream(CAModel(gap), (images, labels), epochs=1, batch_size=4, progress=False)
@@ -30,15 +30,16 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from xai_bridge_builtins.castream_module import CAModel, castream_config_matches
+from xai_bridge_builtins.castream.model import CAModel, castream_config_matches
 
 #: Written into every checkpoint; a file without it is refused.
 CHECKPOINT_FORMAT = "xai-bridge-castream/1"
@@ -66,31 +67,11 @@ class TrainResult:
 
 
 # -- data -----------------------------------------------------------------------------------------
-def image_folder(root: str | os.PathLike[str], size: int = 224, normalize: str = "none") -> Dataset:
-    """``torchvision.datasets.ImageFolder`` with resize (short side) + centre crop to ``size`` and pixels in [0, 1].
-
-    ``normalize="imagenet"`` applies ImageNet mean/std after ``ToTensor`` (for torchvision
-    backbones trained that way); ``"none"`` keeps [0, 1] (the default model folds its own).
-    """
-    from torchvision import datasets, transforms
-
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"data: {str(root)!r} is not a folder; expected an ImageFolder root with one sub-folder per class")
-    if normalize not in ("none", "imagenet"):
-        raise ValueError(f"normalize: expected 'none' or 'imagenet', got {normalize!r}")
-    steps: list[Any] = [transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]
-    if normalize == "imagenet":
-        steps.append(transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
-    try:
-        return datasets.ImageFolder(str(root), transform=transforms.Compose(steps))
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise ValueError(f"data: {str(root)!r} is not a usable ImageFolder ({exc})") from exc
-
-
 def as_dataset(data: Any, *, size: int = 224, name: str = "data") -> Dataset:
     """A ``Dataset`` of ``(image, label)`` from a Dataset, an ``(images, labels)`` pair or an ImageFolder path."""
     if isinstance(data, (str, os.PathLike)):
+        from xai_bridge.data import image_folder
+
         return image_folder(data, size=size)
     if isinstance(data, Dataset):
         return data
@@ -99,9 +80,13 @@ def as_dataset(data: Any, *, size: int = 224, name: str = "data") -> Dataset:
         if images.ndim != 4 or not images.is_floating_point():
             raise ValueError(f"{name}: images must be a float tensor B×C×H×W, got {images.dtype} {tuple(images.shape)}")
         if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point():
-            raise ValueError(f"{name}: labels must be one integer class per image ({images.shape[0]}), got {labels.dtype} {tuple(labels.shape)}")
+            raise ValueError(
+                f"{name}: labels must be one integer class per image ({images.shape[0]}), got {labels.dtype} {tuple(labels.shape)}"
+            )
         return TensorDataset(images, labels.long())
-    raise TypeError(f"{name}: expected a torch Dataset of (image, label), an (images, labels) pair of tensors, or an ImageFolder path; got {type(data).__name__}")
+    raise TypeError(
+        f"{name}: expected a torch Dataset of (image, label), an (images, labels) pair of tensors, or an ImageFolder path; got {type(data).__name__}"
+    )
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
@@ -130,7 +115,10 @@ def save_stream(model: CAModel, path: str | os.PathLike[str], history: Sequence[
     if not isinstance(model, CAModel):
         raise TypeError(f"model: expected a CAModel, got {type(model).__name__}")
     state = {k: v.detach().cpu() for k, v in model.stream.state_dict().items()}
-    return atomic_save({"format": CHECKPOINT_FORMAT, "config": model.config, "stream": state, "history": [dict(h) for h in history]}, path)
+    return atomic_save(
+        {"format": CHECKPOINT_FORMAT, "config": model.config, "stream": state, "history": [dict(h) for h in history]},
+        path,
+    )
 
 
 def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
@@ -148,7 +136,7 @@ def load_castream(backbone: nn.Module, path: str | os.PathLike[str], **options: 
     """Rebuild a :class:`CAModel` around ``backbone`` from ``stream.pt`` or ``last.pt``; eval mode.
 
     ``options`` override the saved construction options (e.g. ``arch=MyAdapter()``
-    for a custom :class:`~xai_bridge_builtins.castream_module.StageAdapter`).
+    for a custom :class:`~xai_bridge_builtins.castream.model.StageAdapter`).
     """
     state = read_checkpoint(path)
     cfg = state["config"]
@@ -203,10 +191,14 @@ def build_model(model: Any, **options: Any) -> CAModel:
         return CAModel(backbone, **options)
     if isinstance(model, nn.Module):
         return CAModel(model, **options)
-    raise TypeError(f"model: expected a CAModel, a backbone nn.Module or an architecture name, got {type(model).__name__}")
+    raise TypeError(
+        f"model: expected a CAModel, a backbone nn.Module or an architecture name, got {type(model).__name__}"
+    )
 
 
-def backbone_from_name(arch: str, *, num_classes: int | None = None, weights: str | os.PathLike[str] | None = None) -> nn.Module:
+def backbone_from_name(
+    arch: str, *, num_classes: int | None = None, weights: str | os.PathLike[str] | None = None
+) -> nn.Module:
     """A backbone by name, offline: the embedded EfficientNet-Lite0, or a torchvision model.
 
     torchvision models get random weights unless ``weights`` is a ``state_dict`` file
@@ -220,7 +212,9 @@ def backbone_from_name(arch: str, *, num_classes: int | None = None, weights: st
         if weights is not None:
             model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         if num_classes not in (None, 1000):
-            raise ValueError(f"num_classes: efficientnet-lite0 is the ImageNet model with 1000 classes, got {num_classes}")
+            raise ValueError(
+                f"num_classes: efficientnet-lite0 is the ImageNet model with 1000 classes, got {num_classes}"
+            )
         return model.eval()
     import torchvision
 
@@ -249,7 +243,9 @@ def backbone_from_name(arch: str, *, num_classes: int | None = None, weights: st
     return model.eval()
 
 
-def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int, device: torch.device) -> DataLoader:
+def _loader(
+    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int, device: torch.device
+) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
@@ -262,7 +258,15 @@ def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_
 
 
 @torch.no_grad()
-def evaluate(model: CAModel, data: Any, *, batch_size: int = 256, device: Any = None, num_workers: int = 0, progress: bool = False) -> dict[str, float]:
+def evaluate(
+    model: CAModel,
+    data: Any,
+    *,
+    batch_size: int = 256,
+    device: Any = None,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> dict[str, float]:
     """Top-1 accuracy (%) of the CA model and of the GAP model on ``data``, from one pass per batch.
 
     >>> import torchvision
@@ -279,7 +283,12 @@ def evaluate(model: CAModel, data: Any, *, batch_size: int = 256, device: Any = 
     model.to(device).eval()
     correct_ca = correct_gap = total = 0
     try:
-        for images, labels in tqdm(_loader(dataset, batch_size, shuffle=False, seed=0, num_workers=num_workers, device=device), desc="evaluate", leave=False, disable=not progress):
+        for images, labels in tqdm(
+            _loader(dataset, batch_size, shuffle=False, seed=0, num_workers=num_workers, device=device),
+            desc="evaluate",
+            leave=False,
+            disable=not progress,
+        ):
             images, labels = images.to(device), labels.to(device)
             out = model.run(images, with_gap=True)
             correct_ca += int((out.logits.argmax(-1) == labels).sum())
@@ -345,7 +354,9 @@ def train_stream(
     if batch_size < 1:
         raise ValueError(f"batch_size: expected ≥ 1, got {batch_size}")
     if lr <= 0 or step_size < 1 or not 0 < gamma <= 1 or momentum < 0 or weight_decay < 0:
-        raise ValueError(f"recipe: expected lr > 0, momentum ≥ 0, weight_decay ≥ 0, step_size ≥ 1, 0 < gamma ≤ 1; got lr={lr}, momentum={momentum}, weight_decay={weight_decay}, step_size={step_size}, gamma={gamma}")
+        raise ValueError(
+            f"recipe: expected lr > 0, momentum ≥ 0, weight_decay ≥ 0, step_size ≥ 1, 0 < gamma ≤ 1; got lr={lr}, momentum={momentum}, weight_decay={weight_decay}, step_size={step_size}, gamma={gamma}"
+        )
     ca = build_model(model, **model_options)
     dataset = as_dataset(data, size=image_size)
     val = as_dataset(val_data, size=image_size, name="val_data") if val_data is not None else None
@@ -355,7 +366,15 @@ def train_stream(
     params = ca.stream_parameters()
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
-    recipe = {"lr": float(lr), "momentum": float(momentum), "weight_decay": float(weight_decay), "step_size": int(step_size), "gamma": float(gamma), "batch_size": int(batch_size), "seed": int(seed)}
+    recipe = {
+        "lr": float(lr),
+        "momentum": float(momentum),
+        "weight_decay": float(weight_decay),
+        "step_size": int(step_size),
+        "gamma": float(gamma),
+        "batch_size": int(batch_size),
+        "seed": int(seed),
+    }
 
     history: list[dict[str, float]] = []
     start = 0
@@ -365,11 +384,15 @@ def train_stream(
         state = read_checkpoint(last_path, map_location=device)
         diff = castream_config_matches(ca, state["config"])
         if diff:
-            raise ValueError(f"checkpoint_dir: {str(last_path)!r} holds a stream of another configuration (differs in {', '.join(diff)}); use another folder or resume=False")
+            raise ValueError(
+                f"checkpoint_dir: {str(last_path)!r} holds a stream of another configuration (differs in {', '.join(diff)}); use another folder or resume=False"
+            )
         changed = [k for k in RECIPE_KEYS if state["recipe"].get(k) != recipe[k]]
         if changed:
             saved = ", ".join(f"{k}={state['recipe'].get(k)}" for k in changed)
-            raise ValueError(f"checkpoint_dir: {str(last_path)!r} was trained with another recipe ({saved}); use the same options, another folder, or resume=False")
+            raise ValueError(
+                f"checkpoint_dir: {str(last_path)!r} was trained with another recipe ({saved}); use the same options, another folder, or resume=False"
+            )
         ca.stream.load_state_dict(state["stream"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -377,14 +400,20 @@ def train_stream(
         start = int(state["epoch"])
     resumed_from = start
 
-    epoch_bar = tqdm(range(start, epochs), desc="CA-Stream epochs", unit="epoch", disable=not progress, initial=start, total=epochs)
+    epoch_bar = tqdm(
+        range(start, epochs), desc="CA-Stream epochs", unit="epoch", disable=not progress, initial=start, total=epochs
+    )
     with frozen(ca.backbone):
         for epoch in epoch_bar:
             t0 = time.perf_counter()
             ca.train()
             loss_sum = correct_ca = correct_gap = total = 0
-            loader = _loader(dataset, batch_size, shuffle=True, seed=seed + epoch, num_workers=num_workers, device=device)
-            batch_bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=not progress)
+            loader = _loader(
+                dataset, batch_size, shuffle=True, seed=seed + epoch, num_workers=num_workers, device=device
+            )
+            batch_bar = tqdm(
+                loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=not progress
+            )
             for images, labels in batch_bar:
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 out = ca.run(images, query_class=labels if ca.class_specific else None, with_gap=True)
@@ -397,7 +426,11 @@ def train_stream(
                 correct_ca += int((out.logits.detach().argmax(-1) == labels).sum())
                 correct_gap += int((out.gap_logits.argmax(-1) == labels).sum())
                 total += n
-                batch_bar.set_postfix(loss=f"{loss_sum / total:.3f}", ca=f"{100 * correct_ca / total:.1f}", gap=f"{100 * correct_gap / total:.1f}")
+                batch_bar.set_postfix(
+                    loss=f"{loss_sum / total:.3f}",
+                    ca=f"{100 * correct_ca / total:.1f}",
+                    gap=f"{100 * correct_gap / total:.1f}",
+                )
             if total == 0:
                 raise ValueError("data: is empty")
             row = {

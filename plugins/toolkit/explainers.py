@@ -8,7 +8,8 @@ cleanliness: hooks are released and parameter gradients restored after each call
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,7 +85,9 @@ class GradCamExplainer(LayerExplainer):
         else:
             Explainer.__init__(self, model, class_names=class_names)
             self.target_layer = None  # type: ignore[assignment]
-        self.images_per_call = images_per_call if images_per_call is not None else (2 if cam_class == "ScoreCAM" else None)
+        self.images_per_call = (
+            images_per_call if images_per_call is not None else (2 if cam_class == "ScoreCAM" else None)
+        )
         self.aug_smooth = aug_smooth
         self.eigen_smooth = eigen_smooth
         self.cam_options = cam_options
@@ -113,7 +116,14 @@ class GradCamExplainer(LayerExplainer):
         try:
             for part in _chunks(images.shape[0], self.images_per_call):
                 chunk_targets = [ClassifierOutputTarget(int(t)) for t in targets[part]]
-                maps.append(cam(input_tensor=images[part], targets=chunk_targets, aug_smooth=self.aug_smooth, eigen_smooth=self.eigen_smooth))
+                maps.append(
+                    cam(
+                        input_tensor=images[part],
+                        targets=chunk_targets,
+                        aug_smooth=self.aug_smooth,
+                        eigen_smooth=self.eigen_smooth,
+                    )
+                )
         finally:
             cam.activations_and_grads.release()
         full = torch.from_numpy(np.concatenate(maps)).to(images.device)
@@ -134,7 +144,14 @@ class CaptumExplainer(Explainer):
     captum_class: str = ""
     default_options: dict[str, Any] = {}
 
-    def __init__(self, model: nn.Module, *, reduce: str = "sum_of_abs", class_names: Sequence[str] | None = None, **attribute_options: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        reduce: str = "sum_of_abs",
+        class_names: Sequence[str] | None = None,
+        **attribute_options: Any,
+    ) -> None:
         super().__init__(model, class_names=class_names)
         if reduce not in CHANNEL_REDUCTIONS:
             raise ValueError(f"reduce: {reduce!r} is not a channel reduction; expected one of {CHANNEL_REDUCTIONS}")
@@ -210,13 +227,25 @@ class OcclusionExplainer(CaptumExplainer):
 
     captum_class = "Occlusion"
     needs_grad = False
-    default_options = {"sliding_window_shapes": (3, 16, 16), "strides": (3, 8, 8), "baselines": 0.0, "perturbations_per_eval": 64}
+    default_options = {
+        "sliding_window_shapes": (3, 16, 16),
+        "strides": (3, 8, 8),
+        "baselines": 0.0,
+        "perturbations_per_eval": 64,
+    }
 
 
 class LayerGradCamExplainer(LayerExplainer):
     """Captum's ``LayerGradCam`` on the resolved layer; ReLU applied as in Grad-CAM (``relu_attributions=True``)."""
 
-    def __init__(self, model: nn.Module, *, layer: Any = None, class_names: Sequence[str] | None = None, relu_attributions: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        layer: Any = None,
+        class_names: Sequence[str] | None = None,
+        relu_attributions: bool = True,
+    ) -> None:
         super().__init__(model, layer=layer, class_names=class_names)
         self.relu_attributions = relu_attributions
 

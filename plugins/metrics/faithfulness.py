@@ -165,7 +165,13 @@ class _Removal(Metric):
             self.higher_is_better = type(self).higher_is_better if order == "morf" else not type(self).higher_is_better
 
     def curve_request(self, protocol: Protocol) -> Curve:
-        return Curve(order=self.order, replacement=protocol.removal, step=protocol.removal_step, cell=_unit(protocol), stop=protocol.fraction)  # type: ignore[arg-type]
+        return Curve(
+            order=self.order,
+            replacement=protocol.removal,
+            step=protocol.removal_step,
+            cell=_unit(protocol),
+            stop=protocol.fraction,
+        )  # type: ignore[arg-type]
 
     def requests(self, protocol: Protocol) -> list[Any]:
         return [self.curve_request(protocol)]
@@ -237,7 +243,9 @@ class Delta(Metric):
 
     name = "delta"
 
-    def __init__(self, protocol: Any = None, metric: Any = "deletion_auc", k: int = 5, seed: int = 0, **options: Any) -> None:
+    def __init__(
+        self, protocol: Any = None, metric: Any = "deletion_auc", k: int = 5, seed: int = 0, **options: Any
+    ) -> None:
         super().__init__(protocol)
         if isinstance(metric, str):
             import xai_bridge as xb
@@ -250,7 +258,9 @@ class Delta(Metric):
         self.inner, self.k, self.seed = metric, k, seed
         self.quantus = not isinstance(metric, Metric)
         if self.quantus and not callable(metric):
-            raise TypeError(f"metric: expected a metric name, an xai-bridge Metric or a quantus.Metric, got {type(metric).__name__}")
+            raise TypeError(
+                f"metric: expected a metric name, an xai-bridge Metric or a quantus.Metric, got {type(metric).__name__}"
+            )
         inner_name = getattr(metric, "name", type(metric).__name__)
         self.name = f"delta({inner_name})"
         self.higher_is_better = self._direction()
@@ -270,17 +280,31 @@ class Delta(Metric):
         if b < 2:
             raise ValueError("delta: needs at least 2 images in a batch (the maps of other images are the reference)")
         g = torch.Generator().manual_seed(self.seed)
-        shift = torch.stack([torch.randperm(b - 1, generator=g)[: self.k] if b - 1 >= self.k else torch.randint(0, b - 1, (self.k,), generator=g) for _ in range(b)])
+        shift = torch.stack(
+            [
+                torch.randperm(b - 1, generator=g)[: self.k]
+                if b - 1 >= self.k
+                else torch.randint(0, b - 1, (self.k,), generator=g)
+                for _ in range(b)
+            ]
+        )
         return ((torch.arange(b)[:, None] + 1 + shift) % b).to(device)
 
     def _score(self, ctx: MetricContext, maps: torch.Tensor, first: bool) -> torch.Tensor:
         if not self.quantus:
             return self.inner.compute(ctx) if first else ctx.rescore(self.inner, maps)
         scores = self.inner(
-            model=ctx.model, x_batch=ctx.images.detach().cpu().numpy(), y_batch=ctx.targets.cpu().numpy(),
-            a_batch=maps[:, None].detach().cpu().numpy(), device=str(ctx.images.device),
+            model=ctx.model,
+            x_batch=ctx.images.detach().cpu().numpy(),
+            y_batch=ctx.targets.cpu().numpy(),
+            a_batch=maps[:, None].detach().cpu().numpy(),
+            device=str(ctx.images.device),
         )
-        return torch.as_tensor(np.asarray(scores, dtype=np.float64), dtype=torch.float32, device=ctx.images.device).reshape(maps.shape[0], -1).mean(1)
+        return (
+            torch.as_tensor(np.asarray(scores, dtype=np.float64), dtype=torch.float32, device=ctx.images.device)
+            .reshape(maps.shape[0], -1)
+            .mean(1)
+        )
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
         own = self._score(ctx, ctx.maps, True)
@@ -304,7 +328,9 @@ class ADCC(Metric):
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
         if ctx.explainer is None:
-            raise ValueError("adcc: needs the explainer to re-explain the masked image; pass explainers=..., not maps only")
+            raise ValueError(
+                "adcc: needs the explainer to re-explain the masked image; pass explainers=..., not maps only"
+            )
         from xai_bridge.engine import make_replacement
 
         m = ctx.normalized_maps[:, None]
@@ -324,16 +350,20 @@ class _Localisation(Metric):
 
     def boxes(self, ctx: MetricContext) -> Any:
         if ctx.boxes is None:
-            raise ValueError(f"{self.name}: needs ground-truth boxes (boxes=[[[x0, y0, x1, y1], ...] per image]); "
-                             "xai_bridge.data.photo_boxes() has them for the embedded photos")
+            raise ValueError(
+                f"{self.name}: needs ground-truth boxes (boxes=[[[x0, y0, x1, y1], ...] per image]); "
+                "xai_bridge.data.photo_boxes() has them for the embedded photos"
+            )
         if len(ctx.boxes) != ctx.maps.shape[0]:
-            raise ValueError(f"boxes: {len(ctx.boxes)} entries for {ctx.maps.shape[0]} images; expected one list of boxes per image")
+            raise ValueError(
+                f"boxes: {len(ctx.boxes)} entries for {ctx.maps.shape[0]} images; expected one list of boxes per image"
+            )
         return ctx.boxes
 
 
 def _localisation(name: str, fn_name: str, higher: bool, doc: str, with_scores: bool = False) -> type[Metric]:
     def compute(self: _Localisation, ctx: MetricContext) -> torch.Tensor:
-        from xai_bridge_builtins import localisation_metrics as lm
+        from xai_bridge_builtins.metrics import localisation as lm
 
         fn = getattr(lm, fn_name)
         if fn_name == "official_metric":
@@ -344,23 +374,70 @@ def _localisation(name: str, fn_name: str, higher: bool, doc: str, with_scores: 
         return fn(ctx.maps, self.boxes(ctx))
 
     needs = () if fn_name == "saliency_metric" else ("boxes",)
-    return type(name, (_Localisation,), {"name": name, "higher_is_better": higher, "needs": needs, "compute": compute, "__doc__": doc})
+    return type(
+        name,
+        (_Localisation,),
+        {"name": name, "higher_is_better": higher, "needs": needs, "compute": compute, "__doc__": doc},
+    )
 
 
 LOCALISATION = {
-    "official_metric": _localisation("official_metric", "official_metric", False, "OM = 1 − max IoU(B, B_p)·1[c_p = c] (thesis eq. 1.16; lower is better)."),
-    "localisation_error": _localisation("localisation_error", "localisation_error", False, "LE = 1 − max IoU(B, B_p) (eq. 1.17; lower is better)."),
-    "pixel_f1": _localisation("pixel_f1", "pixel_f1", True, "Pixel-wise F1 of the saliency mass against the boxes (eqs. 1.18-1.19; higher is better)."),
-    "box_accuracy": _localisation("box_accuracy", "box_accuracy", True, "Box Accuracy (Choe et al. 2020; eq. 1.20; higher is better)."),
-    "pointing_game": _localisation("pointing_game", "standard_pointing_game", True, "Standard Pointing Game: the map's peak falls in a box (eq. 1.21; higher is better)."),
-    "energy_pointing_game": _localisation("energy_pointing_game", "energy_pointing_game", True, "Energy Pointing Game: share of saliency inside the boxes (higher is better)."),
-    "saliency_metric": _localisation("saliency_metric", "saliency_metric", False, "Saliency Metric = log max(0.05, area(B_p)) − log p_c (eq. 1.22; lower is better)."),
+    "official_metric": _localisation(
+        "official_metric",
+        "official_metric",
+        False,
+        "OM = 1 − max IoU(B, B_p)·1[c_p = c] (thesis eq. 1.16; lower is better).",
+    ),
+    "localisation_error": _localisation(
+        "localisation_error", "localisation_error", False, "LE = 1 − max IoU(B, B_p) (eq. 1.17; lower is better)."
+    ),
+    "pixel_f1": _localisation(
+        "pixel_f1",
+        "pixel_f1",
+        True,
+        "Pixel-wise F1 of the saliency mass against the boxes (eqs. 1.18-1.19; higher is better).",
+    ),
+    "box_accuracy": _localisation(
+        "box_accuracy", "box_accuracy", True, "Box Accuracy (Choe et al. 2020; eq. 1.20; higher is better)."
+    ),
+    "pointing_game": _localisation(
+        "pointing_game",
+        "standard_pointing_game",
+        True,
+        "Standard Pointing Game: the map's peak falls in a box (eq. 1.21; higher is better).",
+    ),
+    "energy_pointing_game": _localisation(
+        "energy_pointing_game",
+        "energy_pointing_game",
+        True,
+        "Energy Pointing Game: share of saliency inside the boxes (higher is better).",
+    ),
+    "saliency_metric": _localisation(
+        "saliency_metric",
+        "saliency_metric",
+        False,
+        "Saliency Metric = log max(0.05, area(B_p)) − log p_c (eq. 1.22; lower is better).",
+    ),
 }
 
 METRICS: dict[str, type[Metric]] = {
     cls.name: cls
-    for cls in (AverageDrop, AverageGain, AverageIncrease, AverageDropInDeletion, DeletionAUC, InsertionAUC,
-                DeletionCorrelation, InsertionCorrelation, AOPC, AFOC, NMoRF, NLeRF, Delta, ADCC)
+    for cls in (
+        AverageDrop,
+        AverageGain,
+        AverageIncrease,
+        AverageDropInDeletion,
+        DeletionAUC,
+        InsertionAUC,
+        DeletionCorrelation,
+        InsertionCorrelation,
+        AOPC,
+        AFOC,
+        NMoRF,
+        NLeRF,
+        Delta,
+        ADCC,
+    )
 } | LOCALISATION
 
 __all__ = ["METRICS", "saliency_per_step"]

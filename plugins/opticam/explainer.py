@@ -12,18 +12,18 @@ objective changes by less than ``tolerance``. Images of a batch are independent
 problems solved together: an image that has stopped keeps its ``u`` and leaves
 the working batch at the next checkpoint.
 
-Registration is cheap to import; the explainer class (torch) is built on first use
-and is available as ``xai_bridge_builtins.opticam.OptiCAM``.
+This module holds the algorithm (:func:`optimise`) and the explainer class; the plugin's
+``__init__`` only registers it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
-from xai_bridge import hookimpl
+import torch
+from tqdm.auto import tqdm
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
+from xai_bridge.explainer import LayerExplainer, MapOutput, upsample
 
 OBJECTIVES = ("mask", "diff")
 NORMALIZATIONS = ("range", "max", "sigmoid")
@@ -34,7 +34,7 @@ _BETAS = (0.9, 0.999)
 _EPS = 1e-8
 
 
-def normalize_maps(maps: "torch.Tensor", how: str = "range") -> "torch.Tensor":
+def normalize_maps(maps: torch.Tensor, how: str = "range") -> torch.Tensor:
     """The normalisation ``n`` of Opti-CAM, per image of a ``B×H×W`` batch (differentiable).
 
     ``range`` ``(S − min S)/(max S − min S)`` (thesis eq. 2.9; a constant map gives 0, as
@@ -45,7 +45,6 @@ def normalize_maps(maps: "torch.Tensor", how: str = "range") -> "torch.Tensor":
     >>> normalize_maps(torch.tensor([[[1.0, 3.0]]]), "range")
     tensor([[[0., 1.]]])
     """
-    import torch
 
     if how == "sigmoid":
         return torch.sigmoid(maps)
@@ -61,12 +60,11 @@ def normalize_maps(maps: "torch.Tensor", how: str = "range") -> "torch.Tensor":
     raise ValueError(f"normalization: {how!r} is not known; expected one of {NORMALIZATIONS}")
 
 
-def feature_maps(model: Any, images: "torch.Tensor", target_layer: Any) -> tuple["torch.Tensor", "torch.Tensor"]:
+def feature_maps(model: Any, images: torch.Tensor, target_layer: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A, logits)``: the target layer's output ``B×K×h×w`` (detached) and the model's logits, one no-grad pass.
 
     The forward hook is removed before returning, whatever happens.
     """
-    import torch
 
     captured: list[torch.Tensor] = []
     handle = target_layer.module.register_forward_hook(lambda module, args, output: captured.append(output))
@@ -95,8 +93,8 @@ def feature_maps(model: Any, images: "torch.Tensor", target_layer: Any) -> tuple
 
 def optimise(
     model: Any,
-    images: "torch.Tensor",
-    targets: "torch.Tensor",
+    images: torch.Tensor,
+    targets: torch.Tensor,
     target_layer: Any,
     *,
     max_iter: int = 100,
@@ -106,7 +104,7 @@ def optimise(
     tolerance: float = 1e-10,
     init: float = 0.0,
     progress: bool | None = False,
-) -> dict[str, "torch.Tensor"]:
+) -> dict[str, torch.Tensor]:
     """Run Opti-CAM on a batch; every image is its own problem and stops on its own.
 
     Returns a dict of tensors on the images' device: ``mask`` (B×H×W, ``n(up(S(u*)))``),
@@ -118,10 +116,6 @@ def optimise(
     Only ``u`` gets gradients (``torch.autograd.grad``): the model's parameters,
     their ``.grad`` and ``requires_grad`` flags are left alone.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from xai_bridge.explainer import upsample
 
     features, logits = feature_maps(model, images, target_layer)
     b, k = features.shape[:2]
@@ -156,7 +150,9 @@ def optimise(
         value = score if objective == "mask" else -(score - y0).abs()
         return value, score, prob
 
-    bar = tqdm(total=max_iter, desc="opticam", unit="it", leave=False, disable=(None if progress is None else not progress))
+    bar = tqdm(
+        total=max_iter, desc="opticam", unit="it", leave=False, disable=(None if progress is None else not progress)
+    )
     try:
         for t in range(max_iter + 1):
             last = t == max_iter
@@ -211,116 +207,86 @@ def optimise(
     }
 
 
-_CLASS: dict[str, type] = {}
+class OptiCAM(LayerExplainer):
+    """Opti-CAM: the CAM whose channel weights maximise the class logit of the masked image.
 
+    Args:
+        model: classifier in eval mode, taking images in pixel space (masking multiplies the input).
+        layer: target layer (module or dotted name); resolved per architecture when omitted.
+        max_iter: at most this many Adam steps per image (default 100).
+        lr: Adam learning rate (default 0.1).
+        objective: ``"mask"`` maximise ``y_c(x ⊙ n(up(S)))`` (default) or ``"diff"``
+            maximise ``−|y_c(x) − y_c(x ⊙ n(up(S)))|``.
+        normalization: ``"range"`` (default), ``"max"`` or ``"sigmoid"`` (see :func:`normalize_maps`).
+        tolerance: an image stops once its objective changes by less than this (default 1e-10).
+        init: the constant ``u`` starts from (any constant gives the same map).
+        progress: a tqdm bar over iterations: ``True``, ``False``, or ``None`` (default) for
+            "only when stderr is a terminal".
 
-def _opticam_class() -> type:
-    """Build the explainer class on first use (keeps the plugin import free of torch)."""
-    if "OptiCAM" in _CLASS:
-        return _CLASS["OptiCAM"]
-    from xai_bridge.explainer import LayerExplainer, MapOutput
+    ``explain`` returns the mask ``n(up(S(u*)))`` (B×H×W in [0,1]); ``raw`` is ``S(u*)``
+    at feature resolution; ``info`` holds ``masked_score``, ``masked_probability``,
+    ``iterations``, ``converged``, ``objective`` (the trace) and ``layer``.
 
-    class OptiCAM(LayerExplainer):
-        """Opti-CAM: the CAM whose channel weights maximise the class logit of the masked image.
+    Example::
 
-        Args:
-            model: classifier in eval mode, taking images in pixel space (masking multiplies the input).
-            layer: target layer (module or dotted name); resolved per architecture when omitted.
-            max_iter: at most this many Adam steps per image (default 100).
-            lr: Adam learning rate (default 0.1).
-            objective: ``"mask"`` maximise ``y_c(x ⊙ n(up(S)))`` (default) or ``"diff"``
-                maximise ``−|y_c(x) − y_c(x ⊙ n(up(S)))|``.
-            normalization: ``"range"`` (default), ``"max"`` or ``"sigmoid"`` (see :func:`normalize_maps`).
-            tolerance: an image stops once its objective changes by less than this (default 1e-10).
-            init: the constant ``u`` starts from (any constant gives the same map).
-            progress: a tqdm bar over iterations: ``True``, ``False``, or ``None`` (default) for
-                "only when stderr is a terminal".
+        >>> import xai_bridge as xb
+        >>> model = xb.default_model(); images, _ = xb.sample_images(["chelsea"])
+        >>> e = xb.get_explainer("opticam", model, max_iter=5).explanation(images)
+        >>> e.maps.shape, e.raw.shape, e.info["iterations"].tolist()
+        (torch.Size([1, 224, 224]), torch.Size([1, 7, 7]), [5])
+    """
 
-        ``explain`` returns the mask ``n(up(S(u*)))`` (B×H×W in [0,1]); ``raw`` is ``S(u*)``
-        at feature resolution; ``info`` holds ``masked_score``, ``masked_probability``,
-        ``iterations``, ``converged``, ``objective`` (the trace) and ``layer``.
+    def __init__(
+        self,
+        model: Any,
+        *,
+        layer: Any = None,
+        max_iter: int = 100,
+        lr: float = 0.1,
+        objective: str = "mask",
+        normalization: str = "range",
+        tolerance: float = 1e-10,
+        init: float = 0.0,
+        progress: bool | None = None,
+        class_names: Any = None,
+    ) -> None:
+        super().__init__(model, layer=layer, class_names=class_names)
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+            raise ValueError(f"max_iter: expected a non-negative integer, got {max_iter!r}")
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
+            raise ValueError(f"lr: expected a positive number, got {lr!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective: {objective!r} is not known; expected one of {OBJECTIVES}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization: {normalization!r} is not known; expected one of {NORMALIZATIONS}")
+        if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
+            raise ValueError(f"tolerance: expected a non-negative number, got {tolerance!r}")
+        if not isinstance(init, (int, float)) or isinstance(init, bool):
+            raise ValueError(f"init: expected a number (the constant u starts from), got {init!r}")
+        if progress not in (True, False, None):
+            raise ValueError(f"progress: expected True, False or None (terminal only), got {progress!r}")
+        self.max_iter, self.lr, self.objective = max_iter, float(lr), objective
+        self.normalization, self.tolerance, self.init, self.progress = (
+            normalization,
+            float(tolerance),
+            float(init),
+            progress,
+        )
 
-        Example::
-
-            >>> import xai_bridge as xb
-            >>> model = xb.default_model(); images, _ = xb.sample_images(["chelsea"])
-            >>> e = xb.get_explainer("opticam", model, max_iter=5).explanation(images)
-            >>> e.maps.shape, e.raw.shape, e.info["iterations"].tolist()
-            (torch.Size([1, 224, 224]), torch.Size([1, 7, 7]), [5])
-        """
-
-        def __init__(
-            self,
-            model: Any,
-            *,
-            layer: Any = None,
-            max_iter: int = 100,
-            lr: float = 0.1,
-            objective: str = "mask",
-            normalization: str = "range",
-            tolerance: float = 1e-10,
-            init: float = 0.0,
-            progress: bool | None = None,
-            class_names: Any = None,
-        ) -> None:
-            super().__init__(model, layer=layer, class_names=class_names)
-            if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
-                raise ValueError(f"max_iter: expected a non-negative integer, got {max_iter!r}")
-            if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-                raise ValueError(f"lr: expected a positive number, got {lr!r}")
-            if objective not in OBJECTIVES:
-                raise ValueError(f"objective: {objective!r} is not known; expected one of {OBJECTIVES}")
-            if normalization not in NORMALIZATIONS:
-                raise ValueError(f"normalization: {normalization!r} is not known; expected one of {NORMALIZATIONS}")
-            if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
-                raise ValueError(f"tolerance: expected a non-negative number, got {tolerance!r}")
-            if not isinstance(init, (int, float)) or isinstance(init, bool):
-                raise ValueError(f"init: expected a number (the constant u starts from), got {init!r}")
-            if progress not in (True, False, None):
-                raise ValueError(f"progress: expected True, False or None (terminal only), got {progress!r}")
-            self.max_iter, self.lr, self.objective = max_iter, float(lr), objective
-            self.normalization, self.tolerance, self.init, self.progress = normalization, float(tolerance), float(init), progress
-
-        def attribute(self, images: "torch.Tensor", targets: "torch.Tensor") -> MapOutput:
-            out = optimise(
-                self.model,
-                images,
-                targets,
-                self.target_layer,
-                max_iter=self.max_iter,
-                lr=self.lr,
-                objective=self.objective,
-                normalization=self.normalization,
-                tolerance=self.tolerance,
-                init=self.init,
-                progress=self.progress,
-            )
-            info = {key: out[key] for key in ("masked_score", "masked_probability", "iterations", "converged", "objective")}
-            info["layer"] = self.target_layer.name
-            return MapOutput(out["mask"], raw=out["saliency"], info=info)
-
-    OptiCAM.__module__ = __name__
-    _CLASS["OptiCAM"] = OptiCAM
-    return OptiCAM
-
-
-def __getattr__(name: str) -> Any:
-    if name == "OptiCAM":
-        return _opticam_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _create(model: Any, **options: Any) -> Any:
-    return _opticam_class()(model, **options)
-
-
-@hookimpl
-def register_explainers(register: Callable[..., None]) -> None:
-    register(
-        "opticam",
-        _create,
-        aliases=("opti-cam",),
-        family="optimisation",
-        needs_layer=True,
-        description="Opti-CAM: CAM weights softmax(u) optimised with Adam to maximise the class logit of the masked image (Zhang et al. 2024).",
-    )
+    def attribute(self, images: torch.Tensor, targets: torch.Tensor) -> MapOutput:
+        out = optimise(
+            self.model,
+            images,
+            targets,
+            self.target_layer,
+            max_iter=self.max_iter,
+            lr=self.lr,
+            objective=self.objective,
+            normalization=self.normalization,
+            tolerance=self.tolerance,
+            init=self.init,
+            progress=self.progress,
+        )
+        info = {key: out[key] for key in ("masked_score", "masked_probability", "iterations", "converged", "objective")}
+        info["layer"] = self.target_layer.name
+        return MapOutput(out["mask"], raw=out["saliency"], info=info)

@@ -25,7 +25,9 @@ def add_castream_parser(sub: Any) -> None:
     p = sub.add_parser("castream", help="CA-Stream: train the cross-attention stream on a frozen backbone")
     actions = p.add_subparsers(dest="castream_command", required=True)
     t = actions.add_parser("train", help="train a CA-Stream on an ImageFolder (backbone and classifier frozen)")
-    t.add_argument("--arch", required=True, help="efficientnet-lite0, resnet18/34/50/101/152, convnext_tiny/small/base/large, …")
+    t.add_argument(
+        "--arch", required=True, help="efficientnet-lite0, resnet18/34/50/101/152, convnext_tiny/small/base/large, …"
+    )
     t.add_argument("--data", required=True, help="ImageFolder root (one sub-folder per class) for training")
     t.add_argument("--val", help="optional ImageFolder root for per-epoch validation accuracy (GAP vs CA)")
     t.add_argument("--out", required=True, help="folder for last.pt (resume), stream.pt (weights) and history.json")
@@ -38,7 +40,12 @@ def add_castream_parser(sub: Any) -> None:
     t.add_argument("--gamma", type=float, default=0.1, help="lr decay factor (thesis: 0.1)")
     t.add_argument("--batch-size", type=int, default=256, help="thesis: 256 (8 GPUs × 32)")
     t.add_argument("--size", type=int, default=224, help="image side after resize and centre crop")
-    t.add_argument("--normalize", choices=("auto", "none", "imagenet"), default="auto", help="auto: imagenet mean/std for torchvision archs, none for efficientnet-lite0 (it folds its own)")
+    t.add_argument(
+        "--normalize",
+        choices=("auto", "none", "imagenet"),
+        default="auto",
+        help="auto: imagenet mean/std for torchvision archs, none for efficientnet-lite0 (it folds its own)",
+    )
     t.add_argument("--start-stage", default="S0", help="first stage the stream reads, S0…S4 (thesis: S0)")
     t.add_argument("--kv-projection", action="store_true", help="PROJ→CA blocks (projections on keys and values)")
     t.add_argument("--class-specific", action="store_true", help="one CLS token per class")
@@ -83,11 +90,17 @@ def _imagenet_indices(classes: list[str]) -> list[int]:
 def cmd_castream_train(args: argparse.Namespace) -> int:
     import torch
 
+    from xai_bridge.data import image_folder
     from xai_bridge.errors import UsageError
-    from xai_bridge_builtins.castream_module import CAModel
-    from xai_bridge_builtins.castream_train import backbone_from_name, image_folder, train_stream
+    from xai_bridge_builtins.castream.model import CAModel
+    from xai_bridge_builtins.castream.train import backbone_from_name, train_stream
 
-    for flag, value, low in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1), ("--size", args.size, 16), ("--step-size", args.step_size, 1)):
+    for flag, value, low in (
+        ("--epochs", args.epochs, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--size", args.size, 16),
+        ("--step-size", args.step_size, 1),
+    ):
         if value < low:
             raise UsageError(f"{flag} {value}: expected at least {low}")
     if args.lr <= 0:
@@ -109,8 +122,17 @@ def cmd_castream_train(args: argparse.Namespace) -> int:
     if val is not None and list(val.classes) != classes:
         raise UsageError("--val: its class folders differ from --data's; both need the same sub-folders")
     try:
-        backbone = backbone_from_name(args.arch, num_classes=None if lite else len(classes), weights=args.backbone_weights)
-        ca = CAModel(backbone, arch=args.arch, start_stage=args.start_stage, kv_projection=args.kv_projection, class_specific=args.class_specific, init=args.init)
+        backbone = backbone_from_name(
+            args.arch, num_classes=None if lite else len(classes), weights=args.backbone_weights
+        )
+        ca = CAModel(
+            backbone,
+            arch=args.arch,
+            start_stage=args.start_stage,
+            kv_projection=args.kv_projection,
+            class_specific=args.class_specific,
+            init=args.init,
+        )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
     if ca.num_classes != len(classes):
@@ -142,11 +164,21 @@ def cmd_castream_train(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    (out / "history.json").write_text(json.dumps({"arch": args.arch, "config": result.model.config, "classes": classes, "history": result.history}, indent=2))
+    (out / "history.json").write_text(
+        json.dumps(
+            {"arch": args.arch, "config": result.model.config, "classes": classes, "history": result.history}, indent=2
+        )
+    )
     if result.resumed_from:
         print(f"resumed after epoch {result.resumed_from}")
     for row in result.history:
-        val_part = f"   val GAP {row['val_gap_accuracy']:.2f}%  CA {row['val_ca_accuracy']:.2f}%" if "val_ca_accuracy" in row else ""
-        print(f"epoch {row['epoch']:>3}  loss {row['loss']:.4f}  train GAP {row['gap_accuracy']:.2f}%  CA {row['ca_accuracy']:.2f}%{val_part}")
+        val_part = (
+            f"   val GAP {row['val_gap_accuracy']:.2f}%  CA {row['val_ca_accuracy']:.2f}%"
+            if "val_ca_accuracy" in row
+            else ""
+        )
+        print(
+            f"epoch {row['epoch']:>3}  loss {row['loss']:.4f}  train GAP {row['gap_accuracy']:.2f}%  CA {row['ca_accuracy']:.2f}%{val_part}"
+        )
     print(f"wrote {result.checkpoint} (stream weights) and {out / 'history.json'}")
     return 0

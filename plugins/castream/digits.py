@@ -10,7 +10,7 @@ the GAP model of the CA-Stream tests and benchmark; they are **not ImageNet**.
 
 Example::
 
-    >>> from xai_bridge_builtins.castream_digits import digits_split
+    >>> from xai_bridge.data import digits_split
     >>> train, test = digits_split(size=16)
     >>> len(train), len(test), tuple(train[0][0].shape)
     (1437, 360, (3, 16, 16))
@@ -18,38 +18,12 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
-
-def digits_tensors(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1,797 digits as ``N×3×size×size`` floats in [0, 1] and their labels ``(N,)``."""
-    from sklearn.datasets import load_digits
-
-    if size < 8:
-        raise ValueError(f"size: expected ≥ 8 (the digits are 8×8), got {size}")
-    digits = load_digits()
-    images = torch.from_numpy(digits.images).float()[:, None] / 16.0
-    if size != 8:
-        images = nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    images = images.clamp(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()
-    return images, torch.from_numpy(digits.target).long()
-
-
-def digits_split(size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
-    """Stratified seeded train/test split of :func:`digits_tensors` (1437 / 360 images at 0.2)."""
-    from sklearn.model_selection import train_test_split
-
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction: expected a fraction in (0, 1), got {test_fraction}")
-    images, labels = digits_tensors(size)
-    index = torch.arange(labels.shape[0]).numpy()
-    train_idx, test_idx = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=labels.numpy())
-    train_idx, test_idx = torch.as_tensor(sorted(train_idx)), torch.as_tensor(sorted(test_idx))
-    return TensorDataset(images[train_idx], labels[train_idx]), TensorDataset(images[test_idx], labels[test_idx])
+from torch.utils.data import DataLoader
 
 
 def digits_resnet(num_classes: int = 10, layers: Sequence[int] = (1, 1, 1, 1), seed: int = 0) -> nn.Module:
@@ -87,7 +61,9 @@ def train_classifier(
     history = []
     model.train()
     for epoch in tqdm(range(epochs), desc="GAP backbone epochs", disable=not progress):
-        loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed + epoch))
+        loader = DataLoader(
+            data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed + epoch)
+        )
         correct = total = 0
         for images, labels in tqdm(loader, leave=False, disable=not progress):
             images, labels = images.to(device), labels.to(device)

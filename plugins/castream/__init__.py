@@ -1,9 +1,9 @@
 """Built-in plugin: CA-Stream (thesis ch. 3) — its raw attention, and CAM targets on CA models.
 
 Registration only (cheap to import); the code lives in
-:mod:`xai_bridge_builtins.castream_module` (the model),
-:mod:`xai_bridge_builtins.castream_train` (training) and
-:mod:`xai_bridge_builtins.castream_explainers` (explanations).
+:mod:`xai_bridge_builtins.castream.model` (the model),
+:mod:`xai_bridge_builtins.castream.train` (training) and
+:mod:`xai_bridge_builtins.castream.explainers` (explanations).
 
 * explainer ``castream-attention``: the raw attention of the last stream block.
 * ``resolve_target_layer``: on a ``CAModel`` the GAP model's target layer, inside
@@ -14,15 +14,16 @@ Registration only (cheap to import); the code lives in
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from xai_bridge import hookimpl
 
-_MODULE = "xai_bridge_builtins.castream_module"
+_MODULE = "xai_bridge_builtins.castream.model"
 
 
 def _raw_attention(model: Any, **options: Any) -> Any:
-    from xai_bridge_builtins.castream_explainers import make_raw_attention
+    from xai_bridge_builtins.castream.explainers import make_raw_attention
 
     return make_raw_attention(model, **options)
 
@@ -40,7 +41,7 @@ def register_explainers(register: Callable[..., None]) -> None:
 
 @hookimpl
 def register_commands(subparsers: Any) -> None:
-    from xai_bridge_builtins.castream_cli import add_castream_parser  # argparse only: cheap
+    from xai_bridge_builtins.castream.cli import add_castream_parser  # argparse only: cheap
 
     add_castream_parser(subparsers)
 
@@ -50,6 +51,6 @@ def resolve_target_layer(model: Any) -> Any:
     module = sys.modules.get(_MODULE)  # not imported yet: model cannot be a CAModel
     if module is None or not isinstance(model, module.CAModel):
         return None
-    from xai_bridge_builtins.castream_explainers import ca_target_layer
+    from xai_bridge_builtins.castream.explainers import ca_target_layer
 
     return ca_target_layer(model)

@@ -11,7 +11,7 @@
 Example::
 
     >>> import torch, torchvision, xai_bridge as xb
-    >>> from xai_bridge_builtins.castream_module import CAModel
+    >>> from xai_bridge_builtins.castream.model import CAModel
     >>> ca = CAModel(torchvision.models.resnet18(num_classes=10).eval()).eval()
     >>> x = torch.rand(2, 3, 64, 64)
     >>> xb.get_explainer("castream-attention", ca).explanation(x).raw.shape   # layer4 grid at 64²
@@ -23,21 +23,22 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from xai_bridge.explainer import Explainer, Explanation, MapOutput
 from xai_bridge.targets import Target, resolve_targets
-from xai_bridge_builtins.castream_module import STAGE_LABELS, CAModel
+from xai_bridge_builtins.castream.model import STAGE_LABELS, CAModel
 
 
 def require_ca_model(model: Any, what: str) -> CAModel:
     """``model`` if it is a :class:`CAModel`, else a ``ValueError`` saying how to make one."""
     if not isinstance(model, CAModel):
         raise ValueError(
-            f"model: {what} needs a CA-Stream model (xai_bridge_builtins.castream_module.CAModel), got a "
+            f"model: {what} needs a CA-Stream model (xai_bridge_builtins.castream.model.CAModel), got a "
             f"{type(model).__name__}. Wrap the GAP model with CAModel(backbone) and train its stream "
             "(xai-bridge castream train, or castream_train.train_stream)."
         )
@@ -78,7 +79,9 @@ class RawAttention(Explainer):
             elif first <= stage < n:
                 self.block = stage - first
             else:
-                raise ValueError(f"stage: expected -1 (last) or a stage the stream reads ({first}..{n - 1}), got {stage}")
+                raise ValueError(
+                    f"stage: expected -1 (last) or a stage the stream reads ({first}..{n - 1}), got {stage}"
+                )
         else:
             raise TypeError(f"stage: expected an int or a label such as 'S4', got {type(stage).__name__}")
 

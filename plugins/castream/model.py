@@ -23,7 +23,7 @@ every explainer and metric runs on it unchanged.
 Example::
 
     >>> import torch, torchvision
-    >>> from xai_bridge_builtins.castream_module import CAModel
+    >>> from xai_bridge_builtins.castream.model import CAModel
     >>> net = torchvision.models.resnet18(num_classes=10).eval()
     >>> ca = CAModel(net).eval()
     >>> ca(torch.rand(2, 3, 64, 64)).shape
@@ -35,8 +35,9 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -135,7 +136,7 @@ class EfficientNetLite0Stages(StageAdapter):
     def stages(self, backbone: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         x = backbone.stem(backbone.normalize(x))
         out = []
-        for i, (block, rate) in enumerate(zip(backbone.blocks, backbone._drop_rates)):
+        for i, (block, rate) in enumerate(zip(backbone.blocks, backbone._drop_rates, strict=False)):
             x = block(x, drop_connect_rate=rate or None)
             if i in self._tapped_blocks:
                 out.append(x)
@@ -182,7 +183,9 @@ class HookedStages(StageAdapter):
                 handle.remove()
         for i, outs in captured.items():
             if len(outs) != 1:
-                raise ValueError(f"taps: module {self.taps[i]!r} ran {len(outs)} times in the forward pass; tap a module that runs exactly once")
+                raise ValueError(
+                    f"taps: module {self.taps[i]!r} ran {len(outs)} times in the forward pass; tap a module that runs exactly once"
+                )
         return [captured[i][0] for i in range(len(self.taps))]
 
     def classify(self, backbone: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
@@ -191,7 +194,9 @@ class HookedStages(StageAdapter):
         return get_submodule(backbone, self.classifier)(pooled)
 
 
-def stage_adapter(backbone: nn.Module, arch: str | None = None, taps: Sequence[str] | None = None, classifier: str | None = None) -> StageAdapter:
+def stage_adapter(
+    backbone: nn.Module, arch: str | None = None, taps: Sequence[str] | None = None, classifier: str | None = None
+) -> StageAdapter:
     """The :class:`StageAdapter` for ``backbone``: given by ``arch``, by ``taps``, or recognised.
 
     ``arch`` accepts ``"resnet"`` (and ``resnet18`` … names), ``"convnext"`` (and
@@ -310,7 +315,9 @@ class CAStream(nn.Module):
         self.widths = tuple(widths)
         dims = [*widths, int(out_features)]
         self.cls_token = nn.Parameter(torch.empty(num_queries, widths[0]))
-        self.blocks = nn.ModuleList(CrossAttentionBlock(dims[i], dims[i + 1], kv_projection=kv_projection) for i in range(len(widths)))
+        self.blocks = nn.ModuleList(
+            CrossAttentionBlock(dims[i], dims[i + 1], kv_projection=kv_projection) for i in range(len(widths))
+        )
         self.reset_parameters(init)
 
     def reset_parameters(self, init: str = "thesis") -> None:
@@ -338,12 +345,14 @@ class CAStream(nn.Module):
                 else:
                     self.cls_token.zero_()
 
-    def forward(self, features: Sequence[torch.Tensor], queries: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, features: Sequence[torch.Tensor], queries: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the stream: ``features`` F_s…F_L, ``queries`` ``B×K×d_s`` → (token ``B×K×d_L``, attentions)."""
         if len(features) != len(self.blocks):
             raise ValueError(f"features: the stream has {len(self.blocks)} blocks, got {len(features)} feature maps")
         q, attention = queries, []
-        for block, f in zip(self.blocks, features):
+        for block, f in zip(self.blocks, features, strict=False):
             q, a = block(q, f)
             attention.append(a)
         return q, attention
@@ -441,7 +450,9 @@ class CAModel(nn.Module):
         self.adapter = stage_adapter(backbone, arch, taps, classifier)
         widths, detected = self._probe(probe_size)
         if num_classes is not None and int(num_classes) != detected:
-            raise ValueError(f"num_classes: the backbone's classifier has {detected} outputs, got num_classes={num_classes}")
+            raise ValueError(
+                f"num_classes: the backbone's classifier has {detected} outputs, got num_classes={num_classes}"
+            )
         self.num_classes = detected
         self.start_stage = _parse_stage(start_stage, len(widths))
         self.stage_widths = tuple(widths)
@@ -463,9 +474,11 @@ class CAModel(nn.Module):
         kwargs = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
         with torch.no_grad():
             feats = self.adapter.stages(self.backbone, torch.zeros(1, 3, size, size, **kwargs))
-            for name, f in zip(self.adapter.taps, feats):
+            for name, f in zip(self.adapter.taps, feats, strict=False):
                 if f.ndim != 4:
-                    raise ValueError(f"taps: the output of {name!r} has shape {tuple(f.shape)}; CA-Stream needs B×d×h×w feature maps")
+                    raise ValueError(
+                        f"taps: the output of {name!r} has shape {tuple(f.shape)}; CA-Stream needs B×d×h×w feature maps"
+                    )
             logits = self.adapter.classify(self.backbone, feats[-1].mean((2, 3)))
         if len(feats) > len(STAGE_LABELS):
             raise ValueError(f"taps: at most {len(STAGE_LABELS)} stages, got {len(feats)}")
@@ -495,7 +508,7 @@ class CAModel(nn.Module):
         """The only trainable parameters: CLS token(s) and the blocks' projections."""
         return list(self.stream.parameters())
 
-    def train(self, mode: bool = True) -> "CAModel":
+    def train(self, mode: bool = True) -> CAModel:
         """Set the stream's mode; the frozen backbone stays in eval mode (BatchNorm statistics fixed)."""
         super().train(mode)
         self.backbone.eval()
@@ -513,7 +526,9 @@ class CAModel(nn.Module):
         """The frozen classifier ``g`` on ``N×d_L`` pooled vectors."""
         return self.adapter.classify(self.backbone, pooled)
 
-    def _queries(self, batch: int, query_class: Any, gap_logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _queries(
+        self, batch: int, query_class: Any, gap_logits: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         tokens = self.stream.cls_token
         if not self.class_specific:
             if query_class is not None:
@@ -549,7 +564,10 @@ class CAModel(nn.Module):
         b, k, d = tokens.shape
         logits = self.classify(tokens.reshape(b * k, d)).reshape(b, k, -1)
         logits = logits[:, 0] if k == 1 else logits.diagonal(dim1=1, dim2=2)  # per_class: y_c from q_0^c
-        maps = [a.reshape(b, a.shape[1], *f.shape[-2:]) for a, f in zip(attention, features[self.start_stage :])]
+        maps = [
+            a.reshape(b, a.shape[1], *f.shape[-2:])
+            for a, f in zip(attention, features[self.start_stage :], strict=False)
+        ]
         return CAOutput(logits=logits, attention=maps, gap_logits=gap_logits, query_class=chosen)
 
     def forward(self, x: torch.Tensor, query_class: Any = None) -> torch.Tensor:
@@ -558,7 +576,7 @@ class CAModel(nn.Module):
     def extra_repr(self) -> str:
         start = STAGE_LABELS[self.start_stage]
         last = STAGE_LABELS[len(self.stage_widths) - 1]
-        return f"arch={self.adapter.name!r}, stream={start}-{last}, widths={self.stage_widths[self.start_stage:]}, class_specific={self.class_specific}"
+        return f"arch={self.adapter.name!r}, stream={start}-{last}, widths={self.stage_widths[self.start_stage :]}, class_specific={self.class_specific}"
 
 
 def castream_config_matches(model: CAModel, config: dict[str, Any]) -> list[str]:

@@ -23,7 +23,7 @@ ReLUs stay in-place.
 Example::
 
     >>> import torch
-    >>> from xai_bridge.gradreg import GradientRegularizer, small_cnn
+    >>> from xai_bridge_builtins.gradreg.regularizer import GradientRegularizer, small_cnn
     >>> model = small_cnn(num_classes=10).train()
     >>> images, labels = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     >>> total, parts = GradientRegularizer("cosine", lam=7.5e-3).loss(model, images, labels)
@@ -34,15 +34,12 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -123,9 +120,11 @@ ERROR_FUNCTIONS: dict[str, ErrorFunction] = {
 
 def _check_distance(distance: str) -> str:
     if distance not in ERROR_FUNCTIONS:
-        from .registry import did_you_mean
+        from xai_bridge.registry import did_you_mean
 
-        raise ValueError(f"distance: {distance!r} is not an error function; expected one of {tuple(ERROR_FUNCTIONS)}.{did_you_mean(str(distance), ERROR_FUNCTIONS)}")
+        raise ValueError(
+            f"distance: {distance!r} is not an error function; expected one of {tuple(ERROR_FUNCTIONS)}.{did_you_mean(str(distance), ERROR_FUNCTIONS)}"
+        )
     return distance
 
 
@@ -279,16 +278,27 @@ class InputGradients:
 
 
 def _check_batch(images: Any, labels: Any) -> None:
-    from .targets import check_images
+    from xai_bridge.targets import check_images
 
     check_images(images)
     if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"labels: expected an integer tensor of shape (B,), got {type(labels).__name__ if not isinstance(labels, torch.Tensor) else labels.dtype}")
+        raise TypeError(
+            f"labels: expected an integer tensor of shape (B,), got {type(labels).__name__ if not isinstance(labels, torch.Tensor) else labels.dtype}"
+        )
     if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels: expected shape ({images.shape[0]},) (one class per image), got {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels: expected shape ({images.shape[0]},) (one class per image), got {tuple(labels.shape)}"
+        )
 
 
-def input_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, create_graph: bool = False, retain_graph: bool | None = None) -> InputGradients:
+def input_gradients(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    create_graph: bool = False,
+    retain_graph: bool | None = None,
+) -> InputGradients:
     """Standard and guided input gradients of the batch-mean cross-entropy, from one forward pass.
 
     Cost: one forward and two backward passes (the standard one builds a graph
@@ -318,7 +328,9 @@ def input_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         if logits.ndim != 2 or logits.shape[0] != images.shape[0]:
             raise ValueError(f"model: expected logits of shape B×K, got {tuple(logits.shape)}")
         if int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]:
-            raise ValueError(f"labels: class indices must lie in 0..{logits.shape[1] - 1}, got {int(labels.min())}..{int(labels.max())}")
+            raise ValueError(
+                f"labels: class indices must lie in 0..{logits.shape[1] - 1}, got {int(labels.min())}..{int(labels.max())}"
+            )
         loss = F.cross_entropy(logits, labels)
         mode.guided = True
         (guided,) = torch.autograd.grad(loss, x, retain_graph=True)
@@ -368,7 +380,9 @@ class GradientRegularizer:
         """``E(δ, δ')`` per image (``B``). The override point."""
         return ERROR_FUNCTIONS[self.distance](standard, guided, self.eps)
 
-    def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The total loss (attached to the graph) and its detached parts.
 
         Returns ``(total, parts)`` with ``parts`` = ``ce`` (eq. 4.1), ``reg`` (``L_R``,
@@ -377,11 +391,15 @@ class GradientRegularizer:
         One forward pass, two backward passes, and, when ``λ > 0``, the double
         backward that ``total.backward()`` runs.
         """
-        grads = input_gradients(model, images, labels, create_graph=self.lam > 0 and torch.is_grad_enabled(), retain_graph=True)
+        grads = input_gradients(
+            model, images, labels, create_graph=self.lam > 0 and torch.is_grad_enabled(), retain_graph=True
+        )
         reg = self.error(grads.standard, grads.guided).mean()
         total = grads.loss + self.lam * reg if self.lam > 0 else grads.loss
         with torch.no_grad():
-            cosine = F.cosine_similarity(grads.standard.detach().flatten(1), grads.guided.flatten(1), dim=1, eps=self.eps).mean()
+            cosine = F.cosine_similarity(
+                grads.standard.detach().flatten(1), grads.guided.flatten(1), dim=1, eps=self.eps
+            ).mean()
             accuracy = (grads.logits.argmax(1) == labels.to(grads.logits.device)).float().mean()
         parts = {"ce": grads.loss.detach(), "reg": reg.detach(), "cosine": cosine, "accuracy": accuracy}
         return total, parts
@@ -396,12 +414,14 @@ class GradientRegularizer:
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    from .models import model_device
+    from xai_bridge.models import model_device
 
     return model_device(model)
 
 
-def evaluate_gradients(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *, device: Any = None, progress: bool = False) -> dict[str, float]:
+def evaluate_gradients(
+    model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *, device: Any = None, progress: bool = False
+) -> dict[str, float]:
     """Accuracy, mean cross-entropy and mean per-image cosine similarity of the two input gradients.
 
     Runs the model in eval mode (its mode is restored afterwards).
@@ -500,7 +520,13 @@ def train_regularized(
             start = time.perf_counter()
             sums = {"loss": 0.0, "ce": 0.0, "reg": 0.0, "accuracy": 0.0, "cosine": 0.0}
             n = 0
-            bar = tqdm(train_loader, desc=f"epoch {epoch}/{epochs} λ={reg.lam:g} {reg.distance}", unit="batch", disable=not progress, leave=False)
+            bar = tqdm(
+                train_loader,
+                desc=f"epoch {epoch}/{epochs} λ={reg.lam:g} {reg.distance}",
+                unit="batch",
+                disable=not progress,
+                leave=False,
+            )
             for images, labels in bar:
                 images, labels = images.to(device), labels.to(device)
                 optimizer.zero_grad(set_to_none=True)
@@ -517,81 +543,32 @@ def train_regularized(
                 raise ValueError("train_loader: yielded no batches")
             if scheduler is not None:
                 scheduler.step()
-            record: dict[str, float] = {"epoch": float(epoch), **{k: v / n for k, v in sums.items()}, "seconds": time.perf_counter() - start}
+            record: dict[str, float] = {
+                "epoch": float(epoch),
+                **{k: v / n for k, v in sums.items()},
+                "seconds": time.perf_counter() - start,
+            }
             if val_loader is not None:
                 val = evaluate_gradients(model, val_loader, device=device)
                 record.update(val_accuracy=val["accuracy"], val_ce=val["ce"], val_cosine=val["cosine"])
             history.append(record)
             if progress:
-                extra = f"  val acc {record['val_accuracy']:.3f} cos {record['val_cosine']:.3f}" if val_loader is not None else ""
-                tqdm.write(f"epoch {epoch}: loss {record['loss']:.4f} ce {record['ce']:.4f} reg {record['reg']:.4f} acc {record['accuracy']:.3f} cos {record['cosine']:.3f}{extra}")
+                extra = (
+                    f"  val acc {record['val_accuracy']:.3f} cos {record['val_cosine']:.3f}"
+                    if val_loader is not None
+                    else ""
+                )
+                tqdm.write(
+                    f"epoch {epoch}: loss {record['loss']:.4f} ce {record['ce']:.4f} reg {record['reg']:.4f} acc {record['accuracy']:.3f} cos {record['cosine']:.3f}{extra}"
+                )
     finally:
         model.train(was_training)
     return history
 
 
 # ---------------------------------------------------------------------------------------------
-# A small real dataset and models for demos, tests and the benchmark (no downloads)
+# Small models for demos, tests and the benchmark (data: xai_bridge.data.digits_split, image_folder_split)
 # ---------------------------------------------------------------------------------------------
-
-
-def digits_dataset(size: int = 32, *, channels: int = 3, test_fraction: float = 0.2, seed: int = 0) -> tuple[torch.utils.data.TensorDataset, torch.utils.data.TensorDataset]:
-    """scikit-learn's handwritten digits (1797 8×8 images, 10 classes) as ``channels×size×size`` in [0,1].
-
-    Grey levels 0..16 are scaled to [0,1], resized bilinearly (``align_corners=False``)
-    and repeated over ``channels``. The split is stratified and seeded.
-
-    Example::
-
-        >>> train, test = digits_dataset()
-        >>> len(train), len(test), tuple(train[0][0].shape)
-        (1437, 360, (3, 32, 32))
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
-    digits = load_digits()
-    images = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
-    if size != 8:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
-    images = images.expand(-1, channels, -1, -1).contiguous()
-    labels = torch.as_tensor(digits.target, dtype=torch.long)
-    train_idx, test_idx = train_test_split(torch.arange(len(labels)).numpy(), test_size=test_fraction, random_state=seed, stratify=labels.numpy())
-    train_idx, test_idx = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
-    return (
-        torch.utils.data.TensorDataset(images[train_idx], labels[train_idx]),
-        torch.utils.data.TensorDataset(images[test_idx], labels[test_idx]),
-    )
-
-
-def image_folder_dataset(root: str | Path, size: int = 32, *, val_fraction: float = 0.2, seed: int = 0) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset, list[str]]:
-    """An ``ImageFolder`` tree (one sub-folder per class) as ``3×size×size`` tensors in [0,1], split seeded.
-
-    When ``root`` has ``train/`` and ``val/`` (or ``test/``) sub-folders they are used as the split.
-    Returns ``(train, val, class_names)``.
-    """
-    from torchvision import datasets, transforms
-
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"data: {str(root)!r} is not a folder (expected an ImageFolder tree: one sub-folder of images per class, or 'digits')")
-    transform = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
-    held_out = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
-    if (root / "train").is_dir() and held_out is not None:
-        train = datasets.ImageFolder(str(root / "train"), transform=transform)
-        val = datasets.ImageFolder(str(held_out), transform=transform)
-        return train, val, list(train.classes)
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction!r}")
-    full = datasets.ImageFolder(str(root), transform=transform)
-    if len(full) < 2:
-        raise ValueError(f"data: {str(root)!r} holds {len(full)} image(s); at least 2 are needed to split off a validation set")
-    generator = torch.Generator().manual_seed(seed)
-    n_val = max(1, round(len(full) * val_fraction))
-    train_set, val_set = torch.utils.data.random_split(full, [len(full) - n_val, n_val], generator=generator)
-    return train_set, val_set, list(full.classes)
 
 
 def small_cnn(num_classes: int = 10, *, in_channels: int = 3, width: int = 16) -> nn.Sequential:
@@ -616,7 +593,14 @@ def small_cnn(num_classes: int = 10, *, in_channels: int = 3, width: int = 16) -
             block3=nn.Sequential(*conv(2 * w, 4 * w)),
         )
     )
-    return nn.Sequential(OrderedDict(features=features, pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), classifier=nn.Linear(4 * w, num_classes)))
+    return nn.Sequential(
+        OrderedDict(
+            features=features,
+            pool=nn.AdaptiveAvgPool2d(1),
+            flatten=nn.Flatten(),
+            classifier=nn.Linear(4 * w, num_classes),
+        )
+    )
 
 
 #: ``--arch`` names besides any torchvision classification model.
@@ -631,116 +615,21 @@ def build_model(arch: str, num_classes: int, *, seed: int = 0) -> nn.Module:
     import torchvision
     from torchvision import models as tvm
 
-    from .registry import did_you_mean
+    from xai_bridge.registry import did_you_mean
 
     names = tvm.list_models(module=tvm)
     if arch not in names:
-        raise ValueError(f"arch: {arch!r} is not known; expected 'smallcnn' or a torchvision classifier ({', '.join(names[:6])}, ...).{did_you_mean(arch, [*ARCHITECTURES, *names])}")
+        raise ValueError(
+            f"arch: {arch!r} is not known; expected 'smallcnn' or a torchvision classifier ({', '.join(names[:6])}, ...).{did_you_mean(arch, [*ARCHITECTURES, *names])}"
+        )
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     if not relu_modules(model):
-        raise ValueError(f"arch: {arch!r} has no nn.ReLU modules (it uses other activations), so it has no guided gradient; pick a ReLU network such as resnet18, vgg11 or smallcnn")
+        raise ValueError(
+            f"arch: {arch!r} has no nn.ReLU modules (it uses other activations), so it has no guided gradient; pick a ReLU network such as resnet18, vgg11 or smallcnn"
+        )
     return model
 
 
 def cam_layer(arch: str) -> str | None:
     """The CAM target layer of :func:`build_model`'s model (``None``: resolved by the architectures plugin)."""
     return "features.block3" if arch == "smallcnn" else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line: ``xai-bridge gradreg train ...``
-# ---------------------------------------------------------------------------------------------
-
-
-def build_cli_parser() -> argparse.ArgumentParser:
-    """The ``xai-bridge gradreg`` parser (sub-command ``train``)."""
-    parser = argparse.ArgumentParser(prog="xai-bridge gradreg", description="Interpretable-gradients training regulariser (thesis ch. 4): CE + λ·E(input gradient, guided input gradient).")
-    sub = parser.add_subparsers(dest="gradreg_command", required=True)
-    p = sub.add_parser("train", help="train a model with the regulariser and save the weights and the per-epoch history")
-    p.add_argument("--data", required=True, help="'digits' (scikit-learn's 8×8 digits, upscaled) or an ImageFolder directory")
-    p.add_argument("--arch", default="smallcnn", help="'smallcnn' or a torchvision classifier name (random init), e.g. resnet18")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--lam", type=float, default=DEFAULT_LAMBDA, help="regularisation coefficient λ (0: plain cross-entropy; default 7.5e-3)")
-    p.add_argument("--distance", default="cosine", help=f"error function E: {', '.join(ERROR_FUNCTIONS)}")
-    p.add_argument("--out", default="out/gradreg", help="output folder: model.pt, history.json, config.json")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-annealed to 0 over the epochs")
-    p.add_argument("--size", type=int, default=32, help="image side")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction (ImageFolder without train/val)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    """Run ``xai-bridge gradreg train``; bad input raises :class:`xai_bridge.cli.UsageError`."""
-    from .errors import UsageError
-
-    if args.epochs < 1:
-        raise UsageError(f"--epochs {args.epochs}: expected an integer ≥ 1")
-    if not math.isfinite(args.lam) or args.lam < 0:
-        raise UsageError(f"--lam {args.lam}: expected a number ≥ 0 (the thesis default is 7.5e-3)")
-    if args.batch_size < 1 or args.size < 8 or not args.lr > 0:
-        raise UsageError(f"--batch-size {args.batch_size}, --size {args.size}, --lr {args.lr}: expected a batch size ≥ 1, a size ≥ 8 and a learning rate > 0")
-    try:
-        _check_distance(args.distance)
-    except ValueError as exc:
-        raise UsageError(str(exc).replace("distance:", "--distance:")) from exc
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as exc:
-        raise UsageError(f"--device {args.device!r}: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device!r}: CUDA is not available in this torch build or on this machine; use --device cpu")
-    if args.data == "digits":
-        train_set, val_set = digits_dataset(args.size, seed=args.seed)
-        classes = [str(i) for i in range(10)]
-    else:
-        try:
-            train_set, val_set, classes = image_folder_dataset(args.data, args.size, val_fraction=args.val_fraction, seed=args.seed)
-        except (ValueError, FileNotFoundError) as exc:
-            raise UsageError(str(exc).replace("data:", "--data:").replace("val_fraction:", "--val-fraction:")) from exc
-    try:
-        model = build_model(args.arch, len(classes), seed=args.seed).to(device)
-    except ValueError as exc:
-        raise UsageError(str(exc).replace("arch:", "--arch:")) from exc
-    generator = torch.Generator().manual_seed(args.seed)
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=generator)
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=256)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    history = train_regularized(
-        model, train_loader, args.epochs, optimizer=optimizer, lam=args.lam, distance=args.distance, device=device, progress=not args.quiet, val_loader=val_loader, scheduler=scheduler
-    )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / "model.pt")
-    config = {k: v for k, v in vars(args).items() if k != "func"}
-    config.update(classes=classes, cam_layer=cam_layer(args.arch), train_images=len(train_set), val_images=len(val_set))
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    (out / "history.json").write_text(json.dumps(history, indent=2))
-    last = history[-1]
-    print(
-        f"{args.arch} on {args.data}, λ={args.lam:g} ({args.distance}), {args.epochs} epochs: "
-        f"val accuracy {last['val_accuracy']:.1%}, val cosine(∂L/∂x, guided) {last['val_cosine']:.3f}"
-    )
-    print(f"wrote model.pt, history.json, config.json to {out}/")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``xai-bridge gradreg ...`` (arguments after ``gradreg``).
-
-    Example: ``xai-bridge gradreg train --data digits --epochs 5 --out out/gradreg``.
-    """
-    args = build_cli_parser().parse_args(argv)
-    if args.gradreg_command == "train":
-        return cmd_train(args)
-    raise AssertionError(args.gradreg_command)  # pragma: no cover
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    sys.exit(main())

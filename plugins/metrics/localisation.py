@@ -11,7 +11,7 @@ Pure tensor functions on a whole batch; the metric classes registered by
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,9 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
     return ((flat - lo[:, None]) / span[:, None]).view_as(maps)
 
 
-def box_masks(boxes: Boxes, height: int, width: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, list[torch.Tensor]]:
+def box_masks(
+    boxes: Boxes, height: int, width: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The union of each image's boxes (B×H×W bool) and the boxes as tensors (per image, n×4)."""
     if not all(len(b) > 0 for b in boxes):
         raise ValueError("boxes: every image needs at least one ground-truth box [x0, y0, x1, y1]")
@@ -38,7 +40,12 @@ def box_masks(boxes: Boxes, height: int, width: int, device: torch.device | str 
         t = torch.as_tensor(image_boxes, dtype=torch.float32, device=device).reshape(-1, 4)
         if (t[:, 2] <= t[:, 0]).any() or (t[:, 3] <= t[:, 1]).any():
             raise ValueError(f"boxes: image {i} has an empty box; expected [x0, y0, x1, y1] with x1 > x0 and y1 > y0")
-        inside = (xs[None] >= t[:, 0, None, None]) & (xs[None] < t[:, 2, None, None]) & (ys[None] >= t[:, 1, None, None]) & (ys[None] < t[:, 3, None, None])
+        inside = (
+            (xs[None] >= t[:, 0, None, None])
+            & (xs[None] < t[:, 2, None, None])
+            & (ys[None] >= t[:, 1, None, None])
+            & (ys[None] < t[:, 3, None, None])
+        )
         union[i] = inside.any(0)
         tensors.append(t)
     return union, tensors
@@ -82,7 +89,7 @@ def iou(box: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 
 
 def max_iou(pred: torch.Tensor, gt: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([iou(p, g).max() for p, g in zip(pred, gt)])
+    return torch.stack([iou(p, g).max() for p, g in zip(pred, gt, strict=False)])
 
 
 def predicted_boxes(maps: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
@@ -141,7 +148,12 @@ def box_accuracy_hits(maps: torch.Tensor, boxes: Boxes, etas: Sequence[float], d
     return torch.stack([(best >= delta).float() for delta in deltas], dim=1)  # η × δ × B
 
 
-def box_accuracy(maps: torch.Tensor, boxes: Boxes, etas: Sequence[float] = tuple(np.arange(0.05, 1.0, 0.05)), deltas: Sequence[float] = (0.3, 0.5, 0.7)) -> torch.Tensor:
+def box_accuracy(
+    maps: torch.Tensor,
+    boxes: Boxes,
+    etas: Sequence[float] = tuple(np.arange(0.05, 1.0, 0.05)),
+    deltas: Sequence[float] = (0.3, 0.5, 0.7),
+) -> torch.Tensor:
     """Per-image Box Accuracy at the best threshold of the batch (Choe et al. 2020; higher is better).
 
     The thesis averages hits over images, takes the maximum over ``η`` and then
