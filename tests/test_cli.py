@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import shutil
 import subprocess
@@ -96,3 +98,21 @@ def test_console_script_is_installed():
     assert exe, "the console script xai-bridge is not on PATH"
     out = subprocess.run([exe, "plugins", "--json"], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["explainers"]
+
+
+def test_plugins_table_columns_line_up_whatever_the_name_length(xai_bridge_plugin, capsys):
+    from xai_bridge import hookimpl
+    from xai_bridge.cli import main
+
+    class Long:
+        @hookimpl
+        def register_explainers(self, register):
+            register("a-very-long-explainer-name-indeed", lambda model: None, family="baseline")
+
+    xai_bridge_plugin(Long(), name="long")
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    explainer_rows = out.split("\nMetrics")[0].splitlines()[1:]
+    assert any("a-very-long-explainer-name-indeed" in row for row in explainer_rows)
+    starts = {re.match(r"  \S+\s+", row).end() for row in explainer_rows if row.strip()}
+    assert len(starts) == 1, explainer_rows  # the family column starts at one offset

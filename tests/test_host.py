@@ -106,25 +106,33 @@ def test_plugin_whose_hook_raises_registers_nothing(fake_site):
     assert "half-one" not in names
 
 
-def test_two_plugins_claiming_one_name_is_an_error_naming_both(fake_site):
+def test_two_third_party_plugins_claiming_one_name_both_lose_it(fake_site, monkeypatch):
     source = """
     from xai_bridge import hookimpl
     @hookimpl
     def register_explainers(register):
         register("shared-name", lambda model: None)
+        register("{own}", lambda model: None)
     """
-    _fake_distribution(fake_site / "a", "first-dist", {"first": "first_plugin"}, {"first_plugin": source})
-    _fake_distribution(fake_site / "b", "second-dist", {"second": "second_plugin"}, {"second_plugin": source})
+    _fake_distribution(fake_site / "a", "first-dist", {"first": "first_plugin"}, {"first_plugin": source.replace("{own}", "only-first")})
+    _fake_distribution(fake_site / "b", "second-dist", {"second": "second_plugin"}, {"second_plugin": source.replace("{own}", "only-second")})
     sys.path[:0] = [str(fake_site / "a"), str(fake_site / "b")]
     try:
-        with pytest.raises(NameConflictError, match=r"first \(first-dist 0\.1\).*second \(second-dist 0\.1\)"):
+        with pytest.warns(PluginLoadWarning, match=r"first \(first-dist 0\.1\).*second \(second-dist 0\.1\).*Neither gets it"):
+            names = {s.name for s in xb.list_explainers()}
+        assert "shared-name" not in names
+        assert {"only-first", "only-second", "gradcam"} <= names  # the rest of both plugins still loads
+        monkeypatch.setenv("XAI_BRIDGE_STRICT_PLUGINS", "1")
+        xb.get_host()._registry = None
+        with pytest.raises(NameConflictError, match="shared-name"):
             xb.list_explainers()
     finally:
         sys.path.remove(str(fake_site / "a"))
         sys.path.remove(str(fake_site / "b"))
 
 
-def test_alias_colliding_with_a_builtin_name_is_a_conflict(xai_bridge_plugin):
+@pytest.mark.parametrize("plugin_name", ["aaa-first", "zzz-last"])  # before and after the built-ins load
+def test_a_third_party_plugin_claiming_a_builtin_name_is_skipped_the_builtin_keeps_it(xai_bridge_plugin, plugin_name):
     plugin = types.SimpleNamespace()
 
     @hookimpl
@@ -132,9 +140,29 @@ def test_alias_colliding_with_a_builtin_name_is_a_conflict(xai_bridge_plugin):
         register("my-cam", lambda model: None, aliases=("gradcam",))
 
     plugin.register_explainers = register_explainers
-    xai_bridge_plugin(plugin, name="aliaser")
-    with pytest.raises(NameConflictError, match=r"aliaser.*toolkit"):
-        xb.list_explainers()
+    xai_bridge_plugin(plugin, name=plugin_name)
+    with pytest.warns(PluginLoadWarning, match=rf"'gradcam'.*built-in keeps it.*XAI_BRIDGE_DISABLE_PLUGINS={plugin_name}"):
+        names = {s.name for s in xb.list_explainers()}
+    assert "my-cam" not in names
+    assert xb.explainer_spec("gradcam").provider.plugin == "toolkit"
+
+
+def test_plugins_command_reports_a_conflict_in_one_line(xai_bridge_plugin, capsys):
+    from xai_bridge.cli import main
+
+    plugin = types.SimpleNamespace()
+
+    @hookimpl
+    def register_metrics(register):
+        register("average_gain", lambda **o: None, higher_is_better=True)
+
+    plugin.register_metrics = register_metrics
+    xai_bridge_plugin(plugin, name="squat-metric")
+    with pytest.warns(PluginLoadWarning):
+        assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "squat-metric" in line]
+    assert len(lines) == 1 and "built-in keeps it" in lines[0] and "Traceback" not in out
 
 
 def test_fixture_registers_for_one_test_only(xai_bridge_plugin):

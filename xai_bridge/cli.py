@@ -32,6 +32,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             ],
             "explainers": [s.as_dict() for s in explainers],
             "metrics": [s.as_dict() for s in metrics],
+            "conflicts": list(host.conflicts),
             "failures": [
                 {
                     "plugin": f.provider.plugin,
@@ -44,17 +45,24 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         }
         print(json.dumps(payload, indent=2, ensure_ascii=False))
         return 0
+    width = max(len(s.name) for s in [*explainers, *metrics]) if explainers or metrics else 0
+    family = max((len(s.family) for s in explainers), default=0)
+    category = max((len(s.category) for s in metrics), default=0)
     print(f"Explainers ({len(explainers)}):")
     for s in explainers:
         aliases = f" (aliases: {', '.join(s.aliases)})" if s.aliases else ""
-        print(f"  {s.name:<22} {s.family:<13} {s.provider}{aliases}")
+        print(f"  {s.name:<{width}}  {s.family:<{family}}  {s.provider}{aliases}")
     print(f"\nMetrics ({len(metrics)}):")
     for s in metrics:
-        print(f"  {s.name:<22} {s.arrow} {s.category:<13} {s.provider}")
+        print(f"  {s.name:<{width}}  {s.arrow} {s.category:<{category}}  {s.provider}")
     if host.failures:
         print(f"\nSkipped plugins ({len(host.failures)}):")
         for f in host.failures:
             print(f"  {f}")
+    if host.conflicts:
+        print(f"\nName conflicts ({len(host.conflicts)}):")
+        for message in host.conflicts:
+            print(f"  {message}")
     return 0
 
 

@@ -7,7 +7,11 @@
   ``XAI_BRIDGE_STRICT_PLUGINS=1`` to re-raise instead, which is what a plugin
   author wants while developing.
 * Deterministic: plugins run sorted by name, so the order of installation
-  changes nothing; two plugins claiming one name is an error naming both.
+  changes nothing.
+* A name conflict never stops the host: a built-in keeps its name and a third-party
+  component claiming it is skipped; two third-party components claiming one name both
+  lose it. Each settled conflict is a warning naming both plugins and the fix
+  (``XAI_BRIDGE_STRICT_PLUGINS=1`` raises :class:`~xai_bridge.errors.NameConflictError`).
 * ``XAI_BRIDGE_DISABLE_PLUGINS=a,b`` skips the named entry points.
 """
 
@@ -59,6 +63,7 @@ class PluginHost:
         self._entry_points_loaded = False
         self._registry: Registry | None = None
         self.failures: list[PluginFailure] = []
+        self.conflicts: list[str] = []
         self._lock = threading.RLock()
 
     # -- loading --------------------------------------------------------------------------
@@ -85,6 +90,12 @@ class PluginHost:
             PluginLoadWarning,
             stacklevel=3,
         )
+
+    def _conflict(self, message: str) -> None:
+        if self.strict:
+            raise NameConflictError(message)
+        warnings.warn(f"xai-bridge: {message}", PluginLoadWarning, stacklevel=4)
+        self.conflicts.append(message)
 
     def _iter_entry_points(self) -> Iterator[metadata.EntryPoint]:
         seen: set[tuple[str, str]] = set()
@@ -159,6 +170,7 @@ class PluginHost:
 
     def _build(self) -> Registry:
         registry = Registry()
+        self.conflicts = []
         for hook_name, callback in (
             ("register_explainers", registry.explainer_callback),
             ("register_metrics", registry.metric_callback),
@@ -173,7 +185,8 @@ class PluginHost:
                     self._report(provider, hook_name, exc)
                     continue
                 for spec in staged:
-                    registry.add(spec)  # a name conflict raises, naming both plugins
+                    for message in registry.add(spec):  # a settled name conflict: warn (raise when strict)
+                        self._conflict(message)
         return registry
 
     def providers(self) -> dict[str, Provider]:

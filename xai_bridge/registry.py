@@ -19,6 +19,9 @@ EXPLAINER_FAMILIES = ("cam", "gradient", "perturbation", "optimisation", "baseli
 #: Quantus's ``EvaluationCategory`` values.
 METRIC_CATEGORIES = ("Faithfulness", "Robustness", "Randomisation", "Complexity", "Localisation", "Axiomatic")
 
+#: The distribution whose plugins are built-ins: they keep their names in a conflict.
+BUILTIN_DISTRIBUTION = "xai-bridge"
+
 _EXPLAINER_NAME = re.compile(r"^[a-z0-9][a-z0-9+\-]*$")
 _METRIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
@@ -30,6 +33,11 @@ class Provider:
     plugin: str
     distribution: str | None = None
     version: str | None = None
+
+    @property
+    def builtin(self) -> bool:
+        """True for xai-bridge's own plugins (the distribution ``xai-bridge``)."""
+        return self.distribution == BUILTIN_DISTRIBUTION
 
     def __str__(self) -> str:
         if self.distribution:
@@ -138,6 +146,7 @@ class _Table:
         self.pattern = pattern
         self.specs: dict[str, Any] = {}
         self.index: dict[str, str] = {}  # name or alias -> canonical name
+        self.contested: dict[str, Any] = {}  # names two third-party plugins claimed: nobody gets them
 
     def check_names(self, spec: Any) -> None:
         for label in (spec.name, *spec.aliases):
@@ -148,20 +157,66 @@ class _Table:
                     f"{'hyphens' if self.kind == 'explainer' else 'underscores'}."
                 )
 
-    def add(self, spec: Any) -> None:
+    def add(self, spec: Any) -> list[str]:
+        """Add ``spec``; return the warnings of the name conflicts it settled (empty when none).
+
+        The rule, the same whatever the order plugins load in:
+
+        * a built-in (distribution ``xai-bridge``) keeps its names; a third-party component
+          claiming one of them is skipped;
+        * two third-party components claiming one name both lose it (whole components are
+          dropped, not single aliases), and so does any later claimant;
+        * two built-ins claiming one name is a bug of xai-bridge: :class:`NameConflictError`.
+        """
         self.check_names(spec)
-        for label in (spec.name, *spec.aliases):
-            owner = self.index.get(label)
-            if owner is not None:
-                other = self.specs[owner]
+        labels = (spec.name, *spec.aliases)
+        contested = [label for label in labels if label in self.contested]
+        if contested:
+            first = self.contested[contested[0]]
+            return [self._conflict_message(contested[0], first, spec, kept=None)]
+        rivals = {self.index[label]: label for label in labels if label in self.index}
+        messages = []
+        for owner_name, label in rivals.items():
+            owner = self.specs[owner_name]
+            if owner.provider.builtin and spec.provider.builtin:
                 raise NameConflictError(
-                    f"two plugins claim the {self.kind} name {label!r}: {other.provider} "
-                    f"(as {owner!r}) and {spec.provider} (as {spec.name!r}). Uninstall or "
-                    f"block one of them (XAI_BRIDGE_DISABLE_PLUGINS={spec.provider.plugin}), or rename."
+                    f"two built-in plugins claim the {self.kind} name {label!r}: {owner.provider} and "
+                    f"{spec.provider}. This is a bug of xai-bridge; please report it."
                 )
-        for label in (spec.name, *spec.aliases):
+            if owner.provider.builtin:
+                return [self._conflict_message(label, owner, spec, kept=owner)]
+            # the owner is third-party: it loses the name whoever the newcomer is
+            self._remove(owner)
+            if spec.provider.builtin:
+                messages.append(self._conflict_message(label, spec, owner, kept=spec))
+            else:
+                for lost in (*labels, owner.name, *owner.aliases):
+                    self.contested.setdefault(lost, owner)
+                messages.append(self._conflict_message(label, owner, spec, kept=None))
+        if any(label in self.contested for label in labels):
+            return messages
+        for label in labels:
             self.index[label] = spec.name
         self.specs[spec.name] = spec
+        return messages
+
+    def _remove(self, spec: Any) -> None:
+        for label in (spec.name, *spec.aliases):
+            self.index.pop(label, None)
+        self.specs.pop(spec.name, None)
+
+    def _conflict_message(self, label: str, first: Any, second: Any, kept: Any) -> str:
+        head = f"two plugins claim the {self.kind} name {label!r}: {first.provider} (as {first.name!r}) and {second.provider} (as {second.name!r})"
+        if kept is not None:
+            loser = second if kept is first else first
+            return (
+                f"{head}. The built-in keeps it; {loser.provider.plugin}'s {self.kind} {loser.name!r} is skipped. "
+                f"Rename it in that plugin, or set XAI_BRIDGE_DISABLE_PLUGINS={loser.provider.plugin} to silence this."
+            )
+        return (
+            f"{head}. Neither gets it: both are skipped. Uninstall one, set XAI_BRIDGE_DISABLE_PLUGINS="
+            f"{first.provider.plugin} (or {second.provider.plugin}), or rename."
+        )
 
     def get(self, name: str) -> Any:
         key = self.index.get(name) or self.index.get(name.lower())
@@ -184,8 +239,9 @@ class Registry:
         self.metrics = _Table("metric", _METRIC_NAME)
 
     # -- the callbacks handed to the hooks -------------------------------------------------
-    def add(self, spec: ExplainerSpec | MetricSpec) -> None:
-        (self.explainers if isinstance(spec, ExplainerSpec) else self.metrics).add(spec)
+    def add(self, spec: ExplainerSpec | MetricSpec) -> list[str]:
+        """Add a descriptor; returns the warnings of the name conflicts it settled (see :meth:`_Table.add`)."""
+        return (self.explainers if isinstance(spec, ExplainerSpec) else self.metrics).add(spec)
 
     def explainer_callback(self, provider: Provider, sink: Callable[[Any], None]) -> Callable[..., None]:
         """The ``register`` function handed to ``register_explainers``; specs go to ``sink``."""
