@@ -114,11 +114,23 @@ def test_two_third_party_plugins_claiming_one_name_both_lose_it(fake_site, monke
         register("shared-name", lambda model: None)
         register("{own}", lambda model: None)
     """
-    _fake_distribution(fake_site / "a", "first-dist", {"first": "first_plugin"}, {"first_plugin": source.replace("{own}", "only-first")})
-    _fake_distribution(fake_site / "b", "second-dist", {"second": "second_plugin"}, {"second_plugin": source.replace("{own}", "only-second")})
+    _fake_distribution(
+        fake_site / "a",
+        "first-dist",
+        {"first": "first_plugin"},
+        {"first_plugin": source.replace("{own}", "only-first")},
+    )
+    _fake_distribution(
+        fake_site / "b",
+        "second-dist",
+        {"second": "second_plugin"},
+        {"second_plugin": source.replace("{own}", "only-second")},
+    )
     sys.path[:0] = [str(fake_site / "a"), str(fake_site / "b")]
     try:
-        with pytest.warns(PluginLoadWarning, match=r"first \(first-dist 0\.1\).*second \(second-dist 0\.1\).*Neither gets it"):
+        with pytest.warns(
+            PluginLoadWarning, match=r"first \(first-dist 0\.1\).*second \(second-dist 0\.1\).*Neither gets it"
+        ):
             names = {s.name for s in xb.list_explainers()}
         assert "shared-name" not in names
         assert {"only-first", "only-second", "gradcam"} <= names  # the rest of both plugins still loads
@@ -141,7 +153,9 @@ def test_a_third_party_plugin_claiming_a_builtin_name_is_skipped_the_builtin_kee
 
     plugin.register_explainers = register_explainers
     xai_bridge_plugin(plugin, name=plugin_name)
-    with pytest.warns(PluginLoadWarning, match=rf"'gradcam'.*built-in keeps it.*XAI_BRIDGE_DISABLE_PLUGINS={plugin_name}"):
+    with pytest.warns(
+        PluginLoadWarning, match=rf"'gradcam'.*built-in keeps it.*XAI_BRIDGE_DISABLE_PLUGINS={plugin_name}"
+    ):
         names = {s.name for s in xb.list_explainers()}
     assert "my-cam" not in names
     assert xb.explainer_spec("gradcam").provider.plugin == "toolkit"

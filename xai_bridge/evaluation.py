@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from .engine import Engine
 from .engine.maps import check_maps, normalize_maps
+from .errors import MetricValueWarning
 from .metric import Metric, MetricContext
 from .protocols import Protocol, get_protocol
 from .results import Results
@@ -63,6 +65,21 @@ def _check_inputs(
             raise ValueError(
                 f"explainer: metric {m.name!r} re-explains images, so it needs an explainer, not maps only"
             )
+
+
+def warn_non_finite(metric: str, explainer: str, image_ids: Sequence[str], values: torch.Tensor) -> None:
+    """One :class:`~xai_bridge.errors.MetricValueWarning` naming the metric, explainer and images it gave NaN/inf for.
+
+    The values are kept as they are (rows hold NaN; summaries count them), never dropped silently.
+    """
+    bad = [image for image, ok in zip(image_ids, torch.isfinite(values).cpu().tolist(), strict=True) if not ok]
+    if bad:
+        warnings.warn(
+            f"metric {metric!r} gave NaN or infinite values for explainer {explainer!r} on {len(bad)} image(s): "
+            f"{', '.join(map(str, bad))}. They are kept in the results as NaN; the summary counts them.",
+            MetricValueWarning,
+            stacklevel=3,
+        )
 
 
 def score_maps(
@@ -138,14 +155,8 @@ def score_maps(
 def evaluate(
     model: nn.Module,
     images: torch.Tensor,
-    explainers: Sequence[Any] = ("gradcam",),
-    metrics: Sequence[str | Metric] = (
-        "average_drop",
-        "average_gain",
-        "average_increase",
-        "deletion_auc",
-        "insertion_auc",
-    ),
+    explainers: Sequence[Any],
+    metrics: Sequence[str | Metric],
     protocol: str | Protocol | None = None,
     targets: Target = None,
     *,
@@ -249,7 +260,8 @@ def evaluate(
             curves=curves,
         )
         for metric_name, values in scores.items():
-            for image, value in zip(ids, values.cpu().tolist(), strict=False):
+            warn_non_finite(metric_name, name, ids, values)
+            for image, value in zip(ids, values.cpu().tolist(), strict=True):
                 out.rows.append(
                     {
                         "image": image,

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ExplainerOutputError
 from .layers import TargetLayer, find_layer
 from .targets import Target, check_images, check_model_ready, resolve_targets
 
@@ -144,13 +145,8 @@ class Explainer:
                 out = self.attribute(images, targets)
         if not isinstance(out, MapOutput):
             out = MapOutput(out)
-        maps, raw = out.maps, out.raw
-        if maps.ndim == 4 and maps.shape[1] == 1:
-            maps = maps[:, 0]
-        if maps.ndim != 3 or maps.shape[0] != images.shape[0]:
-            raise RuntimeError(
-                f"{type(self).__name__}.attribute returned shape {tuple(maps.shape)}; expected B×h×w with B={images.shape[0]}"
-            )
+        maps = self._checked_maps(out.maps, images.shape[0])
+        raw = out.raw
         maps = maps.detach().to(device=images.device, dtype=torch.float32)
         if raw is None and tuple(maps.shape[-2:]) != tuple(images.shape[-2:]):
             raw = maps
@@ -158,6 +154,28 @@ class Explainer:
         if raw is not None:
             raw = raw.detach().to(device=images.device, dtype=torch.float32)
         return Explanation(maps=maps, raw=raw, targets=targets, logits=logits.detach(), info=dict(out.info))
+
+    def _checked_maps(self, maps: Any, batch: int) -> torch.Tensor:
+        """What :meth:`attribute` returned, checked: a finite real tensor ``B×h×w`` (or ``B×1×h×w``)."""
+        who = f"explainer {self.name!r} ({type(self).__name__}.attribute)"
+        if not isinstance(maps, torch.Tensor):
+            hint = " (wrap it with torch.as_tensor(..., device=images.device))" if hasattr(maps, "__array__") else ""
+            raise ExplainerOutputError(f"{who} returned a {type(maps).__name__}; expected a torch.Tensor B×h×w{hint}")
+        if not maps.is_floating_point():
+            raise ExplainerOutputError(
+                f"{who} returned a {maps.dtype} map; expected a floating-point tensor (saliency is real-valued)"
+            )
+        if maps.ndim == 4 and maps.shape[1] == 1:
+            maps = maps[:, 0]
+        if maps.ndim != 3 or maps.shape[0] != batch:
+            raise ExplainerOutputError(f"{who} returned shape {tuple(maps.shape)}; expected B×h×w with B={batch}")
+        finite = torch.isfinite(maps).flatten(1).all(1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten().tolist()
+            raise ExplainerOutputError(
+                f"{who} returned NaN or infinite values for image(s) {bad} of the batch; every map must be finite"
+            )
+        return maps
 
     def explain(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
         """``B×H×W`` saliency maps (float, input resolution, on the images' device)."""

@@ -118,7 +118,15 @@ class Metric:
 
         self.protocol = None if protocol is None else get_protocol(protocol)
         if options:
-            raise TypeError(f"{type(self).__name__}: unknown option(s) {sorted(options)}")
+            from .errors import UnknownOptionError
+            from .registry import accepted_options, did_you_mean
+
+            accepted = accepted_options(self)
+            bad = sorted(options)[0]
+            raise UnknownOptionError(
+                f"metric {type(self).name!r} ({type(self).__name__}): unknown option {bad!r}.{did_you_mean(bad, accepted)} "
+                f"It accepts: {', '.join(accepted) or 'no options'}."
+            )
 
     def requests(self, protocol: Protocol) -> list[Any]:
         """Engine requests this metric reads (default: none)."""

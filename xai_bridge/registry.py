@@ -8,12 +8,13 @@ lookups with helpful errors.
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NameConflictError, PluginError, UnknownNameError
+from .errors import NameConflictError, PluginError, UnknownNameError, UnknownOptionError
 
 EXPLAINER_FAMILIES = ("cam", "gradient", "perturbation", "optimisation", "baseline", "attention", "other")
 #: Quantus's ``EvaluationCategory`` values.
@@ -58,7 +59,11 @@ class ExplainerSpec:
     needs_layer: bool = False
 
     def create(self, model: Any, **options: Any) -> Any:
-        explainer = self.factory(model, **options)
+        """A configured explainer; an option it does not take is an :class:`UnknownOptionError`."""
+        try:
+            explainer = self.factory(model, **options)
+        except TypeError as exc:
+            raise _unknown_option(exc, "explainer", self.name, options, lambda: self.factory(model)) from None
         # Record under which name it was made, for results and reports.
         try:
             explainer.name = self.name
@@ -103,7 +108,11 @@ class MetricSpec:
         return "↑" if self.higher_is_better else "↓"
 
     def create(self, **options: Any) -> Any:
-        metric = self.factory(**options)
+        """A configured metric; an option it does not take is an :class:`UnknownOptionError`."""
+        try:
+            metric = self.factory(**options)
+        except TypeError as exc:
+            raise _unknown_option(exc, "metric", self.name, options, lambda: self.factory()) from None
         try:
             if getattr(metric, "name", None) in (None, ""):
                 metric.name = self.name
@@ -125,6 +134,37 @@ class MetricSpec:
             "distribution": self.provider.distribution,
             "version": self.provider.version,
         }
+
+
+_UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
+
+
+def accepted_options(obj: Any) -> list[str]:
+    """The keyword options ``type(obj).__init__`` takes (``model`` and ``self`` left out)."""
+    try:
+        parameters = inspect.signature(type(obj).__init__).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - a builtin or C type
+        return []
+    skip = {"self", "model"}
+    return [p.name for p in parameters if p.name not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _unknown_option(
+    exc: TypeError, kind: str, name: str, options: Mapping[str, Any], make_default: Callable[[], Any]
+) -> Exception:
+    """Turn ``__init__() got an unexpected keyword argument 'x'`` into a sentence naming what is accepted."""
+    match = _UNEXPECTED.search(str(exc))
+    if match is None or match.group(1) not in options:
+        return exc
+    bad = match.group(1)
+    try:
+        accepted = accepted_options(make_default())
+    except Exception:  # noqa: BLE001 - the default cannot be built here: still name the option
+        accepted = []
+    listed = ", ".join(accepted) if accepted else "no options"
+    return UnknownOptionError(
+        f"{kind} {name!r}: unknown option {bad!r}.{did_you_mean(bad, accepted)} It accepts: {listed}."
+    )
 
 
 def suggest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:

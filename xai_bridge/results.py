@@ -60,6 +60,14 @@ class Results:
         table = {r["image"]: r["value"] for r in self.rows if r["explainer"] == explainer and r["metric"] == metric}
         return [float(table.get(image, math.nan)) for image in self.images]
 
+    def non_finite(self, explainer: str, metric: str) -> list[str]:
+        """The images whose stored value is NaN or infinite (a metric that could not score them)."""
+        return [
+            r["image"]
+            for r in self.rows
+            if r["explainer"] == explainer and r["metric"] == metric and not math.isfinite(float(r["value"]))
+        ]
+
     def by_metric(self, metric: str) -> dict[str, list[float]]:
         """``explainer → per-image values`` for one metric: the input of :mod:`xai_bridge.stats`."""
         return {e: self.values(e, metric) for e in self.explainers}
@@ -81,7 +89,9 @@ class Results:
             cells = [e]
             for m in metrics:
                 mean, std, n = self.mean_std(e, m)
-                cells.append("—" if n == 0 else f"{mean:.{digits}f} ± {std:.{digits}f}")
+                bad = self.non_finite(e, m)
+                cell = "—" if n == 0 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+                cells.append(f"{cell} ({len(bad)} NaN)" if bad else cell)
             lines.append("| " + " | ".join(cells) + " |")
         protocols = ", ".join(sorted({r["protocol"] for r in self.rows}))
         lines.append("")

@@ -91,6 +91,27 @@ class GradCamExplainer(LayerExplainer):
         self.aug_smooth = aug_smooth
         self.eigen_smooth = eigen_smooth
         self.cam_options = cam_options
+        self._check_cam_options(cam_class)
+
+    def _check_cam_options(self, cam_class: str) -> None:
+        """An option neither this wrapper nor the toolkit's constructor takes fails now, not at the first call."""
+        import inspect
+
+        from xai_bridge.errors import UnknownOptionError
+        from xai_bridge.registry import accepted_options, did_you_mean
+
+        toolkit = [
+            p
+            for p in inspect.signature(self.cam_class.__init__).parameters
+            if p not in ("self", "model", "target_layers", "reshape_transform")
+        ]
+        for option in self.cam_options:
+            if option not in toolkit:
+                accepted = [*accepted_options(self)[1:], *toolkit]  # [1:]: cam_class is fixed by the name
+                raise UnknownOptionError(
+                    f"explainer for pytorch_grad_cam.{cam_class}: unknown option {option!r}."
+                    f"{did_you_mean(option, accepted)} It accepts: {', '.join(accepted)}."
+                )
 
     def make_cam(self) -> Any:
         """A fresh toolkit CAM object on this model (release its hooks when done)."""
