@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xai_bridge.cli import main as runner_main
 from xai_bridge.results import Results
-from xai_bridge.runner.cli import main as runner_main
+from xai_bridge.runner import run_benchmark
 from xai_bridge.runner.data import list_source, open_source
-from xai_bridge.runner.run import BenchmarkConfig, parse_spec, run_benchmark, split_batches
+from xai_bridge.runner.run import BenchmarkConfig, parse_spec, split_batches
 from xai_bridge.runner.store import CurveRecord, RowRecord, Store, merge_curves
 
 TINY_MODEL = textwrap.dedent(
@@ -286,10 +287,25 @@ def test_report_sections_figures_and_verdict(tmp_path, tiny_model):
 
 def test_cli_rejects_bad_input(tmp_path, capsys):
     assert (
-        runner_main(["benchmark", "--images", str(tmp_path / "missing"), "--quiet", "--no-report", "--model", "x"]) == 2
+        runner_main(
+            [
+                "benchmark",
+                "-e",
+                "random",
+                "-m",
+                "average_gain",
+                "--images",
+                str(tmp_path / "missing"),
+                "--quiet",
+                "--no-report",
+                "--model",
+                "x",
+            ]
+        )
+        == 2
     )
     assert "--model 'x': expected 'default' or 'package.module:factory'" in capsys.readouterr().err
-    assert runner_main(["benchmark", "--protocol", "nope", "--quiet"]) == 2
+    assert runner_main(["benchmark", "-e", "random", "-m", "average_gain", "--protocol", "nope", "--quiet"]) == 2
     assert "--protocol 'nope': expected one of" in capsys.readouterr().err
 
 
@@ -329,7 +345,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, tiny_model):
             "--nproc_per_node",
             "2",
             "-m",
-            "xai_bridge.runner.cli",
+            "xai_bridge",
             *args,
             "--store",
             str(tmp_path / "dist.sqlite"),
@@ -403,3 +419,12 @@ def test_real_evaluate_end_to_end_on_two_photos(tmp_path, model, photos):
         and (tmp_path / "report" / "figures" / "saliency_grid.png").exists()
     )
     assert not any(math.isnan(v) for v in got.values())
+
+
+def test_a_benchmark_needs_explainers_and_metrics():
+    from xai_bridge.runner import BenchmarkConfig, run_benchmark
+
+    with pytest.raises(ValueError, match="explainers: none given"):
+        run_benchmark(BenchmarkConfig(metrics=["average_gain"], out=None))
+    with pytest.raises(ValueError, match="metrics: none given"):
+        run_benchmark(BenchmarkConfig(explainers=["random"], out=None))

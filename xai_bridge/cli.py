@@ -243,16 +243,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # -- demo -------------------------------------------------------------------------------------
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .runner.cli import run_demo
-
-    out = Path(args.out)
-    results = run_demo(out, quick=args.quick, progress=not args.quiet)
-    print(results.summary())
-    print(f"\nwrote {out / 'report.md'} and {out / 'report.html'}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xai-bridge",
@@ -289,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--explainers",
         "-e",
         nargs="+",
-        default=["gradcam"],
+        required=True,
         metavar="NAME[:KEY=VALUE,...]",
         help="e.g. gradcam opticam:max_iter=30",
     )
@@ -297,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         "-m",
         nargs="+",
-        default=["average_drop", "average_gain", "average_increase", "deletion_auc", "insertion_auc"],
+        required=True,
         metavar="NAME[:KEY=VALUE,...]",
         help="e.g. average_gain delta:metric='n_morf'",
     )
@@ -310,15 +300,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser(
-        "demo",
-        help="the benchmark on the embedded default: 7 explainers × 7 metrics, report with statistics (a few minutes on CPU)",
-    )
-    p.add_argument("--out", default="out/demo")
-    p.add_argument("--quick", action="store_true", help="four photos and fewer Opti-CAM iterations")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_demo)
 
     from .runner.cli import add_benchmark_parser  # `benchmark …` (also under torchrun -m xai_bridge)
 

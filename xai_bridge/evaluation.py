@@ -138,6 +138,7 @@ def score_maps(
             labels=labels,
             boxes=boxes,
             engine=engine,
+            scorer=score_maps,
         )
         values = metric.compute(ctx)
         if not isinstance(values, torch.Tensor) or values.shape != (images.shape[0],):
@@ -271,6 +272,10 @@ def evaluate(
                         "protocol": protocol.name,
                     }
                 )
+        out.families[name] = getattr(explainer, "family", "other") if explainer is not None else "other"
+        for metric in metric_objs:
+            if metric.curve_kind is not None:
+                out.curve_kinds[metric.name] = metric.curve_kind
         for metric_name, c in curves.items():
             out.curves[(name, metric_name)] = {
                 "fractions": c["fractions"].cpu().tolist(),

@@ -21,8 +21,6 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import argparse
 
-    from .layers import TargetLayer
-
 PROJECT = "xai_bridge"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -97,7 +95,7 @@ def register_metrics(register: Callable[..., None]) -> None:
 
 
 @hookspec(firstresult=True)
-def resolve_target_layer(model: Any) -> TargetLayer | Any | None:
+def resolve_target_layer(model: Any) -> Any:
     """Name the layer CAM-style explainers should read on ``model``.
 
     Return ``None`` when the architecture is not yours; the first non-``None``

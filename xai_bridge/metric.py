@@ -20,7 +20,7 @@ Example (a complete metric)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,8 @@ class MetricContext:
     protocol: Protocol
     results: dict[Any, Any] = field(default_factory=dict)
     explainer: Any = None
+    #: the function that scores maps (:func:`xai_bridge.score_maps`), for :meth:`rescore`
+    scorer: Callable[..., dict[str, torch.Tensor]] | None = None
     labels: torch.Tensor | None = None
     boxes: Sequence[Any] | None = None
     engine: Any = None
@@ -75,10 +77,16 @@ class MetricContext:
         return self.score(self.logits)
 
     def rescore(self, metric: Metric, maps: torch.Tensor) -> torch.Tensor:
-        """``metric`` evaluated on the same images with other ``maps`` (Δσ uses it)."""
-        from .evaluation import score_maps
+        """``metric`` evaluated on the same images with other ``maps`` (Δσ uses it).
 
-        out = score_maps(
+        The scoring function is the one that built this context (:func:`xai_bridge.score_maps`
+        passes itself as ``scorer``), so this module needs no import of the evaluation loop.
+        """
+        if self.scorer is None:
+            raise RuntimeError(
+                "rescore: this MetricContext was built without a scorer; build it with xai_bridge.score_maps"
+            )
+        out = self.scorer(
             self.model,
             self.images,
             maps,
@@ -112,6 +120,9 @@ class Metric:
     higher_is_better: bool = True
     category: str = "Faithfulness"
     needs: tuple[str, ...] = ()
+    #: the engine request kind (``"deletion"`` or ``"insertion"``) of the curve :meth:`curves`
+    #: returns, so reports label its axis; ``None`` for metrics without a curve
+    curve_kind: str | None = None
 
     def __init__(self, protocol: str | Protocol | None = None, **options: Any) -> None:
         from .protocols import get_protocol

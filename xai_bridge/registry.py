@@ -64,9 +64,10 @@ class ExplainerSpec:
             explainer = self.factory(model, **options)
         except TypeError as exc:
             raise _unknown_option(exc, "explainer", self.name, options, lambda: self.factory(model)) from None
-        # Record under which name it was made, for results and reports.
+        # Record under which name and family it was made, for results and reports.
         try:
             explainer.name = self.name
+            explainer.family = self.family
         except AttributeError:  # pragma: no cover - read-only attribute on a foreign object
             pass
         return explainer

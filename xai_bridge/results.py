@@ -29,12 +29,17 @@ class Results:
         directions: metric → ``True`` when higher is better (for arrows and statistics).
         curves: optional ``(explainer, metric) → {"fractions": [...], "mean": [...]}``
             mean curves of progressive metrics, for plots.
+        curve_kinds: metric → the engine request kind its curve comes from (``"deletion"``,
+            ``"insertion"``), from :attr:`Metric.curve_kind <xai_bridge.metric.Metric.curve_kind>`.
+        families: explainer → its registered family (``"cam"``, ``"baseline"``, …).
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
     directions: dict[str, bool] = field(default_factory=dict)
     curves: dict[tuple[str, str], dict[str, list[float]]] = field(default_factory=dict)
+    curve_kinds: dict[str, str] = field(default_factory=dict)
+    families: dict[str, str] = field(default_factory=dict)
 
     def extend(self, rows: Iterable[dict[str, Any]]) -> None:
         self.rows.extend(rows)

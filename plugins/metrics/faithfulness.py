@@ -76,6 +76,10 @@ class AverageDropInDeletion(_Masked):
 class _CurveMetric(Metric):
     kind = "deletion"
 
+    @property
+    def curve_kind(self) -> str:  # type: ignore[override]
+        return self.kind
+
     def curve_request(self, protocol: Protocol) -> Curve:
         replacement = protocol.deletion if self.kind == "deletion" else protocol.insertion
         return Curve(kind=self.kind, order="morf", replacement=replacement, step=protocol.step, cell=_unit(protocol))  # type: ignore[arg-type]

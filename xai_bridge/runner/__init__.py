@@ -1,15 +1,16 @@
 """``xai-bridge benchmark``: explainers × metrics over a data set, stored as it goes, with a report.
 
-* :mod:`~xai_bridge.runner.run` — :func:`run_benchmark` and :class:`BenchmarkConfig`;
+* :mod:`~xai_bridge.runner.run` — :class:`BenchmarkConfig` and the :class:`Plan` it becomes;
+* :mod:`~xai_bridge.runner.benchmark` — :func:`run_benchmark`, which ends in :func:`~xai_bridge.runner.finish.finish`;
 * :mod:`~xai_bridge.runner.store` — the resumable SQLite store;
 * :mod:`~xai_bridge.runner.data` — embedded photos, ImageFolder trees, list files;
 * :mod:`~xai_bridge.runner.report` — ``report.md`` / ``report.html`` with figures;
 * :mod:`~xai_bridge.runner.distributed` — sharding across ``torchrun`` ranks;
-* :mod:`~xai_bridge.runner.cli` — the ``benchmark`` sub-command and ``run_demo``.
+* :mod:`~xai_bridge.runner.cli` — the ``benchmark`` sub-command.
 
 >>> from xai_bridge.runner import BenchmarkConfig
->>> BenchmarkConfig().explainers[:2]
-('gradcam', 'gradcam++')
+>>> BenchmarkConfig(explainers=['gradcam', 'random'], metrics=['average_gain']).protocol
+'default'
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import Any
 
 _LAZY = {
     "BenchmarkConfig": "xai_bridge.runner.run",
-    "run_benchmark": "xai_bridge.runner.run",
+    "run_benchmark": "xai_bridge.runner.benchmark",
+    "Plan": "xai_bridge.runner.run",
+    "finish": "xai_bridge.runner.finish",
     "Store": "xai_bridge.runner.store",
     "open_source": "xai_bridge.runner.data",
     "write_report": "xai_bridge.runner.report",
-    "run_demo": "xai_bridge.runner.cli",
     "add_benchmark_parser": "xai_bridge.runner.cli",
 }
 

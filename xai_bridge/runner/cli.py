@@ -1,4 +1,4 @@
-"""The ``benchmark`` sub-command, and ``run_demo`` behind ``xai-bridge demo``.
+"""The ``benchmark`` sub-command of ``xai-bridge`` (the host's runner; ``xai-bridge demo`` is a built-in plugin on it).
 
 ``add_benchmark_parser(subparsers)`` registers ``benchmark`` on the main parser; this
 module also runs on its own (``python -m xai_bridge.runner.cli benchmark ...``), also
@@ -15,21 +15,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..cli_support import parse_options
 from ..errors import UsageError
-from .run import DEMO_EXPLAINERS, DEMO_METRICS
-
-#: The demo's settings: chosen so the whole demo runs in a few minutes on a 2-core CPU.
-DEMO_PROTOCOL_OVERRIDES = {"step": 0.05, "removal_step": 0.03}
-DEMO_OPTICAM_ITERATIONS = 30
-#: Score-CAM masks with every channel of its layer: the last block (320 channels, 7×7) instead of the
-#: 1280-channel head costs a quarter of the forward passes.
-DEMO_SCORECAM_LAYER = "blocks.15"
 
 
 def load_model(spec: str) -> Any:
@@ -57,7 +47,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     """Run (or resume) the benchmark the arguments describe and write its report."""
     from ..protocols import PRESETS, get_protocol
     from ..registry import UnknownNameError
-    from .run import BenchmarkConfig, run_benchmark
+    from .benchmark import run_benchmark
+    from .run import BenchmarkConfig
 
     if args.protocol not in PRESETS:
         raise UsageError(f"--protocol {args.protocol!r}: expected one of {', '.join(PRESETS)}")
@@ -119,7 +110,7 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--explainers",
         "-e",
         nargs="+",
-        default=list(DEMO_EXPLAINERS),
+        required=True,
         metavar="NAME[:KEY=VALUE,...]",
         help="e.g. gradcam opticam:max_iter=30",
     )
@@ -127,7 +118,7 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--metrics",
         "-m",
         nargs="+",
-        default=list(DEMO_METRICS),
+        required=True,
         metavar="NAME[:KEY=VALUE,...]",
         help="e.g. insertion_auc delta:metric=n_morf",
     )
@@ -154,62 +145,3 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_benchmark)
     return p
-
-
-def demo_config(out: str | Path, quick: bool = False, progress: bool = True) -> Any:
-    """The benchmark ``xai-bridge demo`` runs: the embedded default, issue 7's explainers and metrics."""
-    from ..protocols import get_protocol
-    from .run import BenchmarkConfig
-
-    iterations = 10 if quick else DEMO_OPTICAM_ITERATIONS
-    images = "default:chelsea,coffee,astronaut,rocket" if quick else "default"
-    options = {"opticam": {"max_iter": iterations}, "scorecam": {"layer": DEMO_SCORECAM_LAYER}}
-    explainers = [(e, options[e]) if e in options else e for e in DEMO_EXPLAINERS]
-    protocol = get_protocol("default", **DEMO_PROTOCOL_OVERRIDES)
-    out = Path(out)
-    notes = [
-        f"Demo settings, chosen to finish in a few minutes on a 2-core CPU: Opti-CAM runs {iterations} iterations "
-        f"(the paper: 100); insertion/deletion move {DEMO_PROTOCOL_OVERRIDES['step']:.0%} of the pixels per step and decision flips "
-        f"(n_MoRF, Δn_MoRF) {DEMO_PROTOCOL_OVERRIDES['removal_step']:.0%} per step (the `default` preset: 1/28 and 224 pixels), "
-        "hence the protocol name `default+custom`; Score-CAM reads the last block `blocks.15` (320 channels) rather than the "
-        "1280-channel head the other CAMs read, a quarter of its forward passes; Δ takes K = 5 reference maps from the other images.",
-    ]
-    if quick:
-        notes.append("Quick demo: 4 photos only — far too few for the statistics to mean much.")
-    return BenchmarkConfig(
-        images=images,
-        explainers=explainers,
-        metrics=list(DEMO_METRICS),
-        protocol=protocol,
-        batch_size=9,
-        size=224,
-        store=out / "benchmark.sqlite",
-        out=out,
-        grid_images=4 if quick else 5,
-        progress=progress,
-        notes=notes,
-        title="xai-bridge demo: seven explainers, seven metrics, the embedded photos",
-    )
-
-
-def run_demo(out: str | Path = "out/demo", quick: bool = False, progress: bool = True) -> Any:
-    """Run the demo benchmark into ``out`` (report.md, report.html, figures/, benchmark.sqlite); returns the results.
-
-    EfficientNet-Lite0 on the nine embedded photos (four with ``quick``); Grad-CAM, Grad-CAM++,
-    Score-CAM, Opti-CAM, DeepMaps, Fake-CAM and random; AD, AG, AI, insertion, deletion,
-    n_MoRF and Δn_MoRF. Rerunning with the same ``out`` reuses the stored results.
-    """
-    from .run import run_benchmark
-
-    return run_benchmark(demo_config(out, quick=quick, progress=progress))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m xai_bridge.runner.cli benchmark ...``: the same as ``xai-bridge benchmark ...``."""
-    from ..cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -20,16 +20,16 @@ Only collectives move data, so ranks on different machines need no shared file s
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..results import Results
+from .finish import finish
 from .store import Store
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .run import RunInfo, _Plan
+    from .run import Plan, RunInfo
 
 
 @dataclass
@@ -107,7 +107,7 @@ def _broadcast(obj: Any, ctx: Context) -> Any:
     return box[0]
 
 
-def run_sharded(plan: _Plan, ctx: Context, main_path: Path, info: RunInfo, start: float) -> Results:
+def run_sharded(plan: Plan, ctx: Context, main_path: Path, info: RunInfo, start: float) -> Results:
     """Steps 1-3 of the module docstring; returns the merged results on every rank."""
     import torch.distributed as dist
 
@@ -161,14 +161,7 @@ def run_sharded(plan: _Plan, ctx: Context, main_path: Path, info: RunInfo, start
                     info.units_computed += computed
                     info.rows_written += written
                     info.failures.extend(failures)
-            plan.grid_maps(store)
-            info.skipped = store.skipped(plan.config_hash)
-            results = plan.results(store)
-            info.seconds = time.time() - start
-            if plan.config.out is not None:
-                from .report import write_report
-
-                write_report(results, plan.config.out, store=store, plan=plan, info=info)
+            results = finish(plan, store, info, start)
     dist.barrier()
     _remove(mine)  # merged into the main store
     return _broadcast(results, ctx)

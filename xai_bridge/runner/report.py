@@ -31,10 +31,8 @@ from .. import stats
 from ..results import Results
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .run import RunInfo, _Plan
+    from .run import Plan, RunInfo
     from .store import Store
-
-CURVE_METRICS = ("insertion_auc", "deletion_auc")
 
 
 # -- a tiny document model rendered to Markdown and HTML ---------------------------------------
@@ -343,10 +341,8 @@ def figure_curves(results: Results, path: Path) -> Path | None:
             if curve:
                 mean = results.mean_std(explainer, metric)[0]
                 ax.plot(curve["fractions"], curve["mean"], label=f"{explainer} ({_fmt(mean)})")
-        ax.set_xlabel(
-            "fraction of pixels "
-            + ("inserted" if "insert" in metric else "deleted" if "delet" in metric else "perturbed")
-        )
+        verb = {"insertion": "inserted", "deletion": "deleted"}.get(results.curve_kinds.get(metric, ""), "perturbed")
+        ax.set_xlabel(f"fraction of pixels {verb}")
         ax.set_ylabel("score of the explained class")
         ax.set_title(f"{metric} {_arrow(results, metric)}", fontsize=10)
         ax.grid(alpha=0.3)
@@ -406,7 +402,7 @@ def figure_consistency(results: Results, path: Path) -> Path:
     return path
 
 
-def figure_grid(path: Path, plan: _Plan, store: Store, results: Results) -> Path | None:
+def figure_grid(path: Path, plan: Plan, store: Store, results: Results) -> Path | None:
     """Images down, explainers across: the stored maps of the grid images."""
     import torch
 
@@ -436,7 +432,7 @@ def write_report(
     out: str | Path,
     *,
     store: Store | None = None,
-    plan: _Plan | None = None,
+    plan: Plan | None = None,
     info: RunInfo | None = None,
     title: str | None = None,
 ) -> list[Path]:
@@ -573,8 +569,9 @@ def write_report(
 
         doc.h(2, "Reliability of the metrics")
         alphas = {"all explainers": reliability(results)}
-        if "random" in explainers and len(explainers) > 2:
-            alphas["without random"] = reliability(results, [e for e in explainers if e != "random"])
+        informative = [e for e in explainers if results.families.get(e) != "baseline"]
+        if 1 < len(informative) < len(explainers):  # baselines (Fake-CAM, random maps) can dominate α
+            alphas["without baselines"] = reliability(results, informative)
         figure_reliability(results, figures / "reliability.png", alphas)
         doc.p(
             "Inter-rater reliability (seed 004 App. C.2, Fig. 10): Krippendorff's ordinal α of the rankings each image gives the explainers; 1 = every image ranks them the same way, 0 = rankings unrelated across images. Intervals: 2.5–97.5 % over 50 random halves of the images."

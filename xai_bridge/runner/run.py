@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,18 +33,6 @@ from .data import Item, Source, load_batch, open_source
 from .store import CurveRecord, RowRecord, Store, merge_curves
 
 Spec = "str | tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]"
-
-#: What ``xai-bridge demo`` runs (issue 7).
-DEMO_EXPLAINERS = ("gradcam", "gradcam++", "scorecam", "opticam", "deepmaps", "fakecam", "random")
-DEMO_METRICS = (
-    "average_drop",
-    "average_gain",
-    "average_increase",
-    "insertion_auc",
-    "deletion_auc",
-    "n_morf",
-    "delta:metric=n_morf",
-)
 
 
 @dataclass
@@ -75,8 +62,8 @@ class BenchmarkConfig:
     """
 
     images: Any = "default"
-    explainers: Sequence[Any] = DEMO_EXPLAINERS
-    metrics: Sequence[Any] = DEMO_METRICS
+    explainers: Sequence[Any] = ()
+    metrics: Sequence[Any] = ()
     protocol: Any = "default"
     model: Any = None
     model_name: str = "EfficientNet-Lite0 (xai-bridge default)"
@@ -231,7 +218,7 @@ def _say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-class _Plan:
+class Plan:
     """The configured run: model, source, entries, batches and the configuration hash."""
 
     def __init__(self, config: BenchmarkConfig, device: Any = None) -> None:
@@ -509,6 +496,8 @@ class _Plan:
             protocols={self.protocol.name: self.protocol.as_dict()},
             directions=dict(self.directions),
             curves=ordered,
+            curve_kinds={m.label: m.obj.curve_kind for m in self.metrics if getattr(m.obj, "curve_kind", None)},
+            families={e.label: getattr(e.obj, "family", "other") for e in self.explainers},
         )
 
 
@@ -545,45 +534,3 @@ def _title(image: str, cls: int, prob: float, num_classes: int) -> str:
 
         return f"{image}\n{imagenet_classes()[cls]} {prob:.0%}"
     return f"{image}\nclass {cls} {prob:.0%}"
-
-
-def run_benchmark(config: BenchmarkConfig | None = None, **overrides: Any) -> Results:
-    """Run (or resume) a benchmark and write its report; returns every stored result of the configuration.
-
-    Under ``torchrun`` (``WORLD_SIZE`` > 1) the batches are sharded across ranks and the
-    merged results are returned on every rank; only rank 0 writes the store and the report.
-    See :class:`BenchmarkConfig` for the settings; keyword ``overrides`` replace its fields.
-    """
-    import dataclasses
-
-    from . import distributed
-
-    config = (
-        dataclasses.replace(config or BenchmarkConfig(), **overrides) if overrides else (config or BenchmarkConfig())
-    )
-    start = time.time()
-    ctx = distributed.context(config.device)
-    try:
-        plan = _Plan(config, device=ctx.device)
-        info = RunInfo(plan.config_hash, world_size=ctx.world_size)
-        main_path = Path(config.store)
-        if ctx.world_size == 1:
-            with Store(main_path) as store:
-                store.register_config(plan.config_hash, plan.settings)
-                store.set_directions(plan.config_hash, plan.directions)
-                done = store.done_keys(plan.config_hash)
-                skipped = set(store.skipped(plan.config_hash))
-                work = [(i, b, plan.pending(b, done, skipped)) for i, b in enumerate(plan.batches)]
-                plan.run_units(store, [w for w in work if w[2]], skipped, info)
-                plan.grid_maps(store)
-                info.skipped = store.skipped(plan.config_hash)
-                results = plan.results(store)
-                info.seconds = time.time() - start
-                if config.out is not None:
-                    from .report import write_report
-
-                    write_report(results, config.out, store=store, plan=plan, info=info)
-            return results
-        return distributed.run_sharded(plan, ctx, main_path, info, start)
-    finally:
-        ctx.close()
