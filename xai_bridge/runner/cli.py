@@ -157,7 +157,7 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def demo_config(out: str | Path, quick: bool = False, progress: bool = True) -> Any:
-    """The benchmark ``xai-bridge demo`` runs: the embedded default, issue 7's explainers and metrics."""
+    """The benchmark ``xai-bridge demo`` runs: the embedded default, seven explainers, seven metrics."""
     from ..protocols import get_protocol
     from .run import BenchmarkConfig
 

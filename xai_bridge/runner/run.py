@@ -35,7 +35,7 @@ from .store import CurveRecord, RowRecord, Store, merge_curves
 
 Spec = "str | tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]"
 
-#: What ``xai-bridge demo`` runs (issue 7).
+#: What ``xai-bridge demo`` runs: seven explainers and seven metrics on the embedded default.
 DEMO_EXPLAINERS = ("gradcam", "gradcam++", "scorecam", "opticam", "deepmaps", "fakecam", "random")
 DEMO_METRICS = (
     "average_drop",
