@@ -49,6 +49,7 @@ class Protocol:
 
     Attributes:
         name: preset name (recorded in every result row).
+        description: one paragraph saying what the preset reproduces.
         target: ``"predicted"`` (default for users) or ``"label"`` (papers' tables;
             falls back to the prediction when no labels are given).
         score: ``"probability"`` (softmax of the target class) or ``"logit"``.
@@ -69,7 +70,9 @@ class Protocol:
         removal_step: pixels per step (int) or fraction for AOPC/AFOC/n_MoRF/n_LeRF.
         space: ``"pixel"`` (images in [0,1], black = 0) — the only masking space of models that
             take [0,1] inputs; ``"normalized"`` masks after ``(x − mean)/std`` so 0 is the mean colour.
-        mean, std: the normalisation of ``space="normalized"``.
+        mean: per-channel mean of the normalisation of ``space="normalized"``.
+        std: per-channel standard deviation of the normalisation of ``space="normalized"``.
+        source: where the settings come from (paper, section); kept in ``as_dict()`` with the rest.
     """
 
     name: str = "default"
