@@ -13,7 +13,7 @@ Run (CPU, about 10 minutes with the defaults)::
     python benchmarks/castream.py                     # prints a Markdown table
     python benchmarks/castream.py --images 200 --json castream_digits.json
 
-Protocol (SPEC §0/§2, stated here because the numbers depend on it): class explained
+Protocol (stated here because the numbers depend on it): class explained
 = ground-truth label; score = softmax probability; saliency = the CAM at layer
 resolution (after ReLU), upsampled bilinearly (align_corners False) to 32×32 and
 min-max normalised per image (a constant map normalises to 0); masking in pixel

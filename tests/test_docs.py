@@ -50,3 +50,18 @@ def test_plugin_tutorial_shows_the_example_plugins_files_as_they_are():
     assert sorted(shown) == files, "docs/plugin-tutorial.md must show every file of the example plugin"
     for rel, text in shown.items():
         assert (example / rel).read_text() == text, f"docs/plugin-tutorial.md shows a stale {rel}"
+
+
+def test_citations_name_papers_not_internal_notes():
+    """Docs and sources cite papers by authors and title; "seed 004", "SPEC §2" or "issue 7" mean nothing to a reader."""
+    import re
+
+    pattern = re.compile(r"seed 00|SPEC §|issue [0-9]")
+    files = [*(ROOT / "xai_bridge").rglob("*.py"), *(ROOT / "plugins").rglob("*.py"), *(ROOT / "docs").glob("*.md")]
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not found, "cite the paper (authors, title; see docs/credits.md) instead of:\n" + "\n".join(found)

@@ -12,11 +12,21 @@ from __future__ import annotations
 
 
 class PluginError(Exception):
-    """A plugin cannot be loaded, or registers something invalid."""
+    """A plugin cannot be loaded, or registers something invalid.
+
+    Raised for a broken plugin only under ``XAI_BRIDGE_STRICT_PLUGINS=1``; otherwise the
+    host warns with :class:`PluginLoadWarning` and carries on without the plugin.
+    """
 
 
 class NameConflictError(PluginError):
-    """Two plugins (or one plugin twice) claim the same explainer, metric or command name."""
+    """Two plugins (or one plugin twice) claim the same explainer, metric or command name.
+
+    A name conflict never stops the host: it is settled with a :class:`PluginLoadWarning`
+    (a built-in keeps its name; two third-party claimants both lose it). This error is
+    raised instead under ``XAI_BRIDGE_STRICT_PLUGINS=1``, and always when two built-ins or
+    two distributions' entry points collide (a packaging bug).
+    """
 
 
 class UnknownNameError(KeyError, LookupError):

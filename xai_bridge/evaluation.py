@@ -101,7 +101,25 @@ def score_maps(
     """Score given ``maps`` (``B×H×W``) with ``metrics``: ``{metric name: values (B,)}``.
 
     Every metric's engine requests go through one :class:`~xai_bridge.engine.Engine` run.
-    ``curves``, when given, receives each progressive metric's per-image curve.
+
+    Args:
+        model: classifier in eval mode.
+        images: ``B×C×H×W`` in the protocol's masking space.
+        maps: ``B×H×W`` saliency maps at input resolution, one per image.
+        metrics: names, or configured metrics from :func:`~xai_bridge.get_metric`.
+        protocol: a preset name or a :class:`~xai_bridge.protocols.Protocol` (``None``: ``"default"``).
+        targets: classes to score; ``None`` = the label when the protocol says so and
+            ``labels`` are given, else the predicted class.
+        labels: ground-truth classes, ``(B,)``.
+        boxes: per image, a list of ``[x0, y0, x1, y1]`` boxes (localisation metrics).
+        explainer: the explainer that made ``maps``, for metrics that re-explain.
+        engine: a configured engine (memory budget, autocast); a default one otherwise.
+        base_logits: logits of the unperturbed images when already computed.
+        raw: the maps at the explainer's own resolution (sets the cell of ``level="grid"``).
+        curves: a dict that receives each progressive metric's per-image curve.
+
+    Returns:
+        ``{metric name: (B,) float tensor}``.
     """
     check_model_ready(model)
     check_images(images)
@@ -188,6 +206,10 @@ def evaluate(
         batch_size: images per explanation batch.
         engine: a configured :class:`~xai_bridge.engine.Engine` (memory budget, autocast).
         progress: progress bar over explainers.
+
+    Returns:
+        A :class:`~xai_bridge.results.Results`: its ``rows`` (image, explainer, metric, value,
+        protocol), the mean curves, ``summary()``, ``to_frame()``, ``to_csv()``, ``to_json()``.
     """
     check_model_ready(model)
     check_images(images)

@@ -57,9 +57,12 @@ class Explanation:
 class MapOutput:
     """What :meth:`Explainer.attribute` may return when it has more than a map.
 
-    ``maps`` at any resolution (B×h×w); ``raw`` the feature-resolution map when
-    ``maps`` is already at input resolution; ``info`` extras copied into
-    :attr:`Explanation.info`.
+    Attributes:
+        maps: ``B×h×w`` (or ``B×1×h×w``) finite float maps at any resolution; the base
+            class upsamples them to the input resolution.
+        raw: the feature-resolution map, when ``maps`` is already at input resolution
+            (otherwise ``maps`` itself is kept as :attr:`Explanation.raw`).
+        info: method-specific extras, copied into :attr:`Explanation.info`.
     """
 
     maps: torch.Tensor
@@ -94,6 +97,15 @@ class Explainer:
         class_names: names for ``target="..."`` lookups when the model is not an
             ImageNet-1k classifier.
 
+    Attributes:
+        name: the name the explainer was created under (set by the registry).
+        needs_grad: whether :meth:`attribute` back-propagates. Then it runs under
+            ``torch.enable_grad()`` even when the caller is in ``no_grad``, and the model's
+            ``.grad`` are restored afterwards; set it to ``False`` for methods that do not
+            (they run under ``no_grad``).
+        model: the model being explained.
+        class_names: the names given for ``target="..."`` lookups, or ``None``.
+
     Example::
 
         >>> import torch, xai_bridge as xb
@@ -120,16 +132,38 @@ class Explainer:
 
     # -- the one override point -----------------------------------------------------------
     def attribute(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | MapOutput:
-        """Maps for checked ``images`` (B×C×H×W) and ``targets`` (LongTensor, B).
+        """Maps for checked ``images`` and ``targets``: the one method a subclass overrides.
 
-        Return ``B×h×w`` at any resolution (upsampled by the caller), or a
-        :class:`MapOutput` to add the raw map or extras.
+        Args:
+            images: ``B×C×H×W`` float images, already checked, on the model's device.
+            targets: ``(B,)`` long tensor, one class index per image (already resolved).
+
+        Returns:
+            A finite float ``B×h×w`` tensor at any resolution (upsampled by the caller), or
+            a :class:`MapOutput` to add the raw map or extras. Anything else raises
+            :class:`~xai_bridge.errors.ExplainerOutputError` naming the explainer.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement attribute(images, targets)")
 
     # -- the public API -------------------------------------------------------------------
     def explanation(self, images: torch.Tensor, target: Target = None) -> Explanation:
-        """Maps plus everything around them (raw maps, targets, logits, extras)."""
+        """Maps plus everything around them (raw maps, targets, logits, extras).
+
+        Args:
+            images: ``B×C×H×W`` float images the model takes.
+            target: the class to explain: ``None`` (each image's predicted class), a class
+                index, a class name, one index or name per image, or a ``(B,)`` tensor.
+
+        Returns:
+            An :class:`Explanation` whose maps are ``B×H×W`` at the input resolution.
+
+        Raises:
+            TypeError: images that are not a floating-point tensor.
+            ValueError: a model in training mode, images that are not ``B×C×H×W``, or a
+                target out of range or not a known class name.
+            ExplainerOutputError: :meth:`attribute` returned something other than finite
+                real ``B×h×w`` maps.
+        """
         check_model_ready(self.model)
         check_images(images)
         with torch.no_grad():
@@ -178,7 +212,14 @@ class Explainer:
         return maps
 
     def explain(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
-        """``B×H×W`` saliency maps (float, input resolution, on the images' device)."""
+        """``B×H×W`` saliency maps (float, input resolution, on the images' device).
+
+        The same as ``explanation(images, target).maps``; calling the explainer does the same.
+
+        Args:
+            images: ``B×C×H×W`` float images the model takes.
+            target: as in :meth:`explanation`.
+        """
         return self.explanation(images, target).maps
 
     __call__ = explain
@@ -190,8 +231,15 @@ class Explainer:
 class LayerExplainer(Explainer):
     """An explainer that reads one layer of the model (CAM methods, layer attributions).
 
-    ``layer`` is a module of the model or its dotted name; ``None`` asks the
-    installed plugins (``resolve_target_layer`` hook) for this architecture.
+    Args:
+        model: a classifier ``nn.Module`` returning logits, in eval mode.
+        layer: a module of the model or its dotted name (``"layer4"``); ``None`` asks
+            the installed plugins (the ``resolve_target_layer`` hook) for this architecture.
+        class_names: as for :class:`Explainer`.
+
+    Attributes:
+        target_layer: the resolved :class:`~xai_bridge.layers.TargetLayer` (module, dotted
+            name, and an optional ``reshape`` of token sequences into ``B×C×h×w``).
     """
 
     def __init__(self, model: nn.Module, *, layer: Any = None, class_names: Sequence[str] | None = None) -> None:
@@ -200,6 +248,7 @@ class LayerExplainer(Explainer):
 
     @property
     def layer(self) -> nn.Module:
+        """The module whose output the explainer reads (``target_layer.module``)."""
         return self.target_layer.module
 
     def __repr__(self) -> str:

@@ -9,6 +9,34 @@ Hooks receive a ``register`` callback rather than returning values, so one plugi
 can bring a whole family of components in one function (the pattern of
 ``simonw/llm``). Plugin modules must stay cheap to import: import torch and
 friends inside factories, not at module level.
+
+Loading. The host reads the entry-point group lazily (on the first lookup), once,
+and in name order, so the order of installation changes nothing. The built-in
+plugins (the distribution ``xai-bridge``, import name ``xai_bridge_builtins``) are
+loaded through the same group as any third-party plugin. Two environment
+variables control loading:
+
+* ``XAI_BRIDGE_DISABLE_PLUGINS=name1,name2`` skips the named entry points (the
+  names on the left of ``[project.entry-points.xai_bridge]``, as ``xai-bridge plugins``
+  lists them): they are not imported at all.
+* ``XAI_BRIDGE_STRICT_PLUGINS=1`` (or ``true``, ``yes``, ``on``) turns every
+  reported problem into an exception: a plugin that fails to import or whose hook
+  raises raises ``xai_bridge.errors.PluginError``, and a name conflict raises
+  ``xai_bridge.errors.NameConflictError``. Without it the host warns
+  (``xai_bridge.errors.PluginLoadWarning``, naming the plugin and its
+  distribution) and carries on without the broken plugin; set it while you develop one.
+
+Name conflicts never stop the host, and are settled the same way whatever the
+order plugins load in (names and aliases count alike):
+
+* a built-in keeps its name: a third-party explainer or metric claiming it is
+  skipped, with a warning naming both plugins and the fix
+  (``XAI_BRIDGE_DISABLE_PLUGINS=<newcomer>``, or rename the component);
+* two third-party plugins claiming one name both lose it: both components are
+  skipped, and the warning names both plugins (uninstall or disable one, or rename).
+
+A command name (``register_commands``) already used by the host or by a plugin
+loaded earlier is skipped with a warning naming both; the first owner keeps it.
 """
 
 from __future__ import annotations

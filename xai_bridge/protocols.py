@@ -1,4 +1,4 @@
-"""Evaluation protocols: every choice SPEC §0 lists is a named field, never a hidden constant.
+"""Evaluation protocols: every choice that changes a score is a named field, never a hidden constant.
 
 Published numbers disagree largely because papers evaluate differently. A
 :class:`Protocol` names each choice; presets reproduce the sources, and every
@@ -45,10 +45,11 @@ IMAGE_MEAN = Replacement("mean")
 
 @dataclass(frozen=True)
 class Protocol:
-    """How explanations are scored. Fields follow SPEC §0.
+    """How explanations are scored: every choice that changes a score, named.
 
     Attributes:
         name: preset name (recorded in every result row).
+        description: one paragraph saying what the preset reproduces.
         target: ``"predicted"`` (default for users) or ``"label"`` (papers' tables;
             falls back to the prediction when no labels are given).
         score: ``"probability"`` (softmax of the target class) or ``"logit"``.
@@ -65,11 +66,13 @@ class Protocol:
         cell: grid cell size in pixels for ``level="grid"``; ``None`` = the explainer's own grid
             (input size ÷ raw map size, e.g. 32 for a 7×7 CAM at 224²; 16 for pixel-level methods).
         auc_normalize: ``"none"``, ``"first"`` or ``"max"`` — divide each curve before the area.
-        fraction: fraction of pixels removed by AOPC and AFOC (seed 004: 10 %).
+        fraction: fraction of pixels removed by AOPC and AFOC (Grabska-Barwińska et al.: 10 %).
         removal_step: pixels per step (int) or fraction for AOPC/AFOC/n_MoRF/n_LeRF.
         space: ``"pixel"`` (images in [0,1], black = 0) — the only masking space of models that
             take [0,1] inputs; ``"normalized"`` masks after ``(x − mean)/std`` so 0 is the mean colour.
-        mean, std: the normalisation of ``space="normalized"``.
+        mean: per-channel mean of the normalisation of ``space="normalized"``.
+        std: per-channel standard deviation of the normalisation of ``space="normalized"``.
+        source: where the settings come from (paper, section); kept in ``as_dict()`` with the rest.
     """
 
     name: str = "default"
@@ -138,32 +141,32 @@ PRESETS: dict[str, Protocol] = {
         "given; insertion/deletion as RISE with 224-pixel steps.",
         target="label",
         step=224,
-        source="seed 003 (thesis) §2.6, §3.5",
+        source="Torres Figueroa, PhD thesis (Aix-Marseille Université 2024), §2.6, §3.5",
     ),
     "rise": Protocol(
         name="rise",
         description="RISE's causal metrics (Petsiuk et al. 2018): deletion to black, insertion from a "
         "Gaussian blur 11×11 σ=5, 224·8 = 1792 pixels per step, predicted class, softmax probability.",
         step=224 * 8,
-        source="Petsiuk et al. 2018; seed 000 §DAUC/IAUC",
+        source="Petsiuk et al. 2018; Gomez & Mouchère 2023, §DAUC/IAUC",
     ),
     "tutorial": Protocol(
         name="tutorial",
-        description="The saliency-map tutorial (seed 000): cells of the saliency grid as steps, black "
+        description="The saliency-map tutorial (Gomez & Mouchère 2023): cells of the saliency grid as steps, black "
         "deletion substrate, blurred insertion substrate, scores divided by their maximum before the area; "
         "DC/IC correlate score changes with the saliency of each cell.",
         level="grid",
         auc_normalize="max",
-        source="seed 000 eq. 25-26",
+        source="Gomez & Mouchère 2023, eq. 25-26",
     ),
     "deepmaps": Protocol(
         name="deepmaps",
-        description="The DeepMaps paper (seed 004): mean-colour replacement, predicted class, 10 % of the "
-        "pixels for AOPC/AFOC, decision flips (n_MoRF/n_LeRF) in steps of 0.5 % of the pixels.",
+        description="The DeepMaps paper (Grabska-Barwińska et al.): mean-colour replacement, predicted class, "
+        "10 % of the pixels for AOPC/AFOC, decision flips (n_MoRF/n_LeRF) in steps of 0.5 % of the pixels.",
         removal_step=0.005,
         mask_replacement=IMAGE_MEAN,
         deletion=IMAGE_MEAN,
-        source="seed 004 §4, appendix B",
+        source="Grabska-Barwińska et al., §4, appendix B",
     ),
     "quantus": Protocol(
         name="quantus",

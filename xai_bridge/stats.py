@@ -1,4 +1,5 @@
-"""Statistics that compare explainers (seed 004, §4.3 and appendix C).
+"""Statistics that compare explainers (Grabska-Barwińska, Rivasplata, Rannen-Triki & György,
+"Towards Better Visual Explanations for Deep Image Classifiers", §4.3 and appendix C).
 
 All functions take per-image scores as a mapping ``explainer -> array (n_images,)``
 (the same images, in the same order, for every explainer) and the metric's
@@ -88,7 +89,7 @@ def krippendorff_alpha(data: np.ndarray, level: str = "ordinal") -> float:
     """Krippendorff's α for a ``raters × units`` matrix (NaN = missing).
 
     For a metric's reliability the raters are the images and the units the
-    explainers, each value the rank the image gives the explainer (seed 004 §4.3):
+    explainers, each value the rank the image gives the explainer (Grabska-Barwińska et al., §4.3):
     ``krippendorff_alpha(rank_explainers(scores, hib)[1], "ordinal")``.
     α = 1 − D_o / D_e from the coincidence matrix of pairable values;
     ``level`` is ``"nominal"``, ``"ordinal"``, ``"interval"`` or ``"ratio"``.
@@ -151,7 +152,7 @@ def spearman_between_metrics(
     """Spearman's ρ between metrics over the same explanations (internal consistency).
 
     ``values`` maps metric → one value per explanation. With ``higher_is_better``,
-    lower-is-better metrics are negated first, as in seed 004 Fig. 11, so positive ρ means agreement.
+    lower-is-better metrics are negated first, as in Grabska-Barwińska et al., Fig. 11, so positive ρ means agreement.
     """
     from scipy.stats import spearmanr
 

@@ -1,4 +1,6 @@
-"""Built-in plugin: DeepMaps, hidden-layer attributions summed over layers (seed 004, §3).
+"""Built-in plugin: DeepMaps, hidden-layer attributions summed over layers
+(Grabska-Barwińska, Rivasplata, Rannen-Triki & György, "Towards Better Visual Explanations for
+Deep Image Classifiers", §3).
 
 At every chosen layer ``l`` with output ``x^l`` (``B×Φ×h×w``)::
 
@@ -50,5 +52,6 @@ def register_explainers(register: Callable[..., None]) -> None:
         _factory("DeepMaps"),
         aliases=("deep-maps",),
         family="gradient",
-        description="DeepMaps: gradient × activation summed over channels at every block, |·|, min-max, upsampled and summed over layers (seed 004).",
+        description="DeepMaps: gradient × activation summed over channels at every block, |·|, min-max, "
+        "upsampled and summed over layers (Grabska-Barwińska et al.).",
     )

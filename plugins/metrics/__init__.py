@@ -1,4 +1,4 @@
-"""Built-in plugin: the seeds' metrics (SPEC §2) on the perturbation engine.
+"""Built-in plugin: the faithfulness and localisation metrics of the papers we follow, on the perturbation engine.
 
 Registration only; the classes live in :mod:`xai_bridge_builtins.metrics.faithfulness` and are
 imported when a metric is created, so listing metrics does not import torch.

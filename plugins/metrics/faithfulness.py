@@ -1,4 +1,4 @@
-"""The seeds' metrics (SPEC §2) as :class:`~xai_bridge.metric.Metric` classes on the engine.
+"""Faithfulness metrics as :class:`~xai_bridge.metric.Metric` classes on the engine.
 
 None of them loops over images or steps: each declares the engine requests it
 reads (:meth:`requests`) and turns the engine's batched results into one value
@@ -143,14 +143,14 @@ class _Correlation(_CurveMetric):
 
 
 class DeletionCorrelation(_Correlation):
-    """DC (seed 000 eq. 25): Pearson correlation between each deletion step's score drop and the
+    """DC (Gomez & Mouchère 2023, eq. 25): Pearson correlation between each deletion step's score drop and the
     saliency it removed (higher is better)."""
 
     name = "dc"
 
 
 class InsertionCorrelation(_Correlation):
-    """IC (seed 000 eq. 26): Pearson correlation between each insertion step's score gain and the
+    """IC (Gomez & Mouchère 2023, eq. 26): Pearson correlation between each insertion step's score gain and the
     saliency it revealed (higher is better)."""
 
     name, kind = "ic", "insertion"
@@ -183,7 +183,7 @@ class _Removal(Metric):
 
 class AOPC(_Removal):
     """AOPC = ``1/(P+1) Σ_{k=0..P} (f_c(x) − f_c(x^(k)))``: MoRF removal up to ``protocol.fraction``
-    (seed 004: 10 %, mean colour; higher is better)."""
+    (Grabska-Barwińska et al.: 10 %, mean colour; higher is better)."""
 
     name = "aopc"
 
@@ -225,7 +225,7 @@ class _Flips(Metric):
 
 class NMoRF(_Flips):
     """n_MoRF: fraction of pixels removed, most relevant first, before the predicted class changes
-    (seed 004; 1.0 when it never changes; lower is better)."""
+    (Grabska-Barwińska et al.; 1.0 when it never changes; lower is better)."""
 
     name, higher_is_better = "n_morf", False
 
@@ -238,8 +238,9 @@ class NLeRF(_Flips):
 
 # -- Δσ -----------------------------------------------------------------------------------------------
 class Delta(Metric):
-    """Δσ (seed 004 eq. 9): ``σ(x, s(x)) − 1/K Σ_k σ(x, s(ξ_k))`` with the maps of K other images
-    of the batch (drawn at random, seeded) applied to ``x``. A random explainer scores ≈ 0.
+    """Δσ (Grabska-Barwińska et al., eq. 9): ``σ(x, s(x)) − 1/K Σ_k σ(x, s(ξ_k))``
+    with the maps of K other images of the batch (drawn at random, seeded) applied to ``x``.
+    A random explainer scores ≈ 0.
 
     ``metric`` is a registered metric (name or object) or a Quantus metric instance.
     The direction is the wrapped metric's.

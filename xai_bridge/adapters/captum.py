@@ -8,7 +8,8 @@ call it under ``no_grad``; gradient methods switch gradients back on themselves)
 with :mod:`captum.attr.visualization`.
 
 Attributions follow Captum's contract, *the shape of the inputs*: the explainer's
-``B×H×W`` map is copied into every channel (``B×C×H×W``). Pass ``keepdim=True`` for
+``B×H×W`` map is copied into every channel (``B×C×H×W``). Create the adapter with
+``as_attribution(..., keepdim=True)`` (an option of the adapter, not of ``attribute``) for
 ``B×1×H×W``, the shape ``LayerAttribution.interpolate`` gives Captum's own
 ``LayerGradCam``. Values are the explainer's maps at input resolution, not rescaled.
 
@@ -121,7 +122,8 @@ class XaiBridgeAttribution(Attribution):
                 unchanged to every forward pass of the explainer.
 
         Returns:
-            A tensor shaped like ``inputs`` (``B×1×H×W`` with ``keepdim=True``), on their
+            A tensor shaped like ``inputs`` (``B×1×H×W`` when the adapter was made with
+            ``as_attribution(..., keepdim=True)``), on their
             device and dtype; a 1-tuple when ``inputs`` was one.
         """
         is_tuple = isinstance(inputs, tuple)

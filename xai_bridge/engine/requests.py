@@ -20,6 +20,11 @@ class Masked:
     """Score of the soft-masked image: ``x·M + r·(1−M)`` (``keep=True``) or ``x·(1−M) + r·M``.
 
     ``M = n(S)`` per image. AD, AG, AI use ``keep=True``; ADD uses ``keep=False``.
+    Its result is a :class:`Scores` of shape ``(B,)``.
+
+    Attributes:
+        keep: ``True`` keeps the salient pixels (``x·M + r·(1−M)``); ``False`` removes them.
+        replacement: what ``r`` is (usually ``protocol.mask_replacement``).
     """
 
     keep: bool = True
@@ -33,6 +38,16 @@ class Curve:
 
     Units are pixels (``cell=None``) or ``cell×cell`` blocks; ``step`` is units per step
     (int) or a fraction of all units (float); the curve stops at ``stop`` (a fraction).
+    Its result is a :class:`CurveResult`.
+
+    Attributes:
+        kind: ``"deletion"`` or ``"insertion"``.
+        order: ``"morf"`` (most relevant first) or ``"lerf"`` (least relevant first).
+        replacement: what replaces removed pixels (deletion) or the start image (insertion),
+            usually ``protocol.deletion`` or ``protocol.insertion``.
+        step: units per step (int) or a fraction of all units (float).
+        cell: ``None`` for pixels, else the side of the square blocks that are the units.
+        stop: the fraction of units at which the curve ends (``1.0``: all of them).
     """
 
     kind: Literal["deletion", "insertion"] = "deletion"
@@ -60,7 +75,14 @@ class Curve:
 class Flip:
     """Decision flip: the fraction of units removed (deleted in ``order``) at the first step where
     the predicted class differs from the unperturbed image's. Images stop being evaluated once
-    they flipped."""
+    they flipped. Its result is a :class:`FlipResult`.
+
+    Attributes:
+        order: ``"morf"`` (n_MoRF) or ``"lerf"`` (n_LeRF).
+        replacement: what replaces removed pixels (usually ``protocol.removal``).
+        step: units per step (int) or a fraction of all units (float).
+        cell: ``None`` for pixels, else the side of the square blocks that are the units.
+    """
 
     order: Literal["morf", "lerf"] = "morf"
     replacement: Replacement = BLACK
@@ -69,6 +91,7 @@ class Flip:
 
     @property
     def sequence(self) -> tuple:
+        """The deletion sequence this request walks (shared with a :class:`Curve` on the same one)."""
         return ("deletion", self.order, self.replacement, self.step, self.cell)
 
 
@@ -77,7 +100,13 @@ Request = Masked | Curve | Flip
 
 @dataclass
 class Scores:
-    """Target logit, target probability and predicted class; shape ``(B, …)``."""
+    """Target logit, target probability and predicted class; shape ``(B, …)``.
+
+    Attributes:
+        logits: the target class's logit.
+        probs: the target class's softmax probability.
+        predicted: the predicted class (argmax of the logits).
+    """
 
     logits: torch.Tensor
     probs: torch.Tensor

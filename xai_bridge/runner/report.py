@@ -3,7 +3,7 @@
 The first screen says which explainer wins on which metric (best mean, how often it
 beats the runner-up on the same image, and whether that is significant); then the
 summary table (mean ± std, ↑/↓ by direction), the protocol, the saliency grid, mean
-insertion/deletion curves, win-rate and Wilcoxon heat maps (seed 004 Fig. 7, 9), and the
+insertion/deletion curves, win-rate and Wilcoxon heat maps (Grabska-Barwińska et al., Fig. 7, 9), and the
 reliability of the metrics: Krippendorff's α of the per-image rankings (inter-rater,
 Fig. 10) and Spearman's ρ between metrics (internal consistency, Fig. 11).
 
@@ -169,7 +169,7 @@ def reliability(
 ) -> dict[str, tuple[float, float, float]]:
     """Per metric: Krippendorff's ordinal α of the per-image rankings, with a 95 % interval.
 
-    As seed 004 (Fig. 10) the interval comes from ``draws`` random subsets of the images
+    As in Grabska-Barwińska et al. (Fig. 10) the interval comes from ``draws`` random subsets of the images
     (half of them, at least 3); NaN when the rankings do not vary.
     """
     rng = np.random.default_rng(seed)
@@ -378,7 +378,10 @@ def figure_reliability(results: Results, path: Path, alphas: dict[str, dict[str,
 
 
 def figure_consistency(results: Results, path: Path) -> Path:
-    """Spearman's ρ between metrics: all explanations pooled, then per explainer (seed 004 Fig. 11)."""
+    """Spearman's ρ between metrics: all explanations pooled, then per explainer.
+
+    As in Grabska-Barwińska et al., Fig. 11.
+    """
     plt = _plt()
     groups: list[str | None] = [None, *results.explainers]
     fig, axes = _panels(len(groups), width=3.4, height=3.2)
@@ -560,7 +563,9 @@ def write_report(
     if len(explainers) > 1:
         doc.h(2, "Pairwise comparisons")
         doc.p(
-            "Per-image win rates (seed 004 §4.2, Fig. 7): the share of images on which the row explainer scores better than the column explainer (ties count half). Wilcoxon signed-rank p-values (Fig. 9) say whether the paired differences are significant."
+            "Per-image win rates (Grabska-Barwińska et al., §4.2, Fig. 7): the share of images on which the row "
+            "explainer scores better than the column explainer (ties count half). Wilcoxon signed-rank p-values "
+            "(Fig. 9) say whether the paired differences are significant."
         )
         figure_win_rates(results, figures / "win_rates.png")
         doc.img("figures/win_rates.png", "Win rates: row beats column on this % of images")
@@ -574,7 +579,9 @@ def write_report(
             alphas["without baselines"] = reliability(results, informative)
         figure_reliability(results, figures / "reliability.png", alphas)
         doc.p(
-            "Inter-rater reliability (seed 004 App. C.2, Fig. 10): Krippendorff's ordinal α of the rankings each image gives the explainers; 1 = every image ranks them the same way, 0 = rankings unrelated across images. Intervals: 2.5–97.5 % over 50 random halves of the images."
+            "Inter-rater reliability (Grabska-Barwińska et al., App. C.2, Fig. 10): Krippendorff's ordinal α of "
+            "the rankings each image gives the explainers; 1 = every image ranks them the same way, 0 = rankings "
+            "unrelated across images. Intervals: 2.5–97.5 % over 50 random halves of the images."
         )
         doc.table(
             ["metric"] + list(alphas),
