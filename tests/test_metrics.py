@@ -183,8 +183,10 @@ def test_evaluate_rows_summary_and_exports(model, photos, tmp_path):
 def test_bad_input_names_the_argument(model, photos):
     images = photos[0][:2]
     maps = torch.rand(2, 224, 224)
-    with pytest.raises(ValueError, match=r"maps: maps are \(7, 7\)"):
-        score_maps(model, images, torch.rand(2, 7, 7), ["average_drop"])
+    with pytest.raises(ValueError, match=r"maps: \(300, 300\) is larger than the images \(224, 224\)"):
+        score_maps(model, images, torch.rand(2, 300, 300), ["average_drop"])
+    with pytest.raises(ValueError, match=r"maps: 3 maps for 2 images"):
+        score_maps(model, images, torch.rand(3, 7, 7), ["average_drop"])
     nan = maps.clone()
     nan[0, 3, 3] = float("nan")
     with pytest.raises(ValueError, match="maps: .*NaN"):

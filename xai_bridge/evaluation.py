@@ -67,6 +67,31 @@ def _check_inputs(
             )
 
 
+def to_input_resolution(
+    maps: torch.Tensor, images: torch.Tensor, protocol: Protocol, raw: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Checked maps at the images' resolution, and the raw maps they came from.
+
+    Maps already at input resolution pass through (an explainer's own upsampling stands).
+    Coarser maps (``B×h×w``, e.g. 7×7 CAMs given through ``maps=``) are upsampled with the
+    protocol's ``resize`` (bilinear with ``align_corners=False``, bicubic, or nearest) and
+    become the ``raw`` maps that set the grid cell of ``level="grid"``.
+    """
+    from .explainer import upsample
+
+    if isinstance(maps, torch.Tensor) and maps.ndim == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    size = tuple(images.shape[-2:])
+    if isinstance(maps, torch.Tensor) and maps.ndim == 3 and tuple(maps.shape[-2:]) != size:
+        small = check_maps(maps, name="maps")
+        if small.shape[0] != images.shape[0]:
+            raise ValueError(f"maps: {small.shape[0]} maps for {images.shape[0]} images; expected one map per image")
+        if any(s > big for s, big in zip(small.shape[-2:], size, strict=True)):
+            raise ValueError(f"maps: {tuple(small.shape[-2:])} is larger than the images {size}; expected ≤ {size}")
+        return upsample(small.to(images.device), size, mode=protocol.resize), small  # type: ignore[arg-type]
+    return check_maps(maps, images), raw
+
+
 def warn_non_finite(metric: str, explainer: str, image_ids: Sequence[str], values: torch.Tensor) -> None:
     """One :class:`~xai_bridge.errors.MetricValueWarning` naming the metric, explainer and images it gave NaN/inf for.
 
@@ -128,7 +153,8 @@ def score_maps(
     _check_inputs(protocol, images, metrics, boxes, explainer)
     engine = engine or Engine(model, progress=False)
     images = images.to(engine.device)
-    maps = check_maps(maps, images).to(engine.device)
+    maps, raw = to_input_resolution(maps, images, protocol, raw)
+    maps = maps.to(engine.device)
     protocol = _grid_protocol(protocol, images, raw)
     if base_logits is None:
         base_logits = engine.forward_chunks(images.shape[0], lambda s, e: images[s:e], images)
@@ -258,7 +284,8 @@ def evaluate(
     for name, explainer in iterator:
         raw = None
         if explainer is None:
-            m = check_maps(maps[name], images).to(engine.device)  # type: ignore[index]
+            m, raw = to_input_resolution(maps[name], images, protocol)  # type: ignore[index]
+            m = m.to(engine.device)
         else:
             parts = [
                 explainer.explanation(images[s : s + batch_size], target=target_t[s : s + batch_size])

@@ -53,9 +53,11 @@ class Protocol:
         target: ``"predicted"`` (default for users) or ``"label"`` (papers' tables;
             falls back to the prediction when no labels are given).
         score: ``"probability"`` (softmax of the target class) or ``"logit"``.
-        resize: how maps reach input resolution: ``"bilinear"`` (``align_corners=False``),
-            ``"bicubic"`` or ``"nearest"``.
-        normalize: ``"after_resize"`` (min-max of the upsampled map) or ``"before_resize"``.
+        resize: how maps coarser than the images (``B×h×w`` given to :func:`~xai_bridge.score_maps`
+            or through ``evaluate(maps=...)``) reach input resolution: ``"bilinear"``
+            (``align_corners=False``), ``"bicubic"`` or ``"nearest"``. An explainer's maps are
+            already at input resolution (each explainer upsamples as its method defines) and
+            pass through. ``n(S)`` is always the min-max of the map at input resolution.
         constant_maps: what ``n(S)`` is for a constant map: ``"error"``, ``"zeros"`` or ``"ones"``.
         mask_replacement: what ``x ⊙ M`` blends with (AD, AG, AI, ADD): ``x·M + r·(1−M)``.
         deletion: replacement of removed pixels in deletion curves (DAUC, DC).
@@ -68,11 +70,13 @@ class Protocol:
         auc_normalize: ``"none"``, ``"first"`` or ``"max"`` — divide each curve before the area.
         fraction: fraction of pixels removed by AOPC and AFOC (Grabska-Barwińska et al.: 10 %).
         removal_step: pixels per step (int) or fraction for AOPC/AFOC/n_MoRF/n_LeRF.
-        space: ``"pixel"`` (images in [0,1], black = 0) — the only masking space of models that
-            take [0,1] inputs; ``"normalized"`` masks after ``(x − mean)/std`` so 0 is the mean colour.
-        mean: per-channel mean of the normalisation of ``space="normalized"``.
-        std: per-channel standard deviation of the normalisation of ``space="normalized"``.
-        source: where the settings come from (paper, section); kept in ``as_dict()`` with the rest.
+        space: where masking happens: ``"pixel"`` (images in [0, 1], black = 0; the images are
+            checked to lie in [0, 1]) or ``"normalized"`` (the images given are already normalised,
+            ``(x − mean)/std``, so ``"black"`` = 0 is the dataset's mean colour; no range check).
+        source: where the settings come from (paper, section); recorded with the rest.
+
+    ``name``, ``description`` and ``source`` are metadata (recorded in every result, they change
+    no value); every other field changes some metric's value (``tests/test_protocols.py``).
     """
 
     name: str = "default"
@@ -80,7 +84,6 @@ class Protocol:
     target: Literal["predicted", "label"] = "predicted"
     score: Literal["probability", "logit"] = "probability"
     resize: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
-    normalize: Literal["after_resize", "before_resize"] = "after_resize"
     constant_maps: Literal["error", "zeros", "ones"] = "error"
     mask_replacement: Replacement = BLACK
     deletion: Replacement = BLACK
@@ -93,8 +96,6 @@ class Protocol:
     fraction: float = 0.1
     removal_step: int | float = 224
     space: Literal["pixel", "normalized"] = "pixel"
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -102,7 +103,6 @@ class Protocol:
             "target": ("predicted", "label"),
             "score": ("probability", "logit"),
             "resize": ("bilinear", "bicubic", "nearest"),
-            "normalize": ("after_resize", "before_resize"),
             "constant_maps": ("error", "zeros", "ones"),
             "level": ("pixel", "grid"),
             "auc_normalize": ("none", "first", "max"),
@@ -113,8 +113,6 @@ class Protocol:
                 raise ValueError(f"protocol.{name}: {getattr(self, name)!r} is not one of {allowed}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"protocol.fraction: {self.fraction} must be in (0, 1]")
-        if self.space == "normalized" and (self.mean is None or self.std is None):
-            raise ValueError("protocol.space='normalized' needs mean=... and std=... (per channel)")
 
     def replace(self, **changes: Any) -> Protocol:
         """A copy with some fields changed (the name becomes ``name+custom`` unless given)."""
