@@ -45,16 +45,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         }
         print(json.dumps(payload, indent=2, ensure_ascii=False))
         return 0
-    width = max(len(s.name) for s in [*explainers, *metrics]) if explainers or metrics else 0
+    width = max([len(e.name) for e in explainers] + [len(m.name) for m in metrics], default=0)
     family = max((len(s.family) for s in explainers), default=0)
     category = max((len(s.category) for s in metrics), default=0)
     print(f"Explainers ({len(explainers)}):")
-    for s in explainers:
-        aliases = f" (aliases: {', '.join(s.aliases)})" if s.aliases else ""
-        print(f"  {s.name:<{width}}  {s.family:<{family}}  {s.provider}{aliases}")
+    for e in explainers:
+        aliases = f" (aliases: {', '.join(e.aliases)})" if e.aliases else ""
+        print(f"  {e.name:<{width}}  {e.family:<{family}}  {e.provider}{aliases}")
     print(f"\nMetrics ({len(metrics)}):")
-    for s in metrics:
-        print(f"  {s.name:<{width}}  {s.arrow} {s.category:<{category}}  {s.provider}")
+    for m in metrics:
+        print(f"  {m.name:<{width}}  {m.arrow} {m.category:<{category}}  {m.provider}")
     if host.failures:
         print(f"\nSkipped plugins ({len(host.failures)}):")
         for f in host.failures:

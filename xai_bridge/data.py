@@ -56,8 +56,9 @@ def _grace_hopper() -> np.ndarray:
     from matplotlib import cbook
     from PIL import Image
 
-    with cbook.get_sample_data("grace_hopper.jpg") as handle:
-        return np.asarray(Image.open(handle).convert("RGB"))
+    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 #: name -> loader of an H×W×3 uint8 array. Order is the order of ``sample_images()``.
@@ -286,11 +287,12 @@ def image_folder_split(
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction!r}")
     full = image_folder(root, size, crop=False)
-    if len(full) < 2:  # type: ignore[arg-type]
+    count = len(full)  # type: ignore[arg-type]
+    if count < 2:
         raise ValueError(
-            f"data: {str(root)!r} holds {len(full)} image(s); at least 2 are needed to split off a validation set"
-        )  # type: ignore[arg-type]
-    n_val = max(1, round(len(full) * val_fraction))  # type: ignore[arg-type]
+            f"data: {str(root)!r} holds {count} image(s); at least 2 are needed to split off a validation set"
+        )
+    n_val = max(1, round(count * val_fraction))
     generator = torch.Generator().manual_seed(seed)
-    train_set, val_set = torch.utils.data.random_split(full, [len(full) - n_val, n_val], generator=generator)  # type: ignore[arg-type]
+    train_set, val_set = torch.utils.data.random_split(full, [count - n_val, n_val], generator=generator)
     return train_set, val_set, list(full.classes)  # type: ignore[attr-defined]

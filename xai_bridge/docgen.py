@@ -39,7 +39,8 @@ def hooks_markdown() -> str:
             lines += ["*First result wins: the first plugin returning something other than `None` decides.*", ""]
         doc = inspect.cleandoc(fn.__doc__ or "")
         # Indented blocks after "::" become fenced code for MkDocs.
-        out, in_code = [], False
+        out: list[str] = []
+        in_code = False
 
         def close_fence(out: list[str] = out) -> None:
             while out and not out[-1].strip():

@@ -149,8 +149,8 @@ def score_maps(
     check_model_ready(model)
     check_images(images)
     protocol = get_protocol(protocol)
-    metrics = [as_metric(m) for m in metrics]
-    _check_inputs(protocol, images, metrics, boxes, explainer)
+    metric_objs = [as_metric(m) for m in metrics]
+    _check_inputs(protocol, images, metric_objs, boxes, explainer)
     engine = engine or Engine(model, progress=False)
     images = images.to(engine.device)
     maps, raw = to_input_resolution(maps, images, protocol, raw)
@@ -163,10 +163,10 @@ def score_maps(
     targets = resolve_targets(targets, images.shape[0], logits=base_logits, device=engine.device)
     if (targets >= base_logits.shape[1]).any():
         raise ValueError(f"targets: class indices must be in [0, {base_logits.shape[1]}), got {targets.tolist()}")
-    per_metric = [(m, m.protocol or protocol) for m in metrics]
+    per_metric = [(m, m.protocol or protocol) for m in metric_objs]
     requests = [r for m, p in per_metric for r in m.requests(_grid_protocol(p, images, raw))]
     results = engine.run(images, maps, targets, requests, constant_maps=protocol.constant_maps, base_logits=base_logits)
-    normalized = normalize_maps(maps, protocol.constant_maps)  # type: ignore[arg-type]
+    normalized = normalize_maps(maps, protocol.constant_maps)
     out: dict[str, torch.Tensor] = {}
     for metric, p in per_metric:
         ctx = MetricContext(
@@ -284,20 +284,21 @@ def evaluate(
     for name, explainer in iterator:
         raw = None
         if explainer is None:
-            m, raw = to_input_resolution(maps[name], images, protocol)  # type: ignore[index]
-            m = m.to(engine.device)
+            assert maps is not None  # named only when maps were given
+            given, raw = to_input_resolution(maps[name], images, protocol)
+            explained = given.to(engine.device)
         else:
             parts = [
                 explainer.explanation(images[s : s + batch_size], target=target_t[s : s + batch_size])
                 for s in range(0, b, batch_size)
             ]
-            m = torch.cat([p.maps for p in parts])
-            raw = None if parts[0].raw is None else torch.cat([p.raw for p in parts])
+            explained = torch.cat([p.maps for p in parts])
+            raw = None if parts[0].raw is None else torch.cat([p.raw for p in parts if p.raw is not None])
         curves: dict[str, dict[str, torch.Tensor]] = {}
         scores = score_maps(
             model,
             images,
-            m,
+            explained,
             metric_objs,
             protocol,
             target_t,

@@ -15,7 +15,7 @@ feature-resolution map in :attr:`Explanation.raw`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +79,7 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") 
 
 
 @contextlib.contextmanager
-def preserve_grads(model: nn.Module):
+def preserve_grads(model: nn.Module) -> Iterator[None]:
     """Leave the model's parameter ``.grad`` as it found them (toolkits call backward on it)."""
     saved = [(p, p.grad) for p in model.parameters()]
     try:
@@ -184,7 +184,7 @@ class Explainer:
         maps = maps.detach().to(device=images.device, dtype=torch.float32)
         if raw is None and tuple(maps.shape[-2:]) != tuple(images.shape[-2:]):
             raw = maps
-        maps = upsample(maps, tuple(images.shape[-2:]))
+        maps = upsample(maps, (images.shape[-2], images.shape[-1]))
         if raw is not None:
             raw = raw.detach().to(device=images.device, dtype=torch.float32)
         return Explanation(maps=maps, raw=raw, targets=targets, logits=logits.detach(), info=dict(out.info))

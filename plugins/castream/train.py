@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from xai_bridge.models import model_device
 from xai_bridge_builtins.castream.model import CAModel, castream_config_matches
 
 #: Written into every checkpoint; a file without it is refused.
@@ -278,7 +279,7 @@ def evaluate(
     from tqdm.auto import tqdm
 
     dataset = as_dataset(data)
-    device = torch.device(device) if device is not None else _device_of(model)
+    device = torch.device(device) if device is not None else model_device(model)
     was_training = model.training
     model.to(device).eval()
     correct_ca = correct_gap = total = 0
@@ -299,12 +300,6 @@ def evaluate(
     if total == 0:
         raise ValueError("data: is empty")
     return {"ca_accuracy": 100.0 * correct_ca / total, "gap_accuracy": 100.0 * correct_gap / total}
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    from xai_bridge.models import model_device
-
-    return model_device(model)
 
 
 def train_stream(
@@ -360,7 +355,7 @@ def train_stream(
     ca = build_model(model, **model_options)
     dataset = as_dataset(data, size=image_size)
     val = as_dataset(val_data, size=image_size, name="val_data") if val_data is not None else None
-    device = torch.device(device) if device is not None else _device_of(ca)
+    device = torch.device(device) if device is not None else model_device(ca)
     ca.to(device)
 
     params = ca.stream_parameters()

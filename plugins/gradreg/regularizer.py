@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xai_bridge.models import model_device
+
 #: The thesis' default regularisation coefficient (Table 4.3, cosine error).
 DEFAULT_LAMBDA = 7.5e-3
 
@@ -413,12 +415,6 @@ class GradientRegularizer:
 # ---------------------------------------------------------------------------------------------
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    from xai_bridge.models import model_device
-
-    return model_device(model)
-
-
 def evaluate_gradients(
     model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *, device: Any = None, progress: bool = False
 ) -> dict[str, float]:
@@ -435,7 +431,7 @@ def evaluate_gradients(
     """
     from tqdm.auto import tqdm
 
-    device = torch.device(device) if device is not None else _device_of(model)
+    device = torch.device(device) if device is not None else model_device(model)
     was_training = model.training
     model.eval()
     n, correct, ce_sum, cos_sum = 0, 0.0, 0.0, 0.0
@@ -507,7 +503,7 @@ def train_regularized(
     if not relu_modules(model):
         raise ValueError("model: has no torch.nn.ReLU module, so it has no guided gradient to regularise towards")
     reg = regularizer if regularizer is not None else GradientRegularizer(distance, lam)
-    device = torch.device(device) if device is not None else _device_of(model)
+    device = torch.device(device) if device is not None else model_device(model)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer is None:

@@ -135,7 +135,7 @@ class XaiBridgeAttribution(Attribution):
                 )
             images = inputs[0]
         else:
-            images = inputs
+            images = inputs  # type: ignore[assignment]  # a tensor: the tuple case is the branch above
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             raise ValueError(f"inputs: expected images B×C×H×W, got {getattr(images, 'shape', type(images).__name__)}")
         explain_target = _captum_target(target)

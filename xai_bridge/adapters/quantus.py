@@ -224,15 +224,16 @@ class XaiBridgeQuantusMetric(QuantusMetric):
             normalise_func=normalise_func,
             normalise_func_kwargs=normalise_func_kwargs,
             return_aggregate=return_aggregate,
-            aggregate_func=aggregate_func,
+            aggregate_func=aggregate_func if aggregate_func is not None else np.mean,
             default_plot_func=None,
             disable_warnings=disable_warnings,
             display_progressbar=display_progressbar,
         )
         self.metric = metric
-        self.name = metric.name
-        self.score_direction = ScoreDirection.HIGHER if metric.higher_is_better else ScoreDirection.LOWER
-        self.evaluation_category = EvaluationCategory(getattr(metric, "category", "Faithfulness"))
+        # Quantus declares these as class variables; each wrapped metric needs its own.
+        self.name = metric.name  # type: ignore[misc]
+        self.score_direction = ScoreDirection.HIGHER if metric.higher_is_better else ScoreDirection.LOWER  # type: ignore[misc]
+        self.evaluation_category = EvaluationCategory(getattr(metric, "category", "Faithfulness"))  # type: ignore[misc]
 
     def __call__(
         self,

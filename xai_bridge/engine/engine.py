@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models import model_device
 from ..protocols import Replacement
 from ..targets import check_images, check_model_ready
 from .maps import check_maps, make_replacement, normalize_maps, num_units, rank_units, step_counts
@@ -48,14 +49,6 @@ def parse_budget(budget: int | float | str | None) -> int | None:
             except ValueError:
                 break
     raise ValueError(f"budget: expected bytes (int) or a size like '2GiB' / '512MB', got {budget!r}")
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 class Engine:
@@ -110,7 +103,7 @@ class Engine:
         """
         if self.batch_size is not None:
             return self.batch_size
-        if getattr(self, "_chunk", None) is None or self._chunk_shape != tuple(sample.shape[1:]):
+        if getattr(self, "_chunk", None) is None or getattr(self, "_chunk_shape", None) != tuple(sample.shape[1:]):
             total = [0]
 
             def count(_m: nn.Module, _i: Any, out: Any) -> None:
@@ -283,7 +276,9 @@ class Engine:
         t = targets.view(-1, 1)
         return Scores(logits.gather(1, t)[:, 0], logits.softmax(1).gather(1, t)[:, 0], logits.argmax(1))
 
-    def _masked(self, r: Masked, images, maps, targets, constant_maps) -> Scores:
+    def _masked(
+        self, r: Masked, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, constant_maps: str
+    ) -> Scores:
         m = normalize_maps(maps, constant_maps)[:, None]  # type: ignore[arg-type]
         if not r.keep:
             m = 1 - m
@@ -293,13 +288,23 @@ class Engine:
         )
         return self._scores(logits, targets)
 
-    def _perturbed(self, kind: str, images, rep, ranks, img_idx: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    def _perturbed(
+        self,
+        kind: str,
+        images: torch.Tensor,
+        rep: torch.Tensor,
+        ranks: torch.Tensor,
+        img_idx: torch.Tensor,
+        counts: torch.Tensor,
+    ) -> torch.Tensor:
         """Images ``img_idx`` with their ``counts`` first-ranked units removed (deletion) or revealed."""
         mask = (ranks[img_idx] < counts.view(-1, 1, 1)).unsqueeze(1)
         x, r = images[img_idx], rep[img_idx]
         return torch.where(mask, r, x) if kind == "deletion" else torch.where(mask, x, r)
 
-    def _curve(self, c: Curve, images, maps, targets, base_logits) -> CurveResult:
+    def _curve(
+        self, c: Curve, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, base_logits: torch.Tensor
+    ) -> CurveResult:
         b, _, h, w = images.shape
         counts = self._counts(c, images).to(self.device)
         units = num_units(h, w, c.cell)
@@ -322,7 +327,14 @@ class Engine:
             units=units,
         )
 
-    def _flips(self, r: Flip, images, maps, base_pred, known: CurveResult | None) -> FlipResult:
+    def _flips(
+        self,
+        r: Flip,
+        images: torch.Tensor,
+        maps: torch.Tensor,
+        base_pred: torch.Tensor,
+        known: CurveResult | None,
+    ) -> FlipResult:
         b, _, h, w = images.shape
         counts = self._counts(r, images).to(self.device)
         units = num_units(h, w, r.cell)

@@ -1,13 +1,12 @@
 """The ``benchmark`` sub-command of ``xai-bridge`` (the host's runner; ``xai-bridge demo`` is a built-in plugin on it).
 
 ``add_benchmark_parser(subparsers)`` registers ``benchmark`` on the main parser; this
-module also runs on its own (``python -m xai_bridge.runner.cli benchmark ...``), also
-under ``torchrun``.
+command also runs as ``python -m xai_bridge benchmark ...``, also under ``torchrun``.
 
 >>> import argparse
 >>> parser = argparse.ArgumentParser(); sub = parser.add_subparsers(dest="command")
->>> add_benchmark_parser(sub)
->>> parser.parse_args(["benchmark", "--images", "default", "-e", "gradcam", "random"]).explainers
+>>> _ = add_benchmark_parser(sub)
+>>> parser.parse_args(["benchmark", "-e", "gradcam", "random", "-m", "average_gain"]).explainers
 ['gradcam', 'random']
 """
 

@@ -162,7 +162,9 @@ def _metric_entries(specs: Sequence[Any]) -> list[Entry]:
         canonical = xb.metric_spec(name).name
         obj = xb.get_metric(canonical, **options)
         entries.append(
-            Entry(canonical, options, _canonical(canonical, options), label or getattr(obj, "name", canonical), obj)
+            Entry(
+                canonical, options, _canonical(canonical, options), label or str(getattr(obj, "name", canonical)), obj
+            )
         )
     _unique(entries, "metrics")
     return entries

@@ -215,7 +215,7 @@ class Store:
         return {
             tuple(r)
             for r in self._conn.execute("SELECT image, explainer_key, metric_key FROM rows WHERE config=?", (config,))
-        }  # type: ignore[misc]
+        }
 
     def rows(self, config: str) -> list[RowRecord]:
         return [
