@@ -10,8 +10,10 @@ import torch
 
 
 def _normalise(saliency: np.ndarray) -> np.ndarray:
-    lo, hi = float(np.min(saliency)), float(np.max(saliency))
-    return (saliency - lo) / (hi - lo) if hi > lo else np.zeros_like(saliency)
+    """Min-max to [0, 1] for display (a constant map shows as 0), by the engine's own normaliser."""
+    from .engine.maps import normalize_maps
+
+    return normalize_maps(torch.as_tensor(saliency)[None], constant="zeros")[0].numpy()
 
 
 def overlay(image: torch.Tensor, saliency: torch.Tensor, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:

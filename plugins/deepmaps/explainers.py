@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xai_bridge.engine.maps import normalize_maps
 from xai_bridge.explainer import Explainer, MapOutput
 
 NORMALIZE = ("layer", "none")
@@ -124,11 +125,7 @@ def combine(attributions: Sequence[torch.Tensor], size: tuple[int, int], normali
     for a in attributions:
         a = a.abs()
         if normalize == "layer":
-            low = a.amin(dim=(-2, -1), keepdim=True)
-            spread = a.amax(dim=(-2, -1), keepdim=True) - low
-            a = torch.where(
-                spread > 0, (a - low) / torch.where(spread > 0, spread, torch.ones_like(spread)), torch.zeros_like(a)
-            )
+            a = normalize_maps(a, constant="zeros")
         part = upsample(a, size)
         total = part if total is None else total + part
     assert total is not None

@@ -16,14 +16,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from xai_bridge.engine.maps import normalize_maps
+
 Boxes = Sequence[Sequence[Sequence[float]]]  # per image, a list of [x0, y0, x1, y1]
 
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
-    flat = maps.flatten(1)
-    lo, hi = flat.min(1).values, flat.max(1).values
-    span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-    return ((flat - lo[:, None]) / span[:, None]).view_as(maps)
+    """Per-image min-max to [0, 1]; a constant map becomes 0 (it points nowhere)."""
+    return normalize_maps(maps, constant="zeros")
 
 
 def box_masks(

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from xai_bridge.engine.maps import normalize_maps as shared_normalize_maps
 from xai_bridge.explainer import LayerExplainer, MapOutput, upsample
 
 OBJECTIVES = ("mask", "diff")
@@ -48,12 +49,9 @@ def normalize_maps(maps: torch.Tensor, how: str = "range") -> torch.Tensor:
 
     if how == "sigmoid":
         return torch.sigmoid(maps)
+    if how == "range":  # the per-image min-max every part of xai-bridge shares; n(constant) = 0
+        return shared_normalize_maps(maps, constant="zeros")
     top = maps.amax(dim=(-2, -1), keepdim=True)
-    if how == "range":
-        low = maps.amin(dim=(-2, -1), keepdim=True)
-        spread = top - low
-        ok = spread > 0
-        return (maps - low) / torch.where(ok, spread, torch.ones_like(spread)) * ok
     if how == "max":
         ok = top > 0
         return maps / torch.where(ok, top, torch.ones_like(top)) * ok
