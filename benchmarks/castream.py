@@ -143,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
 
-    caveat = "NOT ImageNet: scikit-learn digits (32×32), ResNet-10 trained here; compare directions, not values, with thesis Table 3.1."
+    caveat = (
+        "NOT ImageNet: scikit-learn digits (32×32), ResNet-10 trained here; compare directions, not values, with "
+        "thesis Table 3.1."
+    )
     lines = [
         f"> {caveat}",
         "",
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     for method, by_pool in rows.items():
         for pooling, m in by_pool.items():
             lines.append(
-                f"| {method} | {pooling} | {m['AD']:.2f} | {m['AG']:.2f} | {m['AI']:.2f} | {m['I']:.2f} | {m['D']:.2f} |"
+                f"| {method} | {pooling} | {m['AD']:.2f} | {m['AG']:.2f} | {m['AI']:.2f} | {m['I']:.2f} | "
+                f"{m['D']:.2f} |"
             )
     print("\n".join(lines))
     print(f"\n(total {time.perf_counter() - t0:.0f} s on {device}, {args.threads} thread(s))")

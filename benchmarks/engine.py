@@ -272,18 +272,22 @@ def main(argv: list[str] | None = None) -> int:
     if "a" in args.parts:
         figures["a"] = a = part_a(model, images, device)
         print(
-            f"(a) deletion curve, {a['steps']} steps at 192²: Quantus PixelFlipping {a['quantus_s']:.1f} s, engine {a['engine_s']:.1f} s → {a['ratio']:.1f}× (max |Δ| {a['max_abs_diff']:.1e})"
+            f"(a) deletion curve, {a['steps']} steps at 192²: Quantus PixelFlipping {a['quantus_s']:.1f} s, "
+            f"engine {a['engine_s']:.1f} s → {a['ratio']:.1f}× (max |Δ| {a['max_abs_diff']:.1e})"
         )
     if "b" in args.parts:
         figures["b"] = bb = part_b(model, images, maps, args.step, device)
         print(
-            f"(b) engine {bb['engine_img_s']:.1f} img/s (chunk {bb['engine_chunk']}) vs model peak {bb['model_peak_img_s']:.1f} img/s (batch {bb['peak_batch']}), best of {bb['rounds']} interleaved rounds → {bb['fraction_of_peak']:.0%} of peak"
+            f"(b) engine {bb['engine_img_s']:.1f} img/s (chunk {bb['engine_chunk']}) vs model peak "
+            f"{bb['model_peak_img_s']:.1f} img/s (batch {bb['peak_batch']}), best of {bb['rounds']} interleaved "
+            f"rounds → {bb['fraction_of_peak']:.0%} of peak"
         )
     if "c" in args.parts:
         n = min(args.images, 4) if args.quick else args.images
         figures["c"] = c = part_c(model, images[:n], maps[:n], args.step, device)
         print(
-            f"(c) deletion+insertion+AOPC+n_MoRF+n_LeRF on {n} images: separate calls {c['separate_s']:.1f} s, one engine request set {c['engine_s']:.1f} s → {c['ratio']:.1f}×"
+            f"(c) deletion+insertion+AOPC+n_MoRF+n_LeRF on {n} images: separate calls {c['separate_s']:.1f} s, "
+            f"one engine request set {c['engine_s']:.1f} s → {c['ratio']:.1f}×"
         )
     if "d" in args.parts:
         sizes = [(2, 1792), (4, 448), (8, 224)] if args.quick else [(2, 1792), (4, 448), (8, 224), (16, 112)]
@@ -291,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(d) peak RSS under a {args.budget} budget:")
         for row in d:
             print(
-                f"    {row['images']:>3} images × {row['steps']:>4} steps = {row['pairs']:>6} forward samples: peak {row['rss_peak_mib']:.0f} MiB, "
-                f"+{row['rss_peak_mib'] - row['rss_before_mib']:.0f} MiB over the process before the run (chunk {row['chunk']})"
+                f"    {row['images']:>3} images × {row['steps']:>4} steps = {row['pairs']:>6} forward samples: "
+                f"peak {row['rss_peak_mib']:.0f} MiB, +{row['rss_peak_mib'] - row['rss_before_mib']:.0f} MiB "
+                f"over the process before the run (chunk {row['chunk']})"
             )
     if args.json:
         with open(args.json, "w") as fh:

@@ -127,7 +127,8 @@ def train_one(
 
 
 def step_timing(train_set: Any, repeats: int = 10) -> dict[str, float]:
-    """Median seconds of one training step (batch 64, small CNN, 32×32): plain CE, λ = 0 with both gradients logged, λ > 0."""
+    """Median seconds of one training step (batch 64, small CNN, 32×32): plain CE, λ = 0 with both gradients
+    logged, λ > 0."""
     torch.manual_seed(0)
     model = small_cnn(10).train()
     images = torch.stack([train_set[i][0] for i in range(64)])
@@ -244,12 +245,14 @@ def markdown_table(rows: list[dict[str, Any]], lams: list[float]) -> str:
     lines = [
         f"Recognition ({seeds} seed{'s' if seeds > 1 else ''}, mean ± sd)",
         "",
-        "| λ | test accuracy % ↑ | test cosine(∂L/∂x, guided), eval mode ↑ | training cosine, train mode (last epoch) ↑ |",
+        "| λ | test accuracy % ↑ | test cosine(∂L/∂x, guided), eval mode ↑ | training cosine, train mode (last "
+        "epoch) ↑ |",
         "|---|---|---|---|",
     ]
     for lam, rs in by_lam.items():
         lines.append(
-            f"| {lam:g} | {_mean_std([r['accuracy'] for r in rs], 2)} | {_mean_std([r['cosine'] for r in rs], 3)} | {_mean_std([r['train_cosine'] for r in rs], 3)} |"
+            f"| {lam:g} | {_mean_std([r['accuracy'] for r in rs], 2)} | {_mean_std([r['cosine'] for r in rs], 3)} "
+            f"| {_mean_std([r['train_cosine'] for r in rs], 3)} |"
         )
     lines += [
         "",

@@ -117,13 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     result = run(args.iterations, args.images, args.device, args.repeats, args.dtype)
     print(
-        f"Opti-CAM, {len(result['images'])} photos, {result['iterations']} iterations, {result['device']}, torch {result['torch']}, {result['dtype']}"
+        f"Opti-CAM, {len(result['images'])} photos, {result['iterations']} iterations, {result['device']}, torch "
+        f"{result['torch']}, {result['dtype']}"
     )
     print(f"  sequential (one image per call): {result['sequential_s_per_image']:.3f} s/image")
     print(f"  batched (all images, one call):  {result['batched_s_per_image']:.3f} s/image")
     print(f"  ratio sequential / batched:      {result['speedup']:.2f}×")
     print(
-        f"  map correlation (Pearson):       min {result['correlation_min']:.5f}, mean {result['correlation_mean']:.5f}; max |Δ| {result['max_abs_difference']:.2e}"
+        f"  map correlation (Pearson):       min {result['correlation_min']:.5f}, mean "
+        f"{result['correlation_mean']:.5f}; max |Δ| {result['max_abs_difference']:.2e}"
     )
     print(f"  Adam steps sequential {result['steps_sequential']}, batched {result['steps_batched']}")
     if args.json:

@@ -53,7 +53,8 @@ def test_plugin_tutorial_shows_the_example_plugins_files_as_they_are():
 
 
 def test_citations_name_papers_not_internal_notes():
-    """Docs and sources cite papers by authors and title; "seed 004", "SPEC §2" or "issue 7" mean nothing to a reader."""
+    """Docs and sources cite papers by authors and title; "seed 004", "SPEC §2" or "issue 7" mean nothing
+    to a reader."""
     import re
 
     pattern = re.compile(r"seed 00|SPEC §|issue [0-9]")

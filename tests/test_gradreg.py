@@ -391,7 +391,8 @@ def test_short_training_run_raises_gradient_similarity_on_digits():
 
 @pytest.mark.slow
 def test_longer_training_from_scratch_on_digits():
-    """From the same initialisation, 10 epochs: λ = 0.1 raises the optimised (train-mode) cosine, accuracy within 2 points.
+    """From the same initialisation, 10 epochs: λ = 0.1 raises the optimised (train-mode) cosine, accuracy
+    within 2 points.
 
     The eval-mode test cosine is not asserted: on this run it *fell* (0.059 → −0.012), the
     train/eval BatchNorm gap docs/gradreg.md describes for λ = 1.

@@ -34,7 +34,8 @@ def test_wheel_install_loads_builtins_through_entry_points(tmp_path):
     shutil.copytree(Path(pluggy.__file__).parent, site / "pluggy")
     code = (
         "import sys, json; sys.path[:0] = [sys.argv[1]]; import xai_bridge as xb; "
-        "print(json.dumps({s.name: [s.provider.plugin, s.provider.distribution, xb.__file__] for s in xb.list_explainers()}))"
+        "print(json.dumps({s.name: [s.provider.plugin, s.provider.distribution, xb.__file__] "
+        "for s in xb.list_explainers()}))"
         "; assert not xb.get_host().failures, xb.get_host().failures"
     )
     # -S -I: no site-packages, so neither the editable install nor the source tree is visible.

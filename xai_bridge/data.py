@@ -108,7 +108,8 @@ def sample_images(
         from .registry import did_you_mean
 
         raise ValueError(
-            f"names: no embedded photo called {unknown[0]!r}.{did_you_mean(unknown[0], PHOTOS)} Available: {', '.join(PHOTOS)}"
+            f"names: no embedded photo called {unknown[0]!r}.{did_you_mean(unknown[0], PHOTOS)} Available: "
+            f"{', '.join(PHOTOS)}"
         )
     batch = torch.stack([to_tensor(PHOTOS[n](), size) for n in names])
     return (batch.to(device) if device is not None else batch), names
@@ -215,7 +216,8 @@ def digits(size: int = 32, channels: int = 3) -> tuple[torch.Tensor, torch.Tenso
 def digits_split(
     size: int = 32, test_fraction: float = 0.2, seed: int = 0, channels: int = 3
 ) -> tuple[TensorDataset, TensorDataset]:
-    """A stratified, seeded train/test split of :func:`digits` (1,437 / 360 images at 0.2), in the order scikit-learn draws them.
+    """A stratified, seeded train/test split of :func:`digits` (1,437 / 360 images at 0.2), in the order
+    scikit-learn draws them.
 
     >>> train, test = digits_split(16)
     >>> len(train), len(test), tuple(train[0][0].shape)
@@ -278,7 +280,8 @@ def image_folder_split(
     root = Path(root)
     if not root.is_dir():
         raise ValueError(
-            f"data: {str(root)!r} is not a folder (expected an ImageFolder tree: one sub-folder of images per class, or 'digits')"
+            f"data: {str(root)!r} is not a folder (expected an ImageFolder tree: one sub-folder of images per "
+            "class, or 'digits')"
         )
     held_out = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
     if (root / "train").is_dir() and held_out is not None:

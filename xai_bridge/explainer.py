@@ -114,7 +114,9 @@ class Explainer:
         ...         b, _, h, w = images.shape
         ...         yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
         ...         return (-(xx**2 + yy**2)).exp().expand(b, h, w)
-        >>> Centre(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3)).eval()).explain(torch.rand(2, 3, 8, 8)).shape
+        >>> Centre(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3)).eval()).explain(
+        ...     torch.rand(2, 3, 8, 8)
+        ... ).shape
         torch.Size([2, 8, 8])
     """
 

@@ -215,7 +215,8 @@ class Metric:
             accepted = accepted_options(self)
             bad = sorted(options)[0]
             raise UnknownOptionError(
-                f"metric {type(self).name!r} ({type(self).__name__}): unknown option {bad!r}.{did_you_mean(bad, accepted)} "
+                f"metric {type(self).name!r} ({type(self).__name__}): unknown option "
+                f"{bad!r}.{did_you_mean(bad, accepted)} "
                 f"It accepts: {', '.join(accepted) or 'no options'}."
             )
 

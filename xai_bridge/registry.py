@@ -247,7 +247,10 @@ class _Table:
         self.specs.pop(spec.name, None)
 
     def _conflict_message(self, label: str, first: Any, second: Any, kept: Any) -> str:
-        head = f"two plugins claim the {self.kind} name {label!r}: {first.provider} (as {first.name!r}) and {second.provider} (as {second.name!r})"
+        head = (
+            f"two plugins claim the {self.kind} name {label!r}: {first.provider} (as {first.name!r}) and "
+            f"{second.provider} (as {second.name!r})"
+        )
         if kept is not None:
             loser = second if kept is first else first
             return (

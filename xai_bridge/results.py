@@ -101,7 +101,8 @@ class Results:
         protocols = ", ".join(sorted({r["protocol"] for r in self.rows}))
         lines.append("")
         lines.append(
-            f"Protocol: {protocols}. Mean ± standard deviation over {len(self.images)} images; ↑ higher is better, ↓ lower is better."
+            f"Protocol: {protocols}. Mean ± standard deviation over {len(self.images)} images; ↑ higher is "
+            "better, ↓ lower is better."
         )
         return "\n".join(lines)
 

@@ -201,7 +201,8 @@ def check_metric_contract(
     )
     if not options:  # options may change the direction (Δσ follows its wrapped metric; AFOC's order)
         assert metric.higher_is_better == spec.higher_is_better, (
-            f"{name}: registered higher_is_better={spec.higher_is_better} but the metric object says {metric.higher_is_better}"
+            f"{name}: registered higher_is_better={spec.higher_is_better} but the metric object says "
+            f"{metric.higher_is_better}"
         )
     b, _, h, w = images.shape
     if maps is None:

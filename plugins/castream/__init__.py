@@ -35,7 +35,10 @@ def register_explainers(register: Callable[..., None]) -> None:
         _raw_attention,
         aliases=("ca-attention", "castream-raw-attention"),
         family="attention",
-        description="CA-Stream raw attention of the last block: the weights that replace GAP (class agnostic; Torres et al. 2024).",
+        description=(
+            "CA-Stream raw attention of the last block: the weights that replace GAP (class agnostic; Torres et "
+            "al. 2024)."
+        ),
     )
 
 

@@ -81,8 +81,8 @@ def _imagenet_indices(classes: list[str]) -> list[int]:
             table.append(class_index(name.replace("_", " ")))
         except ValueError as exc:
             raise UsageError(
-                f"--data: the backbone has the 1000 ImageNet classes, so class folders must be ImageNet indices (0-999) "
-                f"or class names; {name!r} is neither ({exc})"
+                "--data: the backbone has the 1000 ImageNet classes, so class folders must be ImageNet indices "
+                f"(0-999) or class names; {name!r} is neither ({exc})"
             ) from exc
     return table
 
@@ -178,7 +178,8 @@ def cmd_castream_train(args: argparse.Namespace) -> int:
             else ""
         )
         print(
-            f"epoch {row['epoch']:>3}  loss {row['loss']:.4f}  train GAP {row['gap_accuracy']:.2f}%  CA {row['ca_accuracy']:.2f}%{val_part}"
+            f"epoch {row['epoch']:>3}  loss {row['loss']:.4f}  train GAP {row['gap_accuracy']:.2f}%  CA "
+            f"{row['ca_accuracy']:.2f}%{val_part}"
         )
     print(f"wrote {result.checkpoint} (stream weights) and {out / 'history.json'}")
     return 0

@@ -184,7 +184,8 @@ class HookedStages(StageAdapter):
         for i, outs in captured.items():
             if len(outs) != 1:
                 raise ValueError(
-                    f"taps: module {self.taps[i]!r} ran {len(outs)} times in the forward pass; tap a module that runs exactly once"
+                    f"taps: module {self.taps[i]!r} ran {len(outs)} times in the forward pass; tap a module that "
+                    "runs exactly once"
                 )
         return [captured[i][0] for i in range(len(self.taps))]
 
@@ -576,7 +577,10 @@ class CAModel(nn.Module):
     def extra_repr(self) -> str:
         start = STAGE_LABELS[self.start_stage]
         last = STAGE_LABELS[len(self.stage_widths) - 1]
-        return f"arch={self.adapter.name!r}, stream={start}-{last}, widths={self.stage_widths[self.start_stage :]}, class_specific={self.class_specific}"
+        return (
+            f"arch={self.adapter.name!r}, stream={start}-{last}, widths={self.stage_widths[self.start_stage :]}, "
+            f"class_specific={self.class_specific}"
+        )
 
 
 def castream_config_matches(model: CAModel, config: dict[str, Any]) -> list[str]:

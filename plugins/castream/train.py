@@ -82,11 +82,13 @@ def as_dataset(data: Any, *, size: int = 224, name: str = "data") -> Dataset:
             raise ValueError(f"{name}: images must be a float tensor B×C×H×W, got {images.dtype} {tuple(images.shape)}")
         if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point():
             raise ValueError(
-                f"{name}: labels must be one integer class per image ({images.shape[0]}), got {labels.dtype} {tuple(labels.shape)}"
+                f"{name}: labels must be one integer class per image ({images.shape[0]}), got {labels.dtype} "
+                f"{tuple(labels.shape)}"
             )
         return TensorDataset(images, labels.long())
     raise TypeError(
-        f"{name}: expected a torch Dataset of (image, label), an (images, labels) pair of tensors, or an ImageFolder path; got {type(data).__name__}"
+        f"{name}: expected a torch Dataset of (image, label), an (images, labels) pair of tensors, or an "
+        f"ImageFolder path; got {type(data).__name__}"
     )
 
 
@@ -350,7 +352,8 @@ def train_stream(
         raise ValueError(f"batch_size: expected ≥ 1, got {batch_size}")
     if lr <= 0 or step_size < 1 or not 0 < gamma <= 1 or momentum < 0 or weight_decay < 0:
         raise ValueError(
-            f"recipe: expected lr > 0, momentum ≥ 0, weight_decay ≥ 0, step_size ≥ 1, 0 < gamma ≤ 1; got lr={lr}, momentum={momentum}, weight_decay={weight_decay}, step_size={step_size}, gamma={gamma}"
+            f"recipe: expected lr > 0, momentum ≥ 0, weight_decay ≥ 0, step_size ≥ 1, 0 < gamma ≤ 1; got lr={lr}, "
+            f"momentum={momentum}, weight_decay={weight_decay}, step_size={step_size}, gamma={gamma}"
         )
     ca = build_model(model, **model_options)
     dataset = as_dataset(data, size=image_size)
@@ -380,13 +383,15 @@ def train_stream(
         diff = castream_config_matches(ca, state["config"])
         if diff:
             raise ValueError(
-                f"checkpoint_dir: {str(last_path)!r} holds a stream of another configuration (differs in {', '.join(diff)}); use another folder or resume=False"
+                f"checkpoint_dir: {str(last_path)!r} holds a stream of another configuration (differs in "
+                f"{', '.join(diff)}); use another folder or resume=False"
             )
         changed = [k for k in RECIPE_KEYS if state["recipe"].get(k) != recipe[k]]
         if changed:
             saved = ", ".join(f"{k}={state['recipe'].get(k)}" for k in changed)
             raise ValueError(
-                f"checkpoint_dir: {str(last_path)!r} was trained with another recipe ({saved}); use the same options, another folder, or resume=False"
+                f"checkpoint_dir: {str(last_path)!r} was trained with another recipe ({saved}); use the same "
+                "options, another folder, or resume=False"
             )
         ca.stream.load_state_dict(state["stream"])
         optimizer.load_state_dict(state["optimizer"])

@@ -27,7 +27,10 @@ def add_gradreg_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "gradreg",
         help="train with the interpretable-gradients regulariser (thesis ch. 4)",
-        description="Interpretable-gradients training regulariser (thesis ch. 4): CE + λ·E(input gradient, guided input gradient).",
+        description=(
+            "Interpretable-gradients training regulariser (thesis ch. 4): CE + λ·E(input gradient, guided input "
+            "gradient)."
+        ),
     )
     sub = parser.add_subparsers(dest="gradreg_command", required=True)
     p = sub.add_parser(
@@ -73,7 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--lam {args.lam}: expected a number ≥ 0 (the thesis default is 7.5e-3)")
     if args.batch_size < 1 or args.size < 8 or not args.lr > 0:
         raise UsageError(
-            f"--batch-size {args.batch_size}, --size {args.size}, --lr {args.lr}: expected a batch size ≥ 1, a size ≥ 8 and a learning rate > 0"
+            f"--batch-size {args.batch_size}, --size {args.size}, --lr {args.lr}: expected a batch size ≥ 1, a "
+            "size ≥ 8 and a learning rate > 0"
         )
     try:
         _check_distance(args.distance)

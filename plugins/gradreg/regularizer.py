@@ -125,7 +125,8 @@ def _check_distance(distance: str) -> str:
         from xai_bridge.registry import did_you_mean
 
         raise ValueError(
-            f"distance: {distance!r} is not an error function; expected one of {tuple(ERROR_FUNCTIONS)}.{did_you_mean(str(distance), ERROR_FUNCTIONS)}"
+            f"distance: {distance!r} is not an error function; expected one of "
+            f"{tuple(ERROR_FUNCTIONS)}.{did_you_mean(str(distance), ERROR_FUNCTIONS)}"
         )
     return distance
 
@@ -285,7 +286,8 @@ def _check_batch(images: Any, labels: Any) -> None:
     check_images(images)
     if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise TypeError(
-            f"labels: expected an integer tensor of shape (B,), got {type(labels).__name__ if not isinstance(labels, torch.Tensor) else labels.dtype}"
+            "labels: expected an integer tensor of shape (B,), got "
+            f"{type(labels).__name__ if not isinstance(labels, torch.Tensor) else labels.dtype}"
         )
     if labels.shape != (images.shape[0],):
         raise ValueError(
@@ -331,7 +333,8 @@ def input_gradients(
             raise ValueError(f"model: expected logits of shape B×K, got {tuple(logits.shape)}")
         if int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]:
             raise ValueError(
-                f"labels: class indices must lie in 0..{logits.shape[1] - 1}, got {int(labels.min())}..{int(labels.max())}"
+                f"labels: class indices must lie in 0..{logits.shape[1] - 1}, got "
+                f"{int(labels.min())}..{int(labels.max())}"
             )
         loss = F.cross_entropy(logits, labels)
         mode.guided = True
@@ -555,7 +558,8 @@ def train_regularized(
                     else ""
                 )
                 tqdm.write(
-                    f"epoch {epoch}: loss {record['loss']:.4f} ce {record['ce']:.4f} reg {record['reg']:.4f} acc {record['accuracy']:.3f} cos {record['cosine']:.3f}{extra}"
+                    f"epoch {epoch}: loss {record['loss']:.4f} ce {record['ce']:.4f} reg {record['reg']:.4f} acc "
+                    f"{record['accuracy']:.3f} cos {record['cosine']:.3f}{extra}"
                 )
     finally:
         model.train(was_training)
@@ -604,7 +608,8 @@ ARCHITECTURES = ("smallcnn",)
 
 
 def build_model(arch: str, num_classes: int, *, seed: int = 0) -> nn.Module:
-    """``"smallcnn"`` (:func:`small_cnn`) or a torchvision classifier by name, randomly initialised (seeded; no download)."""
+    """``"smallcnn"`` (:func:`small_cnn`) or a torchvision classifier by name, randomly initialised
+    (seeded; no download)."""
     torch.manual_seed(seed)
     if arch == "smallcnn":
         return small_cnn(num_classes)
@@ -616,12 +621,14 @@ def build_model(arch: str, num_classes: int, *, seed: int = 0) -> nn.Module:
     names = tvm.list_models(module=tvm)
     if arch not in names:
         raise ValueError(
-            f"arch: {arch!r} is not known; expected 'smallcnn' or a torchvision classifier ({', '.join(names[:6])}, ...).{did_you_mean(arch, [*ARCHITECTURES, *names])}"
+            f"arch: {arch!r} is not known; expected 'smallcnn' or a torchvision classifier "
+            f"({', '.join(names[:6])}, ...).{did_you_mean(arch, [*ARCHITECTURES, *names])}"
         )
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     if not relu_modules(model):
         raise ValueError(
-            f"arch: {arch!r} has no nn.ReLU modules (it uses other activations), so it has no guided gradient; pick a ReLU network such as resnet18, vgg11 or smallcnn"
+            f"arch: {arch!r} has no nn.ReLU modules (it uses other activations), so it has no guided gradient; "
+            "pick a ReLU network such as resnet18, vgg11 or smallcnn"
         )
     return model
 

@@ -50,5 +50,8 @@ def register_explainers(register: Callable[..., None]) -> None:
         aliases=("opti-cam",),
         family="optimisation",
         needs_layer=True,
-        description="Opti-CAM: CAM weights softmax(u) optimised with Adam to maximise the class logit of the masked image (Zhang et al. 2024).",
+        description=(
+            "Opti-CAM: CAM weights softmax(u) optimised with Adam to maximise the class logit of the masked image "
+            "(Zhang et al. 2024)."
+        ),
     )

@@ -97,13 +97,16 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
         "benchmark",
         help="explainers × metrics over a data set: resumable store, statistics, Markdown/HTML report (torchrun-ready)",
         description="Explainers × metrics over a data set. Results go to a SQLite store as they are computed; "
-        "rerunning resumes (or does nothing when complete). Under `torchrun --nproc_per_node N -m xai_bridge benchmark ...` "
-        "the images are sharded across ranks.",
+        "rerunning resumes (or does nothing when complete). "
+        "Under `torchrun --nproc_per_node N -m xai_bridge benchmark ...` the images are sharded across ranks.",
     )
     p.add_argument(
         "--images",
         default="default",
-        help="'default' (embedded photos), 'default:chelsea,coffee', an ImageFolder directory, or a list file (PATH [LABEL] per line)",
+        help=(
+            "'default' (embedded photos), 'default:chelsea,coffee', an ImageFolder directory, or a list file "
+            "(PATH [LABEL] per line)"
+        ),
     )
     p.add_argument(
         "--explainers",

@@ -82,7 +82,8 @@ def folder_source(root: str | Path, class_names: Sequence[str] | None = None) ->
     root = Path(root)
     if not root.is_dir():
         raise ValueError(
-            f"images: {root} is not a directory; expected an ImageFolder tree (root/CLASS/image.jpg) or a folder of images"
+            f"images: {root} is not a directory; expected an ImageFolder tree (root/CLASS/image.jpg) or a folder "
+            "of images"
         )
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     items: list[Item] = []

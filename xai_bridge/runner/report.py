@@ -94,18 +94,19 @@ class _Doc:
                 )
             elif kind == "img":
                 body.append(
-                    f'<figure><img src="{html.escape(value[0])}" alt="{html.escape(value[1])}"><figcaption>{html.escape(value[1])}</figcaption></figure>'
+                    f'<figure><img src="{html.escape(value[0])}" alt="{html.escape(value[1])}"><figcaption>'
+                    f"{html.escape(value[1])}</figcaption></figure>"
                 )
         style = (
             "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
-            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
+            "table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
             "td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1em 0}"
             "figcaption{color:#555;font-size:.9em}code{background:#f3f3f3;padding:0 .2em}"
         )
         return (
-            f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head>\n<body>\n'
-            + "\n".join(body)
-            + "\n</body></html>\n"
+            f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
         )
 
 
@@ -502,7 +503,8 @@ def write_report(
         rows.append(cells)
     doc.table(head, rows)
     doc.p(
-        f"Mean ± standard deviation over {n_images} images; ↑ higher is better, ↓ lower is better; the best mean per metric is bold."
+        f"Mean ± standard deviation over {n_images} images; ↑ higher is better, ↓ lower is better; the best mean "
+        "per metric is bold."
     )
 
     # protocol and settings
@@ -515,8 +517,10 @@ def write_report(
     if plan is not None:
         settings = [
             f"model: {plan.config.model_name}",
-            f"images: {plan.source.kind} `{plan.source.identity}` ({len(plan.source.items)} listed, {plan.config.size}×{plan.config.size}, labels {'given' if plan.source.has_labels else 'not given'})",
-            f"batches: {len(plan.batches)} of up to {plan.config.batch_size} images (Δ metrics take their reference maps from the same batch)",
+            f"images: {plan.source.kind} `{plan.source.identity}` ({len(plan.source.items)} listed, "
+            f"{plan.config.size}×{plan.config.size}, labels {'given' if plan.source.has_labels else 'not given'})",
+            f"batches: {len(plan.batches)} of up to {plan.config.batch_size} images (Δ metrics take their "
+            "reference maps from the same batch)",
             "explainers: "
             + ", ".join(f"`{e.key}`" + (f" as {e.label}" if e.label != e.name else "") for e in plan.explainers),
             "metrics: "
@@ -525,7 +529,9 @@ def write_report(
         ]
         if info is not None:
             settings.append(
-                f"this run: {info.units_computed} of {info.units_total} pending units computed ({info.rows_written} new rows) on {info.world_size} process{'es' if info.world_size > 1 else ''} in {info.seconds:.0f} s"
+                f"this run: {info.units_computed} of {info.units_total} pending units computed "
+                f"({info.rows_written} new rows) on {info.world_size} "
+                f"process{'es' if info.world_size > 1 else ''} in {info.seconds:.0f} s"
             )
         settings += list(plan.config.notes)
         doc.ul(settings)
@@ -541,7 +547,8 @@ def write_report(
     if info is not None and info.failures:
         doc.h(3, f"Not scored ({len(info.failures)})")
         doc.p(
-            "These image × explainer × metric values could not be computed in this run and are left out (a rerun tries again):"
+            "These image × explainer × metric values could not be computed in this run and are left out (a rerun "
+            "tries again):"
         )
         doc.ul([f"`{f}`" for f in info.failures])
 
@@ -558,7 +565,8 @@ def write_report(
         doc.h(2, "Insertion and deletion curves")
         doc.img(
             "figures/curves.png",
-            "Mean score of the explained class as pixels are inserted / deleted, most salient first (legend: mean area)",
+            "Mean score of the explained class as pixels are inserted / deleted, most salient first (legend: mean "
+            "area)",
         )
     if len(explainers) > 1:
         doc.h(2, "Pairwise comparisons")
@@ -591,7 +599,8 @@ def write_report(
         if len(metrics) > 1:
             figure_consistency(results, figures / "consistency.png")
             doc.p(
-                "Internal consistency (Fig. 11): Spearman's ρ between metrics over the same explanations, lower-is-better metrics negated so that positive ρ means the metrics agree."
+                "Internal consistency (Fig. 11): Spearman's ρ between metrics over the same explanations, "
+                "lower-is-better metrics negated so that positive ρ means the metrics agree."
             )
             doc.img("figures/consistency.png", "Spearman's ρ between metrics, pooled and per explainer")
 

@@ -113,7 +113,8 @@ def parse_spec(spec: Any, what: str) -> tuple[str, dict[str, Any], str | None]:
             key, sep, value = pair.partition("=")
             if not sep or not key.strip().isidentifier():
                 raise ValueError(
-                    f"{what}: {spec!r} has option {pair!r}; expected NAME:KEY=VALUE,KEY=VALUE (e.g. opticam:max_iter=20)"
+                    f"{what}: {spec!r} has option {pair!r}; "
+                    "expected NAME:KEY=VALUE,KEY=VALUE (e.g. opticam:max_iter=20)"
                 )
             try:
                 options[key.strip()] = ast.literal_eval(value.strip())
@@ -176,7 +177,8 @@ def _unique(entries: Sequence[Entry], what: str) -> None:
         for e in entries:
             if getattr(e, attr) in seen:
                 raise ValueError(
-                    f"{what}: {getattr(e, attr)!r} is given twice; give each a different label, e.g. ({e.name!r}, {e.options!r}, 'my-label')"
+                    f"{what}: {getattr(e, attr)!r} is given twice; give each a different label, e.g. ({e.name!r}, "
+                    f"{e.options!r}, 'my-label')"
                 )
             seen[getattr(e, attr)] = e
 

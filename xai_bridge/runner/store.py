@@ -109,7 +109,8 @@ class Store:
                 self._conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             elif found[0] != SCHEMA_VERSION:
                 raise ValueError(
-                    f"store: {self.path} has schema {found[0]}, this xai-bridge writes {SCHEMA_VERSION}; use a new --store file"
+                    f"store: {self.path} has schema {found[0]}, this xai-bridge writes {SCHEMA_VERSION}; use a "
+                    "new --store file"
                 )
 
     def close(self) -> None:

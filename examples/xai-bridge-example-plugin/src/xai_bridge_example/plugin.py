@@ -33,5 +33,7 @@ def register_metrics(register):
         make_keep_top,
         higher_is_better=True,
         category="Faithfulness",
-        description="Share of the class score kept when only the top 10 % of the pixels are revealed (option: fraction).",
+        description=(
+            "Share of the class score kept when only the top 10 % of the pixels are revealed (option: fraction)."
+        ),
     )
