@@ -475,11 +475,15 @@ def test_explainers_honour_the_contract(resnet_dpnet):
         xb.get_explainer("dpnet-cam", torchvision.models.resnet18().eval())
 
 
-def test_gradcam_runs_on_a_dpnet_at_its_feature_layer(resnet_dpnet):
-    x = torch.rand(2, 3, 64, 64)
+def test_gradcam_on_a_dpnet_is_the_relu_of_its_class_map_over_r(resnet_dpnet):
+    # y_c = Σ_p V_cp max_r u_pᵀx_r + bias, so ∂y_c/∂x_r = Σ_p V_cp u_p [r = r*_p]; Grad-CAM's channel weights are the
+    # mean over the R regions, Σ_p V_cp u_p / R, and its map Σ_d α_d x_dr = M_c(r) / R, before its ReLU.
+    x = torch.rand(2, 3, 96, 96)  # layer4 is 3×3: R = 9
     explainer = xb.get_explainer("gradcam", resnet_dpnet)
     assert explainer.target_layer.name == "backbone.layer4.1"
-    assert explainer.explanation(x, target=0).raw.shape == (2, 2, 2)
+    gradcam = explainer.explanation(x, target=[1, 2]).raw
+    cam = xb.get_explainer("dpnet-cam", resnet_dpnet).explanation(x, target=[1, 2]).raw
+    torch.testing.assert_close(gradcam, cam.clamp(min=0) / 9, rtol=1e-4, atol=1e-5)
 
 
 def test_class_parts_rank_by_the_class_weights(resnet_dpnet):
