@@ -260,8 +260,17 @@ class DPNet(nn.Module):
     # -- computation ----------------------------------------------------------------------------
     def _probe_dim(self, size: int) -> int:
         device = next((t.device for t in self.backbone.parameters()), torch.device("cpu"))
-        with torch.no_grad():
-            feats = self.features(torch.zeros(1, 3, size, size, device=device))
+        try:
+            with torch.no_grad():
+                feats = self.features(torch.zeros(1, 3, size, size, device=device))
+        except ValueError:
+            raise
+        except Exception as exc:  # e.g. a backbone with a fixed input size
+            raise ValueError(
+                f"feature_dim: could not be found with a probe pass of a {size}×{size} image "
+                f"({type(exc).__name__}: {exc}); "
+                "pass feature_dim=D (the layer's channels) or probe_size=<a size the backbone accepts>"
+            ) from exc
         return int(feats.shape[1])
 
     def features(self, images: torch.Tensor) -> torch.Tensor:

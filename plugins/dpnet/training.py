@@ -307,8 +307,9 @@ def train(
     """Train a DP-Net's parts, classifier and global baseline head on a frozen backbone.
 
     Args:
-        model: a :class:`DPNet`, a pretrained backbone module in eval mode (wrapped with ``layer``
-            and ``parts_per_class``), or a backbone name (``"efficientnet-lite0"``, the embedded
+        model: a :class:`DPNet` (then ``layer``, ``parts_per_class`` and ``backbone_weights`` are
+            not used), a pretrained backbone module in eval mode (wrapped with ``layer`` and
+            ``parts_per_class``), or a backbone name (``"efficientnet-lite0"``, the embedded
             ImageNet model, or a torchvision name with ``backbone_weights``).
         data: ``"digits"``, an ImageFolder root, a list file of ``PATH LABEL`` lines, a Dataset of
             ``(image in [0,1], label)`` or an ``(images, labels)`` pair.
