@@ -605,3 +605,22 @@ def test_plugin_registers_explainers_command_and_layer_hook_and_imports_cheaply(
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
     )
+
+
+# -- slow: the embedded ImageNet EfficientNet-Lite0, frozen, on digits ------------------------------
+@pytest.mark.slow
+def test_parts_on_the_frozen_imagenet_model_learn_digits(model, tmp_path):
+    result = train(
+        model, "digits", image_size=96, parts_per_class=5, epochs=8, lr=3e-3, cache_dir=tmp_path, progress=False
+    )
+    final = result.history[-1]
+    assert result.model.layer_name == "head" and result.train_features.grid == (3, 3)
+    assert final["val_parts_accuracy"] > 85.0 and final["val_global_accuracy"] > 85.0, result.history
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), xb.default_model().state_dict().values(), strict=True)
+    )
+    images = torch.stack([load_dataset("digits", size=96).held_out[i][0] for i in range(4)])
+    ex = explain_parts(result.model, images)
+    picked = ex.logits.gather(1, ex.targets[:, None])[:, 0]
+    torch.testing.assert_close(ex.contributions.sum(1), picked - ex.bias, atol=1e-3, rtol=1e-5)
