@@ -42,7 +42,6 @@ __all__ = ["ACCELERATED"]
 
 
 class _EngineState:
-
     _xb_budget: Any = None
     _xb_batch_size: int | None = None
     _xb_engine_obj: Engine | None = None
@@ -62,7 +61,8 @@ class _EngineState:
     def _xb_check(input_tensor: torch.Tensor, cams: Any, targets: Sequence[Callable]) -> np.ndarray:
         if not isinstance(input_tensor, torch.Tensor) or input_tensor.ndim != 4:
             raise ValueError(
-                f"input_tensor: expected a torch.Tensor B×C×H×W, got {getattr(input_tensor, 'shape', type(input_tensor))}"
+                "input_tensor: expected a torch.Tensor B×C×H×W, got "
+                f"{getattr(input_tensor, 'shape', type(input_tensor).__name__)}"
             )
         cams = np.asarray(cams)
         b, _, h, w = input_tensor.shape
@@ -84,7 +84,7 @@ class _EngineState:
     @staticmethod
     def _xb_scores(targets: Sequence[Callable], logits: torch.Tensor) -> np.ndarray:
         """grad-cam's ``np.float32([target(output) …])`` for the rows of ``logits`` (one per target)."""
-        return np.float32([target(output).cpu().numpy() for target, output in zip(targets, logits)])
+        return np.float32([target(output).cpu().numpy() for target, output in zip(targets, logits, strict=True)])
 
     def _xb_base(self, engine: Engine, input_tensor: torch.Tensor, targets: Sequence[Callable]) -> np.ndarray:
         x = input_tensor.detach().to(engine.device)

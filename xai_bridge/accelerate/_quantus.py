@@ -109,7 +109,6 @@ def replacement_fills(
 class _Accelerated:
     """Mixin: the engine, the model checks and the toolkit's score (softmax or logit) of class ``y``."""
 
-
     _xb_budget: Any = None
     _xb_batch_size: int | None = None
     forward_samples: int = 0
@@ -143,7 +142,8 @@ class _Accelerated:
             a = np.broadcast_to(a_batch, x_batch.shape)
         except ValueError:
             raise ValueError(
-                f"a_batch: shape {a_batch.shape} does not broadcast to x_batch {x_batch.shape}; expected B×1×H×W or B×C×H×W"
+                f"a_batch: shape {a_batch.shape} does not broadcast to x_batch {x_batch.shape}; "
+                "expected B×1×H×W or B×C×H×W"
             ) from None
         if not np.isfinite(a).all():
             bad = np.nonzero(~np.isfinite(a.reshape(a.shape[0], -1)).all(1))[0].tolist()
