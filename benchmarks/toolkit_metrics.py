@@ -24,6 +24,14 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 import xai_bridge as xb
 
 
+def _row(name: str, t1: float, t2: float, delta: float, n1: int, n2: int, share: float) -> tuple:
+    print(
+        f"| {name} | {t1:.1f} s | {t2:.1f} s | {t1 / t2:.2f}× | {delta:.1e} | {n1:,} / {n2:,} | {share:.0%} |",
+        flush=True,
+    )
+    return name, t1, t2, delta, n1, n2, share
+
+
 class ForwardMeter:
     """Counts forward samples and the wall time spent inside ``model.forward``."""
 
@@ -89,6 +97,12 @@ def main() -> None:
         y = model(images).argmax(1)
     x_np, y_np, a_np = images.cpu().numpy(), y.cpu().numpy(), maps[:, None].cpu().numpy()
     rows = []
+    print(f"device {args.device}, {args.images} photos at 224², {args.threads} threads", flush=True)
+    print(
+        "| metric (settings) | toolkit | accelerated | ratio | max \\|Δ\\| | forward samples (toolkit / ours) "
+        "| toolkit time in forward |\n|---|---|---|---|---|---|---|",
+        flush=True,
+    )
 
     def timed(fn):
         meter.reset()
@@ -103,7 +117,7 @@ def main() -> None:
         theirs, t1, n1, f1 = timed(lambda m=metric, c=call: m(**c))
         np.random.seed(0)
         ours, t2, n2, _ = timed(lambda m=fast, c=call: m(**c))
-        rows.append((f"quantus.{name}", t1, t2, np.abs(theirs - ours).max(), n1, n2, f1 / t1))
+        rows.append(_row(f"quantus.{name}", t1, t2, np.abs(theirs - ours).max(), n1, n2, f1 / t1))
     targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in y]
     cams = maps.cpu().numpy()
     for name, metric in gradcam_metrics().items():
@@ -112,7 +126,7 @@ def main() -> None:
         theirs, t1, n1, f1 = timed(lambda m=metric: m(images, cams, targets, model))
         torch.manual_seed(0)
         ours, t2, n2, _ = timed(lambda m=fast: m(images, cams, targets, model))
-        rows.append((f"grad-cam {name}", t1, t2, np.abs(theirs - ours).max(), n1, n2, f1 / t1))
+        rows.append(_row(f"grad-cam {name}", t1, t2, np.abs(theirs - ours).max(), n1, n2, f1 / t1))
 
     suite = quantus_metrics()
     kwargs = dict(xai_methods={"gradcam": a_np}, model=model, x_batch=x_np, y_batch=y_np)
@@ -121,16 +135,9 @@ def main() -> None:
     np.random.seed(0)
     fast_suite = {k: xb.accelerate(m) for k, m in suite.items()}
     ours, t2, n2, _ = timed(lambda: _flat(quantus.evaluate(metrics=fast_suite, **kwargs)))
-    rows.append(("quantus.evaluate, the 4 Quantus metrics above", t1, t2, np.abs(theirs - ours).max(), n1, n2, f1 / t1))
-
-    print(f"device {args.device}, {args.images} photos at 224², {args.threads} threads")
-    print(
-        "| metric (settings) | toolkit | accelerated | ratio | max \\|Δ\\| | forward samples (toolkit / ours) "
-        "| toolkit time in forward |"
+    rows.append(
+        _row("quantus.evaluate, the 4 Quantus metrics above", t1, t2, np.abs(theirs - ours).max(), n1, n2, f1 / t1)
     )
-    print("|---|---|---|---|---|---|---|")
-    for name, t1, t2, delta, n1, n2, share in rows:
-        print(f"| {name} | {t1:.1f} s | {t2:.1f} s | {t1 / t2:.2f}× | {delta:.1e} | {n1:,} / {n2:,} | {share:.0%} |")
 
 
 def _flat(results: dict) -> np.ndarray:
