@@ -43,6 +43,7 @@ _LAZY = {
     "Metric": "xai_bridge.metric",
     "MetricContext": "xai_bridge.metric",
     "Engine": "xai_bridge.engine",
+    "accelerate": "xai_bridge.accelerate",
 }
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - the lazy names, for type checkers
+    from .accelerate import accelerate  # noqa: F401
     from .classes import imagenet_classes  # noqa: F401
     from .data import load_image, sample_images  # noqa: F401
     from .engine import Engine  # noqa: F401

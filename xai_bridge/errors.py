@@ -48,6 +48,14 @@ class ImageLoadError(ValueError):
     """An image file that cannot be read or decoded."""
 
 
+class UnsupportedMetricError(TypeError):
+    """A toolkit metric (or one of its settings) that :func:`xai_bridge.accelerate` cannot reproduce exactly.
+
+    The message names the metric or the argument; ``accelerate(metric, fallback=True)`` runs the
+    toolkit's own code instead.
+    """
+
+
 class UsageError(Exception):
     """Bad command-line input: printed as one line by ``xai-bridge``, exit status 2."""
 
@@ -69,5 +77,6 @@ __all__ = [
     "PluginLoadWarning",
     "UnknownNameError",
     "UnknownOptionError",
+    "UnsupportedMetricError",
     "UsageError",
 ]

@@ -1,0 +1,298 @@
+"""Quantus 0.6.0 faithfulness metrics on the perturbation engine.
+
+Each accelerated class subclasses the Quantus class and overrides only ``evaluate_batch``:
+Quantus's own ``__call__`` still does the preprocessing (``normalise``, ``abs``, explaining
+when ``a_batch`` is None), the batching and the aggregation. ``evaluate_batch`` computes the
+toolkit's feature order on the host with the toolkit's own NumPy calls (so ties and random
+permutations are the same), consumes NumPy's global random state exactly as the toolkit does
+(Quantus draws one ``np.random.uniform(size=B)`` per perturbation step whatever the baseline
+string), and hands the sequence to :func:`~xai_bridge.engine.sequences.ranked_replacement_logits`.
+
+Pixel-Flipping: Bach et al. 2015, "On pixel-wise explanations for non-linear classifier decisions
+by layer-wise relevance propagation". Region Perturbation: Samek et al. 2017, "Evaluating the
+visualization of what a deep neural network has learned". Selectivity: Montavon, Samek and
+Müller 2018, "Methods for interpreting and understanding deep neural networks".
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import numbers
+from typing import Any
+
+import numpy as np
+import quantus
+import torch
+from quantus.functions.perturb_func import batch_baseline_replacement_by_indices
+from quantus.helpers import utils as qutils
+
+from ..engine import Engine
+from ..engine.sequences import ranked_replacement_logits
+from ..errors import UnsupportedMetricError
+from ..targets import check_model_ready
+
+__all__ = ["AcceleratedPixelFlipping", "AcceleratedRegionPerturbation", "AcceleratedSelectivity", "ACCELERATED"]
+
+_BASELINE_STRINGS = ("black", "white", "mean", "uniform")
+_BASELINE_KWARGS = ("perturb_baseline", "uniform_low", "uniform_high")
+
+
+def _baseline(metric: Any) -> tuple[Any, dict[str, float]]:
+    """The toolkit's ``perturb_baseline`` and ``uniform_low/high``; refuses any other perturb function."""
+    name = type(metric).__name__
+    func = metric.perturb_func
+    if not isinstance(func, functools.partial) or func.func is not batch_baseline_replacement_by_indices:
+        raise UnsupportedMetricError(
+            f"perturb_func: {name} is accelerated only with Quantus's batch_baseline_replacement_by_indices (the "
+            f"default), got {getattr(func, 'func', func)!r}; pass fallback=True to run the toolkit's own code"
+        )
+    extra = sorted(set(func.keywords) - set(_BASELINE_KWARGS))
+    if func.args or extra:
+        raise UnsupportedMetricError(
+            f"perturb_func_kwargs: {name} is accelerated with {list(_BASELINE_KWARGS)} only, got {extra or func.args}; "
+            "pass fallback=True to run the toolkit's own code"
+        )
+    baseline = func.keywords.get("perturb_baseline", "black")
+    ok = isinstance(baseline, numbers.Real) and not isinstance(baseline, bool)
+    if isinstance(baseline, str):
+        ok = baseline.lower() in _BASELINE_STRINGS
+    if not ok:
+        raise UnsupportedMetricError(
+            f"perturb_baseline: {name} is accelerated with {list(_BASELINE_STRINGS)} or a number, got {baseline!r}; "
+            "pass fallback=True to run the toolkit's own code"
+        )
+    bounds = {"low": func.keywords.get("uniform_low", 0.0), "high": func.keywords.get("uniform_high", 1.0)}
+    return baseline, bounds
+
+
+def replacement_fills(
+    baseline: Any, bounds: dict[str, float], arr: np.ndarray, ranks: np.ndarray, steps: int
+) -> np.ndarray:
+    """``B×steps`` values Quantus writes at each step, for the flat array ``arr`` it perturbs in place.
+
+    Quantus evaluates the baseline on the *current* (already perturbed) array at every step:
+    ``"black"``/``"white"`` are its minimum/maximum (which replacing by them does not change),
+    ``"mean"`` drifts as features are replaced (computed here as a running sum), ``"uniform"``
+    is a fresh draw per image and step. A baseline string always draws ``np.random.uniform``
+    (size B) per step, as Quantus's ``get_baseline_dict`` does, so NumPy's random state
+    advances exactly as in the toolkit.
+    """
+    b, n = arr.shape
+    uniform = None
+    if isinstance(baseline, str):
+        uniform = np.stack([np.random.uniform(size=b, **bounds) for _ in range(steps)], 1) if steps else None
+        kind = baseline.lower()
+    else:
+        return np.full((b, steps), float(baseline))
+    if kind == "black":
+        return np.repeat(arr.min(1, keepdims=True), steps, 1)
+    if kind == "white":
+        return np.repeat(arr.max(1, keepdims=True), steps, 1)
+    if kind == "uniform":
+        return uniform if uniform is not None else np.zeros((b, 0))
+    # "mean": mean of the current array, whose replaced features hold earlier fills
+    valid = ranks < steps
+    removed_sum = np.zeros((b, steps))
+    removed_cnt = np.zeros((b, steps))
+    for i in range(b):
+        removed_sum[i] = np.bincount(ranks[i][valid[i]], weights=arr[i][valid[i]].astype(np.float64), minlength=steps)
+        removed_cnt[i] = np.bincount(ranks[i][valid[i]], minlength=steps)
+    fills = np.zeros((b, steps))
+    total = arr.astype(np.float64).sum(1)
+    for s in range(steps):
+        fills[:, s] = (total / n).astype(arr.dtype)  # Quantus writes it into the array's dtype
+        total = total - removed_sum[:, s] + fills[:, s] * removed_cnt[:, s]
+    return fills
+
+
+class _Accelerated:
+    """Mixin: the engine, the model checks and the toolkit's score (softmax or logit) of class ``y``."""
+
+    _xb_budget: Any = None
+    _xb_batch_size: int | None = None
+    forward_samples: int = 0
+
+    def _xb_engine(self, model: Any) -> Engine:
+        net = model.get_model() if hasattr(model, "get_model") else model
+        if not isinstance(net, torch.nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module classifier, got {type(net).__name__}")
+        check_model_ready(net)
+        if getattr(model, "model_predict_kwargs", None):
+            raise UnsupportedMetricError(
+                "model_predict_kwargs: the accelerated metric calls the model with the images only; "
+                "pass fallback=True to accelerate() to run the toolkit's own code"
+            )
+        engine = getattr(self, "_xb_engine_obj", None)
+        if engine is None or engine.model is not net:
+            engine = Engine(net, budget=self._xb_budget, batch_size=self._xb_batch_size, progress=False)
+            self._xb_engine_obj = engine
+        return engine
+
+    @staticmethod
+    def _xb_inputs(x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray) -> np.ndarray:
+        if x_batch.ndim != 4:
+            raise ValueError(f"x_batch: expected images B×C×H×W, got shape {x_batch.shape}")
+        if a_batch.shape[0] != x_batch.shape[0] or len(np.asarray(y_batch).reshape(-1)) != x_batch.shape[0]:
+            raise ValueError(
+                f"a_batch, y_batch: expected one attribution and one label per image ({x_batch.shape[0]}), got "
+                f"{a_batch.shape[0]} and {len(np.asarray(y_batch).reshape(-1))}"
+            )
+        try:
+            a = np.broadcast_to(a_batch, x_batch.shape)
+        except ValueError:
+            raise ValueError(
+                f"a_batch: shape {a_batch.shape} does not broadcast to x_batch {x_batch.shape}; "
+                "expected B×1×H×W or B×C×H×W"
+            ) from None
+        if not np.isfinite(a).all():
+            bad = np.nonzero(~np.isfinite(a.reshape(a.shape[0], -1)).all(1))[0].tolist()
+            raise ValueError(f"a_batch: attribution(s) {bad} contain NaN or inf; check the explainer")
+        return a
+
+    def _xb_score(self, model: Any, logits: torch.Tensor, y_batch: np.ndarray) -> np.ndarray:
+        """``B×…`` scores of class ``y`` from ``B×…×K`` logits, as Quantus's ``model.predict`` gives them."""
+        values = logits.softmax(-1) if getattr(model, "softmax", False) else logits
+        y = torch.as_tensor(np.asarray(y_batch).reshape(-1), device=values.device).long()
+        y = y.view(-1, *([1] * (values.ndim - 1))).expand(*values.shape[:-1], 1)
+        return values.gather(-1, y)[..., 0].cpu().numpy()
+
+    def _xb_curve(
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, ranks: np.ndarray, fills: np.ndarray, steps: int
+    ) -> np.ndarray:
+        engine = self._xb_engine(model)
+        before = engine.forward_samples
+        images = torch.as_tensor(np.ascontiguousarray(x_batch), dtype=torch.float32)
+        logits = ranked_replacement_logits(
+            engine, images, torch.from_numpy(ranks), torch.from_numpy(fills).float(), steps
+        )
+        self.forward_samples += engine.forward_samples - before
+        return self._xb_score(model, logits, y_batch)
+
+    def _xb_base(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray) -> np.ndarray:
+        engine = self._xb_engine(model)
+        before = engine.forward_samples
+        images = torch.as_tensor(np.ascontiguousarray(x_batch), dtype=torch.float32).to(engine.device)
+        logits = engine.forward_chunks(images.shape[0], lambda s, e: images[s:e], images)
+        self.forward_samples += engine.forward_samples - before
+        return self._xb_score(model, logits, y_batch)
+
+
+def _patch_sequence(
+    metric: Any, x_batch: np.ndarray, a: np.ndarray, order: str, regions: int | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ranks (``B×C×H×W``) and fills of Region Perturbation / Selectivity, as the toolkit orders patches."""
+    b = x_batch.shape[0]
+    h, w = x_batch.shape[-2:]
+    pad_h, pad_w = qutils.get_padding_size(h, metric.patch_size), qutils.get_padding_size(w, metric.patch_size)
+    padding = ((0, 0), (0, 0), pad_h, pad_w)
+    axes = np.arange(4)
+    x_pad = qutils._pad_array(x_batch, padding, mode="constant", padded_axes=axes)
+    a_pad = qutils._pad_array(a, padding, mode="constant", padded_axes=axes)
+    patches = np.stack(list(qutils.get_block_indices(x_pad, metric.patch_size)), 1)  # B × P × (C·p·p)
+    rows = np.arange(b)[:, None, None]
+    att_sums = a_pad.reshape(b, -1)[rows, patches].sum(-1)
+    if order == "random":
+        ordering = np.array([np.random.permutation(patches.shape[1]) for _ in range(b)])
+    elif order == "morf":
+        ordering = np.argsort(-att_sums, -1)
+    elif order == "lerf":
+        ordering = np.argsort(att_sums, -1)
+    else:
+        raise UnsupportedMetricError(f"order: expected 'morf', 'lerf' or 'random', got {order!r}")
+    ordered = patches[np.arange(b)[:, None], ordering]  # B × P × (C·p·p)
+    steps = ordered.shape[1] if regions is None else len(range(ordered.shape[1])[:regions])
+    x_edge = qutils._pad_array(x_batch, padding, mode="edge", padded_axes=axes).reshape(b, -1)
+    ranks = np.full(x_edge.shape, steps, dtype=np.int64)
+    step_of = np.repeat(np.arange(steps), ordered.shape[2])
+    np.put_along_axis(ranks, ordered[:, :steps].reshape(b, -1), np.broadcast_to(step_of, (b, step_of.size)), 1)
+    baseline, bounds = _baseline(metric)
+    fills = replacement_fills(baseline, bounds, x_edge, ranks, steps)
+    hp, wp = x_pad.shape[-2:]
+    ranks = ranks.reshape(b, x_batch.shape[1], hp, wp)[:, :, pad_h[0] : hp - pad_h[1], pad_w[0] : wp - pad_w[1]]
+    return np.ascontiguousarray(ranks), fills, steps
+
+
+class AcceleratedPixelFlipping(_Accelerated, quantus.PixelFlipping):
+    """Quantus ``PixelFlipping`` (Bach et al. 2015) on the engine: same order, same fills, same curve.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> pf = xb.accelerate(quantus.PixelFlipping(features_in_step=3 * 224, disable_warnings=True))
+        >>> pf.features_in_step
+        672
+    """
+
+    def evaluate_batch(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any):
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        b = x_batch.shape[0]
+        flat = a.reshape(b, -1)
+        order = np.argsort(-flat, axis=1)  # the toolkit's call: the same ties
+        n = flat.shape[1]
+        steps = -(-n // self.features_in_step)
+        ranks = np.empty((b, n), dtype=np.int64)
+        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // self.features_in_step, (b, n)), 1)
+        baseline, bounds = _baseline(self)
+        fills = replacement_fills(baseline, bounds, x_batch.reshape(b, -1), ranks, steps)
+        preds = self._xb_curve(model, x_batch, y_batch, ranks.reshape(x_batch.shape), fills, steps)
+        if self.return_auc_per_sample:
+            return np.trapezoid(preds, dx=1, axis=1).tolist()  # Quantus's calculate_auc (np.trapz)
+        return preds.tolist()
+
+
+class AcceleratedRegionPerturbation(_Accelerated, quantus.RegionPerturbation):
+    """Quantus ``RegionPerturbation`` (Samek et al. 2017) on the engine: ``f(x) − f(x^{(k)})`` per region.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> rp = xb.accelerate(quantus.RegionPerturbation(patch_size=16, order="lerf", disable_warnings=True))
+        >>> rp.order
+        'lerf'
+    """
+
+    def evaluate_batch(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any):
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        base = self._xb_base(model, x_batch, y_batch)
+        ranks, fills, steps = _patch_sequence(self, x_batch, a, self.order, self.regions_evaluation)
+        preds = self._xb_curve(model, x_batch, y_batch, ranks, fills, steps)
+        return base[:, None] - preds
+
+
+class AcceleratedSelectivity(_Accelerated, quantus.Selectivity):
+    """Quantus ``Selectivity`` (Montavon et al. 2018) on the engine: the score after each patch removed.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> sel = xb.accelerate(quantus.Selectivity(patch_size=56, disable_warnings=True))
+        >>> sel.patch_size
+        56
+    """
+
+    def evaluate_batch(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any):
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        ranks, fills, steps = _patch_sequence(self, x_batch, a, "morf", None)
+        preds = self._xb_curve(model, x_batch, y_batch, ranks, fills, steps)
+        return preds.astype(np.float64)
+
+
+def _make(cls: type) -> Any:
+    def make(metric: Any, *, budget: Any = None, batch_size: int | None = None) -> Any:
+        _baseline(metric)  # refuse what cannot be reproduced now, not at the first call
+        out = cls.__new__(cls)  # the same configuration, not re-initialised (no warnings, no new draws)
+        out.__dict__.update(copy.copy(metric.__dict__))
+        out._xb_budget, out._xb_batch_size = budget, batch_size
+        out._xb_engine_obj = None
+        out.forward_samples = 0
+        return out
+
+    return make
+
+
+ACCELERATED = {
+    quantus.PixelFlipping: _make(AcceleratedPixelFlipping),
+    quantus.RegionPerturbation: _make(AcceleratedRegionPerturbation),
+    quantus.Selectivity: _make(AcceleratedSelectivity),
+}

@@ -1,0 +1,69 @@
+"""General perturbation sequences given as explicit per-feature ranks, and arbitrary image sets.
+
+:class:`~xai_bridge.engine.Curve` ranks pixels or cells by a saliency map. The toolkits'
+metrics perturb *features* (every channel of every pixel, in an order the toolkit computes,
+possibly random) and fill them with a value that may change at every step (Quantus's
+``"mean"`` and ``"uniform"`` baselines). :func:`ranked_replacement_logits` takes that order
+as data: ``ranks[i, c, y, x]`` is the step at which feature ``(c, y, x)`` of image ``i`` is
+replaced (a value ``≥ steps`` means never) and ``fills[i, s]`` the value it takes at step
+``s``. Image ``i`` after step ``s`` is ``where(ranks[i] ≤ s, fills[i, ranks[i]], x[i])``;
+all ``B × steps`` images are built chunk by chunk on the model's device and go through the
+model in the engine's chunks (memory budget, out-of-memory back-off).
+
+>>> import torch
+>>> from xai_bridge.engine import Engine
+>>> from xai_bridge.engine.sequences import ranked_replacement_logits
+>>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 2, 4)).eval()
+>>> x = torch.rand(2, 3, 2, 2)
+>>> ranks = torch.arange(12).view(1, 3, 2, 2).expand(2, -1, -1, -1) // 4   # 4 features per step
+>>> ranked_replacement_logits(Engine(model), x, ranks, torch.zeros(2, 3), steps=3).shape
+torch.Size([2, 3, 4])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["ranked_replacement_logits", "image_set_logits"]
+
+
+def ranked_replacement_logits(
+    engine, images: torch.Tensor, ranks: torch.Tensor, fills: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """Logits ``B×steps×K`` of every image after each step of a ranked replacement sequence.
+
+    Args:
+        engine: the :class:`~xai_bridge.engine.Engine` whose model and chunking are used.
+        images: ``B×C×H×W``.
+        ranks: ``B×C×H×W`` integer step of each feature's replacement (``≥ steps``: never).
+        fills: ``B×steps`` replacement value of the features replaced at each step.
+        steps: the number of steps (one forward sample per image and step).
+    """
+    if ranks.shape != images.shape:
+        raise ValueError(f"ranks: expected the images' shape {tuple(images.shape)}, got {tuple(ranks.shape)}")
+    b = images.shape[0]
+    if fills.shape != (b, steps):
+        raise ValueError(f"fills: expected shape {(b, steps)}, got {tuple(fills.shape)}")
+    device = engine.device
+    images = images.to(device)
+    ranks = ranks.to(device=device, dtype=torch.long)
+    fills = fills.to(device=device, dtype=images.dtype)
+    img_idx = torch.arange(b, device=device).repeat_interleave(steps)
+    step_idx = torch.arange(steps, device=device).repeat(b)
+
+    def build(start: int, stop: int) -> torch.Tensor:
+        i, t = img_idx[start:stop], step_idx[start:stop]
+        r = ranks[i]
+        fill = fills[i].gather(1, r.clamp(max=steps - 1).flatten(1)).view_as(r)
+        return torch.where(r <= t.view(-1, 1, 1, 1), fill, images[i])
+
+    if b * steps == 0:
+        return torch.empty(b, steps, 0, device=device)
+    return engine.forward_chunks(b * steps, build, images).view(b, steps, -1)
+
+
+def image_set_logits(engine, n: int, build: Callable[[int, int], torch.Tensor], sample: torch.Tensor) -> torch.Tensor:
+    """Logits ``n×K`` of an arbitrary set of ``n`` images made by ``build(start, stop)`` (a chunk at a time)."""
+    return engine.forward_chunks(n, build, sample.to(engine.device))
