@@ -187,7 +187,8 @@ def score_maps(
         values = metric.compute(ctx)
         if not isinstance(values, torch.Tensor) or values.shape != (images.shape[0],):
             raise RuntimeError(
-                f"metric {metric.name!r}: compute() returned {getattr(values, 'shape', values)!r}; expected one value per image"
+                f"metric {metric.name!r}: compute() returned {getattr(values, 'shape', values)!r}; "
+                "expected one value per image"
             )
         out[metric.name] = values.detach().float()
         if curves is not None:

@@ -185,7 +185,8 @@ def get_protocol(protocol: str | Protocol | None = None, **overrides: Any) -> Pr
     if isinstance(protocol, str):
         if protocol not in PRESETS:
             raise ValueError(
-                f"protocol: no preset called {protocol!r}.{did_you_mean(protocol, PRESETS)} Presets: {', '.join(PRESETS)}"
+                f"protocol: no preset called {protocol!r}.{did_you_mean(protocol, PRESETS)} "
+                f"Presets: {', '.join(PRESETS)}"
             )
         protocol = PRESETS[protocol]
     if not isinstance(protocol, Protocol):

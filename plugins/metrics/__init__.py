@@ -88,7 +88,8 @@ METRICS: tuple[tuple[str, bool, str, tuple[str, ...], tuple[str, ...], str], ...
         "Faithfulness",
         (),
         ("delta_sigma",),
-        "Δσ: σ with the image's own map minus σ with K = 5 other images' maps (wraps any metric; direction follows it).",
+        "Δσ: σ with the image's own map minus σ with K = 5 other images' maps "
+        "(wraps any metric; direction follows it).",
     ),
     ("adcc", True, "Faithfulness", ("explainer",), (), "ADCC: harmonic mean of Coherency, 1 − Complexity and 1 − AD."),
     (

@@ -109,7 +109,8 @@ class XaiBridgeCAM(BaseCAM):
             )
         if not isinstance(input_tensor, torch.Tensor) or input_tensor.ndim != 4:
             raise ValueError(
-                f"input_tensor: expected images B×C×H×W, got {getattr(input_tensor, 'shape', type(input_tensor).__name__)}"
+                "input_tensor: expected images B×C×H×W, "
+                f"got {getattr(input_tensor, 'shape', type(input_tensor).__name__)}"
             )
         images = input_tensor.detach().to(self.device)
         explanation = self.explainer.explanation(images, target=target_categories(targets, images.shape[0]))

@@ -165,7 +165,8 @@ def _maps_from_attributions(a_batch: np.ndarray, x: torch.Tensor) -> torch.Tenso
         a = a.sum(1)  # B×1×H×W → B×H×W; per-channel attributions are summed over channels
     if a.ndim != 3 or tuple(a.shape[-2:]) != tuple(x.shape[-2:]):
         raise ValueError(
-            f"a_batch: expected attributions B×1×H×W (or B×C×H×W) matching x_batch {tuple(x.shape)}, got {tuple(a.shape)}"
+            f"a_batch: expected attributions B×1×H×W (or B×C×H×W) matching x_batch {tuple(x.shape)}, "
+            f"got {tuple(a.shape)}"
         )
     return a
 

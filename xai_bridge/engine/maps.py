@@ -188,7 +188,8 @@ def make_replacement(
             t = t.unsqueeze(0)
         if t.ndim != 4 or t.shape[1:] != images.shape[1:] or t.shape[0] not in (1, b):
             raise ValueError(
-                f"replacement_tensor: expected shape C×H×W or {b}×C×H×W = {tuple(images.shape)}, got {tuple(tensor.shape)}"
+                f"replacement_tensor: expected shape C×H×W or {b}×C×H×W = {tuple(images.shape)}, "
+                f"got {tuple(tensor.shape)}"
             )
         return t.expand_as(images).clone()
     raise ValueError(f"replacement.kind: unknown {kind!r}")
