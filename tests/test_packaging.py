@@ -53,3 +53,12 @@ def test_ci_runs_exactly_the_readme_test_command():
     command = [line for line in ci.splitlines() if line.strip() and not line.startswith(("#", "set ", "cd "))]
     assert len(command) == 1, command
     assert command[0].strip() in readme
+
+
+def test_the_version_is_defined_once():
+    import importlib.metadata
+
+    import xai_bridge
+
+    assert importlib.metadata.version("xai-bridge") == xai_bridge.__version__
+    assert 'version = "' not in (ROOT / "pyproject.toml").read_text().split("[project.optional-dependencies]")[0]

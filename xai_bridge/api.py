@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .manager import get_host
 from .registry import ExplainerSpec, MetricSpec
+
+if TYPE_CHECKING:  # pragma: no cover - the return types; importing them needs torch
+    from torch import nn
+
+    from .explainer import Explainer
+    from .metric import Metric
 
 
 def list_explainers() -> list[ExplainerSpec]:
@@ -42,7 +48,7 @@ def metric_spec(name: str) -> MetricSpec:
     return get_host().registry.metrics.get(name)
 
 
-def get_explainer(name: str, model: Any, **options: Any) -> Any:
+def get_explainer(name: str, model: nn.Module, **options: Any) -> Explainer:
     """A configured explainer for ``model``.
 
     Args:
@@ -62,10 +68,10 @@ def get_explainer(name: str, model: Any, **options: Any) -> Any:
     >>> explainer.target_layer.name
     'head'
     """
-    return explainer_spec(name).create(model, **options)
+    return cast("Explainer", explainer_spec(name).create(model, **options))
 
 
-def get_metric(name: str, **options: Any) -> Any:
+def get_metric(name: str, **options: Any) -> Metric:
     """A configured metric, e.g. ``get_metric("delta", metric="deletion_auc")``.
 
     Args:
@@ -80,4 +86,4 @@ def get_metric(name: str, **options: Any) -> Any:
         UnknownNameError: no plugin registered ``name`` (close matches are suggested).
         UnknownOptionError: an option the metric does not accept (those it does are listed).
     """
-    return metric_spec(name).create(**options)
+    return cast("Metric", metric_spec(name).create(**options))

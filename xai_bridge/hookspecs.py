@@ -41,8 +41,8 @@ loaded earlier is skipped with a warning naming both; the first owner keeps it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
@@ -55,8 +55,39 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
+class RegisterExplainer(Protocol):
+    """The ``register`` callback that :func:`register_explainers` receives."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        aliases: Sequence[str] = (),
+        description: str = "",
+        family: str = "other",
+        needs_layer: bool = False,
+    ) -> None: ...
+
+
+class RegisterMetric(Protocol):
+    """The ``register`` callback that :func:`register_metrics` receives."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        higher_is_better: bool,
+        aliases: Sequence[str] = (),
+        description: str = "",
+        category: str = "Faithfulness",
+        needs: Sequence[str] = (),
+    ) -> None: ...
+
+
 @hookspec
-def register_explainers(register: Callable[..., None]) -> None:
+def register_explainers(register: RegisterExplainer) -> None:
     """Register saliency explainers.
 
     Call ``register`` once per explainer::
@@ -91,7 +122,7 @@ def register_explainers(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def register_metrics(register: Callable[..., None]) -> None:
+def register_metrics(register: RegisterMetric) -> None:
     """Register evaluation metrics.
 
     Call ``register`` once per metric::

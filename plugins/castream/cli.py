@@ -88,8 +88,8 @@ def _imagenet_indices(classes: list[str]) -> list[int]:
 
 
 def cmd_castream_train(args: argparse.Namespace) -> int:
-    import torch
 
+    from xai_bridge.cli_support import torch_device
     from xai_bridge.data import image_folder
     from xai_bridge.errors import UsageError
     from xai_bridge_builtins.castream.model import CAModel
@@ -105,12 +105,7 @@ def cmd_castream_train(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} {value}: expected at least {low}")
     if args.lr <= 0:
         raise UsageError(f"--lr {args.lr}: expected a positive learning rate")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as exc:
-        raise UsageError(f"--device {args.device!r}: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    device = torch_device(args.device)
     lite = args.arch.lower().replace("_", "-") in ("efficientnet-lite0", "default")
     normalize = args.normalize if args.normalize != "auto" else ("none" if lite else "imagenet")
     try:

@@ -17,7 +17,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from ..cli_support import parse_options
+from ..cli_support import parse_options, torch_device
 from ..errors import UsageError
 
 
@@ -70,7 +70,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         store=args.store or out / "benchmark.sqlite",
         out=None if args.no_report else out,
-        device=args.device,
+        device=None if args.device is None else torch_device(args.device),
         grid_images=args.grid_images,
         progress=not args.quiet,
     )
