@@ -16,9 +16,14 @@ table.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .results import Results
 
 Scores = Mapping[str, Sequence[float] | np.ndarray]
 
@@ -171,3 +176,108 @@ def spearman_between_metrics(
     if np.ndim(rho) == 0:  # scipy returns a bare ρ for two columns
         rho = np.array([[1.0, rho], [rho, 1.0]])
     return names, np.asarray(rho)
+
+
+# -- statistics of a whole Results table (what the benchmark report shows) ------------------------
+def ranking(results: Results, metric: str) -> list[tuple[str, float]]:
+    """Explainers by mean, best first (NaN means last)."""
+    hib = results.directions.get(metric, True)
+    means = [(e, results.mean_std(e, metric)[0]) for e in results.explainers]
+    return sorted(means, key=lambda em: (math.isnan(em[1]), -em[1] if hib else em[1]))
+
+
+def verdicts(results: Results) -> list[dict[str, Any]]:
+    """Per metric: the best explainer by mean, the runner-up, the win rate and Wilcoxon p between them."""
+    out = []
+    for metric in results.metrics:
+        order = ranking(results, metric)
+        best, mean = order[0]
+        row: dict[str, Any] = {
+            "metric": metric,
+            "best": best,
+            "mean": mean,
+            "runner_up": None,
+            "win": math.nan,
+            "p": math.nan,
+        }
+        if len(order) > 1:
+            second = order[1][0]
+            scores = results.by_metric(metric)
+            names, w = win_rates(scores, results.directions.get(metric, True))
+            _, p = wilcoxon_pvalues(scores)
+            i, j = names.index(best), names.index(second)
+            row.update(
+                runner_up=second,
+                win=float(w[i, j]),
+                p=float(p[i, j]),
+                tied=math.isclose(mean, order[1][1], rel_tol=1e-9, abs_tol=1e-12),
+            )
+        out.append(row)
+    return out
+
+
+def reliability(
+    results: Results, explainers: Sequence[str] | None = None, draws: int = 50, seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
+    """Per metric: Krippendorff's ordinal α of the per-image rankings, with a 95 % interval.
+
+    As in Grabska-Barwińska et al. (Fig. 10) the interval comes from ``draws`` random subsets of the images
+    (half of them, at least 3); NaN when the rankings do not vary.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    names = list(explainers or results.explainers)
+    n = len(results.images)
+    for metric in results.metrics:
+        scores = {e: np.asarray(results.values(e, metric)) for e in names}
+        hib = results.directions.get(metric, True)
+        alpha = _alpha(scores, hib)
+        draws_alpha = []
+        if n >= 6:
+            k = max(3, n // 2)
+            for _ in range(draws):
+                idx = rng.choice(n, size=k, replace=False)
+                draws_alpha.append(_alpha({e: v[idx] for e, v in scores.items()}, hib))
+        draws_alpha = [a for a in draws_alpha if not math.isnan(a)]
+        lo, hi = (
+            (float(np.percentile(draws_alpha, 2.5)), float(np.percentile(draws_alpha, 97.5)))
+            if draws_alpha
+            else (math.nan, math.nan)
+        )
+        out[metric] = (alpha, lo, hi)
+    return out
+
+
+def _alpha(scores: dict[str, np.ndarray], hib: bool) -> float:
+    if len(scores) < 2:
+        return math.nan
+    try:
+        return metric_reliability(scores, hib)
+    except ValueError:
+        return math.nan
+
+
+def consistency(results: Results, explainer: str | None = None) -> tuple[list[str], np.ndarray]:
+    """Spearman's ρ between metrics over explanations (one explainer's, or all pooled), sign-aligned.
+
+    Computed pair by pair (:func:`xai_bridge.spearman_between_metrics`), each pair on
+    the explanations both metrics scored; NaN where a metric is constant.
+    """
+    import warnings
+
+    explainers = [explainer] if explainer else results.explainers
+    names = results.metrics
+    values = {m: [v for e in explainers for v in results.values(e, m)] for m in names}
+    rho = np.eye(len(names))
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore")
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                pair = {names[i]: values[names[i]], names[j]: values[names[j]]}
+                try:
+                    flat = np.asarray(spearman_between_metrics(pair, results.directions)[1], dtype=float).reshape(-1)
+                    r = float(flat[0] if flat.size == 1 else flat[1])  # scipy gives a scalar for two columns
+                except ValueError:
+                    r = math.nan
+                rho[i, j] = rho[j, i] = r
+    return list(names), rho

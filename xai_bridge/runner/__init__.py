@@ -4,7 +4,8 @@
 * :mod:`~xai_bridge.runner.benchmark` — :func:`run_benchmark`, which ends in :func:`~xai_bridge.runner.finish.finish`;
 * :mod:`~xai_bridge.runner.store` — the resumable SQLite store;
 * :mod:`~xai_bridge.runner.data` — embedded photos, ImageFolder trees, list files;
-* :mod:`~xai_bridge.runner.report` — ``report.md`` / ``report.html`` with figures;
+* :mod:`~xai_bridge.runner.document` — ``report.md`` / ``report.html``, and
+  :mod:`~xai_bridge.runner.figures` — the figures they show (statistics: :mod:`xai_bridge.stats`);
 * :mod:`~xai_bridge.runner.distributed` — sharding across ``torchrun`` ranks;
 * :mod:`~xai_bridge.runner.cli` — the ``benchmark`` sub-command.
 
@@ -25,7 +26,7 @@ _LAZY = {
     "finish": "xai_bridge.runner.finish",
     "Store": "xai_bridge.runner.store",
     "open_source": "xai_bridge.runner.data",
-    "write_report": "xai_bridge.runner.report",
+    "write_report": "xai_bridge.runner.document",
     "add_benchmark_parser": "xai_bridge.runner.cli",
 }
 

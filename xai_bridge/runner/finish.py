@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..results import Results
-from .report import write_report
+from .document import write_report
 
 if TYPE_CHECKING:  # pragma: no cover
     from .run import Plan, RunInfo

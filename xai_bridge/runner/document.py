@@ -1,4 +1,4 @@
-"""The benchmark report: ``report.md`` and ``report.html`` with figures in ``figures/``.
+"""The benchmark report's document: ``report.md`` and ``report.html``, with the figures of :mod:`.figures`.
 
 The first screen says which explainer wins on which metric (best mean, how often it
 beats the runner-up on the same image, and whether that is significant); then the
@@ -20,15 +20,23 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from .. import stats
 from ..results import Results
+from ..stats import reliability, verdicts
+from .figures import (
+    _arrow,
+    _fmt,
+    figure_consistency,
+    figure_curves,
+    figure_grid,
+    figure_reliability,
+    figure_wilcoxon,
+    figure_win_rates,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .run import Plan, RunInfo
@@ -118,319 +126,8 @@ def _inline(text: str) -> str:
 
 
 # -- statistics ---------------------------------------------------------------------------------
-def _fmt(value: float, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.{digits}g}" if abs(value) >= 1e4 or (0 < abs(value) < 1e-3) else f"{value:.{digits}f}"
 
 
-def _arrow(results: Results, metric: str) -> str:
-    return "↑" if results.directions.get(metric, True) else "↓"
-
-
-def ranking(results: Results, metric: str) -> list[tuple[str, float]]:
-    """Explainers by mean, best first (NaN means last)."""
-    hib = results.directions.get(metric, True)
-    means = [(e, results.mean_std(e, metric)[0]) for e in results.explainers]
-    return sorted(means, key=lambda em: (math.isnan(em[1]), -em[1] if hib else em[1]))
-
-
-def verdicts(results: Results) -> list[dict[str, Any]]:
-    """Per metric: the best explainer by mean, the runner-up, the win rate and Wilcoxon p between them."""
-    out = []
-    for metric in results.metrics:
-        order = ranking(results, metric)
-        best, mean = order[0]
-        row: dict[str, Any] = {
-            "metric": metric,
-            "best": best,
-            "mean": mean,
-            "runner_up": None,
-            "win": math.nan,
-            "p": math.nan,
-        }
-        if len(order) > 1:
-            second = order[1][0]
-            scores = results.by_metric(metric)
-            names, w = stats.win_rates(scores, results.directions.get(metric, True))
-            _, p = stats.wilcoxon_pvalues(scores)
-            i, j = names.index(best), names.index(second)
-            row.update(
-                runner_up=second,
-                win=float(w[i, j]),
-                p=float(p[i, j]),
-                tied=math.isclose(mean, order[1][1], rel_tol=1e-9, abs_tol=1e-12),
-            )
-        out.append(row)
-    return out
-
-
-def reliability(
-    results: Results, explainers: Sequence[str] | None = None, draws: int = 50, seed: int = 0
-) -> dict[str, tuple[float, float, float]]:
-    """Per metric: Krippendorff's ordinal α of the per-image rankings, with a 95 % interval.
-
-    As in Grabska-Barwińska et al. (Fig. 10) the interval comes from ``draws`` random subsets of the images
-    (half of them, at least 3); NaN when the rankings do not vary.
-    """
-    rng = np.random.default_rng(seed)
-    out = {}
-    names = list(explainers or results.explainers)
-    n = len(results.images)
-    for metric in results.metrics:
-        scores = {e: np.asarray(results.values(e, metric)) for e in names}
-        hib = results.directions.get(metric, True)
-        alpha = _alpha(scores, hib)
-        draws_alpha = []
-        if n >= 6:
-            k = max(3, n // 2)
-            for _ in range(draws):
-                idx = rng.choice(n, size=k, replace=False)
-                draws_alpha.append(_alpha({e: v[idx] for e, v in scores.items()}, hib))
-        draws_alpha = [a for a in draws_alpha if not math.isnan(a)]
-        lo, hi = (
-            (float(np.percentile(draws_alpha, 2.5)), float(np.percentile(draws_alpha, 97.5)))
-            if draws_alpha
-            else (math.nan, math.nan)
-        )
-        out[metric] = (alpha, lo, hi)
-    return out
-
-
-def _alpha(scores: dict[str, np.ndarray], hib: bool) -> float:
-    if len(scores) < 2:
-        return math.nan
-    try:
-        return stats.metric_reliability(scores, hib)
-    except ValueError:
-        return math.nan
-
-
-def consistency(results: Results, explainer: str | None = None) -> tuple[list[str], np.ndarray]:
-    """Spearman's ρ between metrics over explanations (one explainer's, or all pooled), sign-aligned.
-
-    Computed pair by pair (:func:`xai_bridge.stats.spearman_between_metrics`), each pair on
-    the explanations both metrics scored; NaN where a metric is constant.
-    """
-    import warnings
-
-    explainers = [explainer] if explainer else results.explainers
-    names = results.metrics
-    values = {m: [v for e in explainers for v in results.values(e, m)] for m in names}
-    rho = np.eye(len(names))
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore")
-        for i in range(len(names)):
-            for j in range(i + 1, len(names)):
-                pair = {names[i]: values[names[i]], names[j]: values[names[j]]}
-                try:
-                    flat = np.asarray(stats.spearman_between_metrics(pair, results.directions)[1], dtype=float).reshape(
-                        -1
-                    )
-                    r = float(flat[0] if flat.size == 1 else flat[1])  # scipy gives a scalar for two columns
-                except ValueError:
-                    r = math.nan
-                rho[i, j] = rho[j, i] = r
-    return list(names), rho
-
-
-# -- figures --------------------------------------------------------------------------------------
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _panels(n: int, width: float = 3.6, height: float = 3.2, max_cols: int = 4) -> tuple[Any, Any]:
-    plt = _plt()
-    cols = min(max_cols, max(1, n))
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, constrained_layout=True)
-    for ax in axes.flat[n:]:
-        ax.axis("off")
-    return fig, list(axes.flat)
-
-
-def _heat(
-    ax: Any,
-    matrix: np.ndarray,
-    names: Sequence[str],
-    title: str,
-    label: Callable[[float], str],
-    fontsize: int = 6,
-    **imshow: Any,
-) -> Any:
-    """A names × names heat map with every off-diagonal value written in its cell (up to 10 names)."""
-    im = ax.imshow(matrix, **imshow)
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_title(title, fontsize=9)
-    if len(names) <= 10:
-        for i in range(len(names)):
-            for j in range(len(names)):
-                if i != j and not math.isnan(matrix[i, j]):
-                    ax.text(j, i, label(matrix[i, j]), ha="center", va="center", fontsize=fontsize)
-    return im
-
-
-def figure_win_rates(results: Results, path: Path) -> Path:
-    """One heat map per metric: % of images on which the row explainer beats the column one."""
-    plt = _plt()
-    metrics = results.metrics
-    fig, axes = _panels(len(metrics))
-    im = None
-    for ax, metric in zip(axes, metrics, strict=False):
-        names, w = stats.win_rates(results.by_metric(metric), results.directions.get(metric, True))
-        im = _heat(
-            ax,
-            100 * w,
-            names,
-            f"{metric} {_arrow(results, metric)}",
-            lambda v: f"{v:.0f}",
-            cmap="RdBu",
-            vmin=0,
-            vmax=100,
-        )
-    if im is not None:
-        fig.colorbar(im, ax=list(axes)[: len(metrics)], shrink=0.6, label="row beats column (% of images)")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def figure_wilcoxon(results: Results, path: Path) -> Path:
-    """One heat map per metric: two-sided Wilcoxon signed-rank p-values, log scale."""
-    plt = _plt()
-    from matplotlib.colors import LogNorm
-
-    metrics = results.metrics
-    fig, axes = _panels(len(metrics))
-    im = None
-    for ax, metric in zip(axes, metrics, strict=False):
-        names, p = stats.wilcoxon_pvalues(results.by_metric(metric))
-        p = np.clip(p, 1e-30, 1.0)
-        im = _heat(
-            ax,
-            p,
-            names,
-            f"{metric} {_arrow(results, metric)}",
-            lambda v: f"{v:.0e}" if v < 0.01 else f"{v:.2f}",
-            fontsize=5,
-            cmap="Greens_r",
-            norm=LogNorm(vmin=1e-6, vmax=1.0),
-        )
-    if im is not None:
-        fig.colorbar(im, ax=list(axes)[: len(metrics)], shrink=0.6, label="Wilcoxon p (darker = more significant)")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def figure_curves(results: Results, path: Path) -> Path | None:
-    """Mean insertion / deletion curves per explainer (score vs fraction of pixels)."""
-    metrics = [m for m in results.metrics if any(key[1] == m for key in results.curves)]
-    if not metrics:
-        return None
-    plt = _plt()
-    fig, axes = _panels(len(metrics), width=4.6, height=3.4, max_cols=2)
-    for ax, metric in zip(axes, metrics, strict=False):
-        for explainer in results.explainers:
-            curve = results.curves.get((explainer, metric))
-            if curve:
-                mean = results.mean_std(explainer, metric)[0]
-                ax.plot(curve["fractions"], curve["mean"], label=f"{explainer} ({_fmt(mean)})")
-        verb = {"insertion": "inserted", "deletion": "deleted"}.get(results.curve_kinds.get(metric, ""), "perturbed")
-        ax.set_xlabel(f"fraction of pixels {verb}")
-        ax.set_ylabel("score of the explained class")
-        ax.set_title(f"{metric} {_arrow(results, metric)}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def figure_reliability(results: Results, path: Path, alphas: dict[str, dict[str, tuple[float, float, float]]]) -> Path:
-    """Krippendorff's α per metric (bars, 95 % interval over image subsets), one bar per explainer set."""
-    plt = _plt()
-    metrics = results.metrics
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(metrics) + 2), 3.6), constrained_layout=True)
-    width = 0.8 / max(1, len(alphas))
-    for k, (label, table) in enumerate(alphas.items()):
-        xs = np.arange(len(metrics)) + (k - (len(alphas) - 1) / 2) * width
-        vals = np.array([table[m][0] for m in metrics])
-        lo = np.array([table[m][1] for m in metrics])
-        hi = np.array([table[m][2] for m in metrics])
-        err = np.where(np.isnan(lo), 0, np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)]))
-        ax.bar(xs, np.nan_to_num(vals), width, yerr=err, capsize=2, label=label)
-    ax.axhline(0, color="k", lw=0.6)
-    ax.set_xticks(
-        range(len(metrics)), [f"{m} {_arrow(results, m)}" for m in metrics], rotation=30, ha="right", fontsize=8
-    )
-    ax.set_ylabel("Krippendorff's α (ordinal)")
-    ax.set_title("Inter-rater reliability: do images rank the explainers alike?", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def figure_consistency(results: Results, path: Path) -> Path:
-    """Spearman's ρ between metrics: all explanations pooled, then per explainer.
-
-    As in Grabska-Barwińska et al., Fig. 11.
-    """
-    plt = _plt()
-    groups: list[str | None] = [None, *results.explainers]
-    fig, axes = _panels(len(groups), width=3.4, height=3.2)
-    im = None
-    for ax, group in zip(axes, groups, strict=False):
-        names, rho = consistency(results, group)
-        im = _heat(
-            ax,
-            rho,
-            names,
-            "all explanations" if group is None else group,
-            lambda v: f"{v:.2f}",
-            cmap="PuOr",
-            vmin=-1,
-            vmax=1,
-        )
-    if im is not None:
-        fig.colorbar(im, ax=list(axes)[: len(groups)], shrink=0.6, label="Spearman ρ (+ = metrics agree)")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def figure_grid(path: Path, plan: Plan, store: Store, results: Results) -> Path | None:
-    """Images down, explainers across: the stored maps of the grid images."""
-    import torch
-
-    from ..viz import save_grid
-    from .data import load_batch
-
-    maps = store.maps(plan.config_hash)
-    items = []
-    for item in plan.source.items:
-        if all((item.id, e.key) in maps for e in plan.explainers):
-            items.append(item)
-        if len(items) >= plan.config.grid_images:
-            break
-    if not items:
-        return None
-    images, kept = load_batch(items, plan.config.size, lambda item, reason: None)
-    if images is None:
-        return None
-    by_label = {e.label: torch.stack([torch.from_numpy(maps[(i.id, e.key)][0]) for i in kept]) for e in plan.explainers}
-    titles = [maps[(i.id, plan.explainers[0].key)][1] for i in kept]
-    return save_grid(path, images, by_label, titles)
-
-
-# -- the report -----------------------------------------------------------------------------------
 def write_report(
     results: Results,
     out: str | Path,
