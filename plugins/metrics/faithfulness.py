@@ -62,14 +62,11 @@ class AverageIncrease(_Masked):
         return (p < o).float() * 100
 
 
-class AverageDropInDeletion(_Masked):
-    """ADD = ``[p_c − o_c]_+ / p_c · 100`` with ``o_c`` the score of ``x ⊙ (1 − M)`` (higher is better)."""
+class AverageDropInDeletion(AverageDrop):
+    """ADD: Average Drop's formula with ``o_c`` the score of ``x ⊙ (1 − M)``, the salient part removed
+    (higher is better: removing what the map points at should cost the class its score)."""
 
-    name, keep = "add", False
-
-    def compute(self, ctx: MetricContext) -> torch.Tensor:
-        o, p = self.masked_and_base(ctx)
-        return (p - o).clamp(min=0) / p.clamp(min=1e-12) * 100
+    name, higher_is_better, keep = "add", True, False
 
 
 # -- progressive curves: DAUC, IAUC, DC, IC ---------------------------------------------------------
