@@ -13,29 +13,17 @@ live in :mod:`xai_bridge_builtins.baselines.explainers` (also importable from he
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from xai_bridge import hookimpl
+from xai_bridge.lazy import lazy_factory, lazy_getattr
 
-
-def __getattr__(name: str) -> Any:
-    explainers = importlib.import_module("xai_bridge_builtins.baselines.explainers")
-
-    try:
-        return getattr(explainers, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_getattr(__name__, "xai_bridge_builtins.baselines.explainers")
 
 
 def _factory(class_name: str) -> Callable[..., Any]:
-    def create(model: Any, **options: Any) -> Any:
-        explainers = importlib.import_module("xai_bridge_builtins.baselines.explainers")
-
-        return getattr(explainers, class_name)(model, **options)
-
-    return create
+    return lazy_factory("xai_bridge_builtins.baselines.explainers", class_name)
 
 
 @hookimpl

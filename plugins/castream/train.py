@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from xai_bridge.checkpoints import atomic_save, check_resume, load_checkpoint
 from xai_bridge.models import model_device
 from xai_bridge_builtins.castream.model import CAModel, castream_config_matches
 
@@ -93,19 +94,6 @@ def as_dataset(data: Any, *, size: int = 224, name: str = "data") -> Dataset:
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
-
-
 def save_stream(model: CAModel, path: str | os.PathLike[str], history: Sequence[dict[str, float]] = ()) -> Path:
     """Write the stream's weights and config (weights only; the backbone is not included).
 
@@ -126,13 +114,7 @@ def save_stream(model: CAModel, path: str | os.PathLike[str], history: Sequence[
 
 def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Load a CA-Stream checkpoint with ``weights_only=True`` and check its format."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"path: no CA-Stream checkpoint at {str(path)!r}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"path: {str(path)!r} is not a CA-Stream checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    return state
+    return load_checkpoint(path, format=CHECKPOINT_FORMAT, what="CA-Stream checkpoint", map_location=map_location)
 
 
 def load_castream(backbone: nn.Module, path: str | os.PathLike[str], **options: Any) -> CAModel:
@@ -380,19 +362,14 @@ def train_stream(
     last_path = folder / "last.pt" if folder is not None else None
     if last_path is not None and resume and last_path.exists():
         state = read_checkpoint(last_path, map_location=device)
-        diff = castream_config_matches(ca, state["config"])
-        if diff:
-            raise ValueError(
-                f"checkpoint_dir: {str(last_path)!r} holds a stream of another configuration (differs in "
-                f"{', '.join(diff)}); use another folder or resume=False"
-            )
-        changed = [k for k in RECIPE_KEYS if state["recipe"].get(k) != recipe[k]]
-        if changed:
-            saved = ", ".join(f"{k}={state['recipe'].get(k)}" for k in changed)
-            raise ValueError(
-                f"checkpoint_dir: {str(last_path)!r} was trained with another recipe ({saved}); use the same "
-                "options, another folder, or resume=False"
-            )
+        check_resume(
+            last_path,
+            what="stream",
+            config_diff=castream_config_matches(ca, state["config"]),
+            saved_recipe=state["recipe"],
+            recipe=recipe,
+            recipe_keys=RECIPE_KEYS,
+        )
         ca.stream.load_state_dict(state["stream"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

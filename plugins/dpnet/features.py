@@ -41,8 +41,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from xai_bridge.checkpoints import atomic_save
+
 from .data import describe, fingerprint, load_dataset
-from .model import DPNet, atomic_save, backbone_fingerprint
+from .model import DPNet, backbone_fingerprint
 
 #: Format tag of a features cache file.
 FEATURES_FORMAT = "xai-bridge-dpnet-features/1"

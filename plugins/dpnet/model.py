@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xai_bridge.checkpoints import atomic_save, load_checkpoint
 from xai_bridge.layers import TargetLayer, find_layer
 
 #: Written into every saved DP-Net and checkpoint; a file without it is refused.
@@ -502,19 +503,6 @@ def backbone_fingerprint(backbone: nn.Module) -> str:
 
 
 # -- save and load --------------------------------------------------------------------------------
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path`` (never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
-
-
 def head_state(model: DPNet) -> dict[str, torch.Tensor]:
     """The trained tensors only (``parts``, ``classifier``, ``global_head``), on the CPU."""
     return {
@@ -553,13 +541,7 @@ def save_dpnet(model: DPNet, path: str | os.PathLike[str], history: Sequence[dic
 
 def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Load a saved DP-Net or training checkpoint with ``weights_only=True`` and check its format."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"path: no DP-Net file at {str(path)!r}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"path: {str(path)!r} is not a saved DP-Net (expected format {CHECKPOINT_FORMAT!r})")
-    return state
+    return load_checkpoint(path, format=CHECKPOINT_FORMAT, what="saved DP-Net", map_location=map_location)
 
 
 def load_dpnet(

@@ -48,13 +48,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xai_bridge.checkpoints import atomic_save, check_resume
+
 from .data import DIGITS, load_dataset
 from .features import FeatureSet, extract_features
 from .model import (
     CHECKPOINT_FORMAT,
     DPNet,
     assignment_loss,
-    atomic_save,
     backbone_from_name,
     class_specific_loss,
     head_state,
@@ -428,19 +429,14 @@ def train(
     last_path = folder / "last.pt" if folder is not None else None
     if last_path is not None and resume and last_path.exists():
         state = read_checkpoint(last_path, map_location=device)
-        diff = [k for k in CONFIG_KEYS if state["config"].get(k) != net.config.get(k)]
-        if diff:
-            raise ValueError(
-                f"checkpoint_dir: {str(last_path)!r} holds a DP-Net of another configuration "
-                f"(differs in {', '.join(diff)}); use another folder or resume=False"
-            )
-        changed = [k for k in RECIPE_KEYS if state["recipe"].get(k) != recipe[k]]
-        if changed:
-            saved = ", ".join(f"{k}={state['recipe'].get(k)!r}" for k in changed)
-            raise ValueError(
-                f"checkpoint_dir: {str(last_path)!r} was trained with another recipe or data ({saved}); "
-                "use the same options, another folder, or resume=False"
-            )
+        check_resume(
+            last_path,
+            what="DP-Net",
+            config_diff=[k for k in CONFIG_KEYS if state["config"].get(k) != net.config.get(k)],
+            saved_recipe=state["recipe"],
+            recipe=recipe,
+            recipe_keys=RECIPE_KEYS,
+        )
         net.load_state_dict({**net.state_dict(), **state["state"]})
         optimizer.load_state_dict(state["optimizer"])
         history = [dict(h) for h in state["history"]]

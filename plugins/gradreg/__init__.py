@@ -15,19 +15,12 @@ This module only registers (cheap to import: argparse, no torch).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from xai_bridge import hookimpl
+from xai_bridge.lazy import lazy_getattr
 
-
-def __getattr__(name: str) -> Any:
-    regularizer = importlib.import_module("xai_bridge_builtins.gradreg.regularizer")
-
-    try:
-        return getattr(regularizer, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_getattr(__name__, "xai_bridge_builtins.gradreg.regularizer")
 
 
 @hookimpl

@@ -19,27 +19,13 @@ This module only registers (cheap to import); the algorithm and the explainer cl
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from typing import Any
 
 from xai_bridge import hookimpl
+from xai_bridge.lazy import lazy_factory, lazy_getattr
 
-_PUBLIC = ("OptiCAM", "optimise", "normalize_maps", "feature_maps", "OBJECTIVES", "NORMALIZATIONS", "CHECKPOINT_EVERY")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        explainer = importlib.import_module("xai_bridge_builtins.opticam.explainer")
-
-        return getattr(explainer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _create(model: Any, **options: Any) -> Any:
-    from xai_bridge_builtins.opticam.explainer import OptiCAM
-
-    return OptiCAM(model, **options)
+__getattr__ = lazy_getattr(__name__, "xai_bridge_builtins.opticam.explainer")
+_create = lazy_factory("xai_bridge_builtins.opticam.explainer", "OptiCAM")
 
 
 @hookimpl
