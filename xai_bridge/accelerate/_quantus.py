@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,12 @@ from ..engine.sequences import ranked_replacement_logits
 from ..errors import UnsupportedMetricError
 from ..targets import check_model_ready
 
-__all__ = ["AcceleratedPixelFlipping", "AcceleratedRegionPerturbation", "AcceleratedSelectivity", "ACCELERATED"]
+__all__ = [
+    "AcceleratedPixelFlipping",
+    "AcceleratedRegionPerturbation",
+    "AcceleratedSelectivity",
+    "ACCELERATED",
+]
 
 _BASELINE_STRINGS = ("black", "white", "mean", "uniform")
 _BASELINE_KWARGS = ("perturb_baseline", "uniform_low", "uniform_high")
@@ -185,11 +191,11 @@ def _patch_sequence(
     b = x_batch.shape[0]
     h, w = x_batch.shape[-2:]
     pad_h, pad_w = qutils.get_padding_size(h, metric.patch_size), qutils.get_padding_size(w, metric.patch_size)
-    padding = ((0, 0), (0, 0), pad_h, pad_w)
-    axes = np.arange(4)
-    x_pad = qutils._pad_array(x_batch, padding, mode="constant", padded_axes=axes)
-    a_pad = qutils._pad_array(a, padding, mode="constant", padded_axes=axes)
-    patches = np.stack(list(qutils.get_block_indices(x_pad, metric.patch_size)), 1)  # B × P × (C·p·p)
+    padding: list[tuple[int, int]] = [(0, 0), (0, 0), pad_h, pad_w]
+    axes = [0, 1, 2, 3]
+    x_pad: np.ndarray = qutils._pad_array(x_batch, padding, mode="constant", padded_axes=axes)
+    a_pad: np.ndarray = qutils._pad_array(a, padding, mode="constant", padded_axes=axes)
+    patches: np.ndarray = np.stack(list(qutils.get_block_indices(x_pad, metric.patch_size)), 1)  # B × P × (C·p·p)
     rows = np.arange(b)[:, None, None]
     att_sums = a_pad.reshape(b, -1)[rows, patches].sum(-1)
     if order == "random":
@@ -202,7 +208,8 @@ def _patch_sequence(
         raise UnsupportedMetricError(f"order: expected 'morf', 'lerf' or 'random', got {order!r}")
     ordered = patches[np.arange(b)[:, None], ordering]  # B × P × (C·p·p)
     steps = ordered.shape[1] if regions is None else len(range(ordered.shape[1])[:regions])
-    x_edge = qutils._pad_array(x_batch, padding, mode="edge", padded_axes=axes).reshape(b, -1)
+    x_edge: np.ndarray = qutils._pad_array(x_batch, padding, mode="edge", padded_axes=axes)
+    x_edge = x_edge.reshape(b, -1)
     ranks = np.full(x_edge.shape, steps, dtype=np.int64)
     step_of = np.repeat(np.arange(steps), ordered.shape[2])
     np.put_along_axis(ranks, ordered[:, :steps].reshape(b, -1), np.broadcast_to(step_of, (b, step_of.size)), 1)
@@ -213,7 +220,8 @@ def _patch_sequence(
     return np.ascontiguousarray(ranks), fills, steps
 
 
-class AcceleratedPixelFlipping(_Accelerated, quantus.PixelFlipping):
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.PixelFlipping.
+class AcceleratedPixelFlipping(_Accelerated, quantus.PixelFlipping):  # type: ignore[misc]
     """Quantus ``PixelFlipping`` (Bach et al. 2015) on the engine: same order, same fills, same curve.
 
     Example::
@@ -224,7 +232,9 @@ class AcceleratedPixelFlipping(_Accelerated, quantus.PixelFlipping):
         672
     """
 
-    def evaluate_batch(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any):
+    def evaluate_batch(
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[Any]:
         a = self._xb_inputs(x_batch, y_batch, a_batch)
         b = x_batch.shape[0]
         flat = a.reshape(b, -1)
@@ -241,7 +251,8 @@ class AcceleratedPixelFlipping(_Accelerated, quantus.PixelFlipping):
         return preds.tolist()
 
 
-class AcceleratedRegionPerturbation(_Accelerated, quantus.RegionPerturbation):
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.RegionPerturbation.
+class AcceleratedRegionPerturbation(_Accelerated, quantus.RegionPerturbation):  # type: ignore[misc]
     """Quantus ``RegionPerturbation`` (Samek et al. 2017) on the engine: ``f(x) − f(x^{(k)})`` per region.
 
     Example::
@@ -252,7 +263,10 @@ class AcceleratedRegionPerturbation(_Accelerated, quantus.RegionPerturbation):
         'lerf'
     """
 
-    def evaluate_batch(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any):
+    # Quantus's own evaluate_batch returns this ndarray too, although it is annotated List[List[float]]
+    def evaluate_batch(  # type: ignore[override]
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> np.ndarray:
         a = self._xb_inputs(x_batch, y_batch, a_batch)
         base = self._xb_base(model, x_batch, y_batch)
         ranks, fills, steps = _patch_sequence(self, x_batch, a, self.order, self.regions_evaluation)
@@ -260,7 +274,8 @@ class AcceleratedRegionPerturbation(_Accelerated, quantus.RegionPerturbation):
         return base[:, None] - preds
 
 
-class AcceleratedSelectivity(_Accelerated, quantus.Selectivity):
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.Selectivity.
+class AcceleratedSelectivity(_Accelerated, quantus.Selectivity):  # type: ignore[misc]
     """Quantus ``Selectivity`` (Montavon et al. 2018) on the engine: the score after each patch removed.
 
     Example::
@@ -271,17 +286,20 @@ class AcceleratedSelectivity(_Accelerated, quantus.Selectivity):
         56
     """
 
-    def evaluate_batch(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any):
+    # Quantus's own evaluate_batch returns this ndarray too, although it is annotated List[List[float]]
+    def evaluate_batch(  # type: ignore[override]
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> np.ndarray:
         a = self._xb_inputs(x_batch, y_batch, a_batch)
         ranks, fills, steps = _patch_sequence(self, x_batch, a, "morf", None)
         preds = self._xb_curve(model, x_batch, y_batch, ranks, fills, steps)
         return preds.astype(np.float64)
 
 
-def _make(cls: type) -> Any:
+def _make(cls: type) -> Callable[..., Any]:
     def make(metric: Any, *, budget: Any = None, batch_size: int | None = None) -> Any:
         _baseline(metric)  # refuse what cannot be reproduced now, not at the first call
-        out = cls.__new__(cls)  # the same configuration, not re-initialised (no warnings, no new draws)
+        out: Any = object.__new__(cls)  # the same configuration, not re-initialised (no warnings, no new draws)
         out.__dict__.update(copy.copy(metric.__dict__))
         out._xb_budget, out._xb_batch_size = budget, batch_size
         out._xb_engine_obj = None

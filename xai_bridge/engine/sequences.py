@@ -23,14 +23,18 @@ torch.Size([2, 3, 4])
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 __all__ = ["ranked_replacement_logits", "image_set_logits"]
 
 
 def ranked_replacement_logits(
-    engine, images: torch.Tensor, ranks: torch.Tensor, fills: torch.Tensor, steps: int
+    engine: Engine, images: torch.Tensor, ranks: torch.Tensor, fills: torch.Tensor, steps: int
 ) -> torch.Tensor:
     """Logits ``B×steps×K`` of every image after each step of a ranked replacement sequence.
 
@@ -64,6 +68,8 @@ def ranked_replacement_logits(
     return engine.forward_chunks(b * steps, build, images).view(b, steps, -1)
 
 
-def image_set_logits(engine, n: int, build: Callable[[int, int], torch.Tensor], sample: torch.Tensor) -> torch.Tensor:
+def image_set_logits(
+    engine: Engine, n: int, build: Callable[[int, int], torch.Tensor], sample: torch.Tensor
+) -> torch.Tensor:
     """Logits ``n×K`` of an arbitrary set of ``n`` images made by ``build(start, stop)`` (a chunk at a time)."""
     return engine.forward_chunks(n, build, sample.to(engine.device))
