@@ -149,8 +149,8 @@ def test_gradcam_road_equals_the_toolkit_and_shares_the_base_pass(model, case):
 
 # -- refusing what cannot be reproduced -------------------------------------------------------------------
 def test_unsupported_metrics_and_settings_are_named_and_can_fall_back():
-    with pytest.raises(UnsupportedMetricError, match=r"quantus\.FaithfulnessCorrelation is not accelerated yet"):
-        xb.accelerate(quantus.FaithfulnessCorrelation(disable_warnings=True))
+    with pytest.raises(UnsupportedMetricError, match=r"quantus\.Monotonicity is not accelerated yet"):
+        xb.accelerate(quantus.Monotonicity(disable_warnings=True))
     custom = quantus.PixelFlipping(perturb_func=lambda arr, indices, **kw: arr, disable_warnings=True)
     with pytest.raises(UnsupportedMetricError, match="perturb_func"):
         xb.accelerate(custom)
@@ -194,3 +194,47 @@ def test_accelerate_is_reachable_lazily_and_after_a_submodule_import():
     module = importlib.import_module("xai_bridge.accelerate")
     assert callable(xb.accelerate) and callable(module)
     assert "quantus.PixelFlipping" in module.supported_metrics()
+
+
+# -- metrics that perturb one group or subset at a time, from the unperturbed image -----------------------
+ONE_AT_A_TIME_CASES = {
+    # name: (metric factory, forward samples of the accelerated metric on 2 photos)
+    "fe-black": (lambda: quantus.FaithfulnessEstimate(features_in_step=224 * 56, disable_warnings=True), 2 + 2 * 12),
+    "fe-uniform-abs": (
+        lambda: quantus.FaithfulnessEstimate(
+            features_in_step=224 * 32, perturb_baseline="uniform", abs=True, disable_warnings=True
+        ),
+        2 + 2 * 21,
+    ),
+    "mc-black-shared": (
+        lambda: quantus.MonotonicityCorrelation(
+            features_in_step=224 * 56, nr_samples=3, perturb_baseline="black", disable_warnings=True
+        ),
+        2 + 2 * 12,  # the 3 samples of a group are the same image: scored once (the toolkit: 3 times)
+    ),
+    "mc-uniform": (
+        lambda: quantus.MonotonicityCorrelation(features_in_step=224 * 112, nr_samples=3, disable_warnings=True),
+        2 + 2 * 6 * 3,
+    ),
+    "fc-black": (
+        lambda: quantus.FaithfulnessCorrelation(nr_runs=8, subset_size=224 * 28, disable_warnings=True),
+        2 + 2 * 8,
+    ),
+    "fc-mean-aggregate": (
+        lambda: quantus.FaithfulnessCorrelation(
+            nr_runs=6, subset_size=224 * 56, perturb_baseline="mean", return_aggregate=True, disable_warnings=True
+        ),
+        2 + 2 * 6,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(ONE_AT_A_TIME_CASES))
+def test_one_at_a_time_metric_equals_the_toolkit(model, case, name):
+    make, samples = ONE_AT_A_TIME_CASES[name]
+    metric = make()
+    theirs, ours, fast = _both(metric, model, case, seed=11)
+    assert isinstance(fast, type(metric)) and isinstance(fast, quantus.Metric)
+    assert theirs.shape == ours.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+    assert fast.forward_samples == samples

@@ -14,7 +14,8 @@ listed below) raises :class:`~xai_bridge.errors.UnsupportedMetricError` naming t
 ``fallback=True`` then returns the metric unchanged, so the toolkit's code runs.
 
 Supported: Quantus ``PixelFlipping``, ``RegionPerturbation`` (``order`` ``"morf"``, ``"lerf"``,
-``"random"``, with the same NumPy draws), ``Selectivity``; pytorch-grad-cam
+``"random"``, with the same NumPy draws), ``Selectivity``, ``FaithfulnessEstimate``,
+``MonotonicityCorrelation``, ``FaithfulnessCorrelation`` (the same random subsets); pytorch-grad-cam
 ``CamMultImageConfidenceChange``, ``DropInConfidence``, ``IncreaseInConfidence``,
 ``ROADMostRelevantFirst``, ``ROADLeastRelevantFirst``, their ``…Average`` variants and
 ``ROADCombined``.
@@ -41,10 +42,7 @@ __all__ = ["accelerate", "supported_metrics"]
 #: Toolkit metrics that are not accelerated yet: accelerate() names them and offers fallback=True.
 NOT_YET = {
     "quantus": (
-        "FaithfulnessCorrelation",
-        "FaithfulnessEstimate",
         "Monotonicity",
-        "MonotonicityCorrelation",
         "SensitivityN",
         "IROF",
         "ROAD",

@@ -29,7 +29,7 @@ from quantus.functions.perturb_func import batch_baseline_replacement_by_indices
 from quantus.helpers import utils as qutils
 
 from ..engine import Engine
-from ..engine.sequences import ranked_replacement_logits
+from ..engine.sequences import ranked_replacement_logits, subset_replacement_logits
 from ..errors import UnsupportedMetricError
 from ..targets import check_model_ready
 
@@ -37,6 +37,9 @@ __all__ = [
     "AcceleratedPixelFlipping",
     "AcceleratedRegionPerturbation",
     "AcceleratedSelectivity",
+    "AcceleratedFaithfulnessEstimate",
+    "AcceleratedMonotonicityCorrelation",
+    "AcceleratedFaithfulnessCorrelation",
     "ACCELERATED",
 ]
 
@@ -112,6 +115,39 @@ def replacement_fills(
     return fills
 
 
+def call_fill(baseline: Any, bounds: dict[str, float], arr: np.ndarray) -> np.ndarray:
+    """The ``B`` values one call of Quantus's perturb function writes into the flat *unperturbed* ``arr``.
+
+    Like Quantus's ``get_baseline_dict``, a baseline string draws ``np.random.uniform`` (size B) at every
+    call, whichever baseline it is, so NumPy's random state advances as in the toolkit.
+    """
+    if not isinstance(baseline, str):
+        return np.full(arr.shape[0], float(baseline))
+    uniform = np.asarray(np.random.uniform(size=arr.shape[0], **bounds))
+    kind = baseline.lower()
+    if kind == "uniform":
+        return uniform
+    if kind == "mean":
+        return np.asarray(arr.mean(axis=1))
+    return np.asarray(arr.min(axis=1) if kind == "black" else arr.max(axis=1))
+
+
+def _is_deterministic(baseline: Any) -> bool:
+    """Whether two calls of the perturb function with the same indices give the same image."""
+    return not (isinstance(baseline, str) and baseline.lower() == "uniform")
+
+
+def _step_subsets(order: np.ndarray, per_step: int) -> np.ndarray:
+    """``B×steps×per_step`` groups of ``order`` (``B×n``) taken ``per_step`` at a time; the last group is padded
+    by repeating its own last index (replacing a feature twice by the same value changes nothing)."""
+    b, n = order.shape
+    steps = -(-n // per_step)
+    pad = steps * per_step - n
+    if pad:
+        order = np.concatenate([order, np.repeat(order[:, -1:], pad, 1)], 1)
+    return order.reshape(b, steps, per_step)
+
+
 class _Accelerated:
     """Mixin: the engine, the model checks and the toolkit's score (softmax or logit) of class ``y``."""
 
@@ -174,6 +210,24 @@ class _Accelerated:
         )
         self.forward_samples += engine.forward_samples - before
         return self._xb_score(model, logits, y_batch)
+
+    def _xb_subsets(
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, subsets: np.ndarray, fills: np.ndarray
+    ) -> np.ndarray:
+        """``B×R`` scores of class ``y`` with each subset of features replaced (see ``subset_replacement_logits``)."""
+        engine = self._xb_engine(model)
+        before = engine.forward_samples
+        images = torch.as_tensor(np.ascontiguousarray(x_batch), dtype=torch.float32)
+        logits = subset_replacement_logits(
+            engine, images, torch.from_numpy(np.ascontiguousarray(subsets)), torch.from_numpy(fills).float()
+        )
+        self.forward_samples += engine.forward_samples - before
+        return self._xb_score(model, logits, y_batch)
+
+    def _xb_similarity(self, a: np.ndarray, b: np.ndarray) -> list[float]:
+        """The toolkit's ``similarity_func(a=…, b=…, batched=True).tolist()``."""
+        func: Any = self.similarity_func  # type: ignore[attr-defined]  # set by the Quantus class
+        return list(np.asarray(func(a=a, b=b, batched=True)).tolist())
 
     def _xb_base(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray) -> np.ndarray:
         engine = self._xb_engine(model)
@@ -296,6 +350,123 @@ class AcceleratedSelectivity(_Accelerated, quantus.Selectivity):  # type: ignore
         return preds.astype(np.float64)
 
 
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.FaithfulnessEstimate.
+class AcceleratedFaithfulnessEstimate(_Accelerated, quantus.FaithfulnessEstimate):  # type: ignore[misc]
+    """Quantus ``FaithfulnessEstimate`` (Alvarez-Melis and Jaakkola 2018, "Towards robust interpretability with
+    self-explaining neural networks") on the engine: the correlation of each group's attribution sum with the score
+    drop when that group alone is replaced, groups of ``features_in_step`` in attribution order.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> fe = xb.accelerate(quantus.FaithfulnessEstimate(features_in_step=224 * 56, disable_warnings=True))
+        >>> isinstance(fe, quantus.FaithfulnessEstimate)
+        True
+    """
+
+    def evaluate_batch(
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[float]:
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        b = x_batch.shape[0]
+        flat_a = a.reshape(b, -1)
+        order = np.argsort(-flat_a, axis=1)  # the toolkit's call: the same ties
+        y_pred = self._xb_base(model, x_batch, y_batch)
+        subsets = _step_subsets(order, self.features_in_step)
+        baseline, bounds = _baseline(self)
+        arr = x_batch.reshape(b, -1)
+        fills = np.stack([call_fill(baseline, bounds, arr) for _ in range(subsets.shape[1])], 1)
+        pred_deltas = y_pred[:, None] - self._xb_subsets(model, x_batch, y_batch, subsets, fills)
+        rows = np.arange(b)[:, None]
+        f = self.features_in_step
+        att_sums = np.stack([flat_a[rows, order[:, s * f : (s + 1) * f]].sum(-1) for s in range(subsets.shape[1])], 1)
+        return self._xb_similarity(att_sums, pred_deltas)
+
+
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.MonotonicityCorrelation.
+class AcceleratedMonotonicityCorrelation(_Accelerated, quantus.MonotonicityCorrelation):  # type: ignore[misc]
+    """Quantus ``MonotonicityCorrelation`` (Nguyen and Rodríguez Martínez 2020, "On quantitative aspects of model
+    interpretability") on the engine: the rank correlation of each group's attribution sum with the variance of the
+    score when that group alone is replaced, groups of ``features_in_step`` in ascending attribution order.
+
+    With a deterministic baseline (``"black"``, ``"white"``, ``"mean"``, a number) the ``nr_samples`` perturbed
+    images of a group are identical; the engine scores each once (the toolkit ``nr_samples`` times).
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> mc = xb.accelerate(quantus.MonotonicityCorrelation(features_in_step=224 * 56, nr_samples=3,
+        ...                                                    disable_warnings=True))
+        >>> mc.nr_samples
+        3
+    """
+
+    def evaluate_batch(
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[float]:
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        b = x_batch.shape[0]
+        y_pred = self._xb_base(model, x_batch, y_batch)
+        inv_pred = np.ones(b)
+        inv_pred[np.abs(y_pred) >= self.eps] = 1.0 / np.abs(y_pred)  # the toolkit's expression
+        inv_pred = inv_pred**2
+        flat_a = a.reshape(b, -1)
+        order = np.argsort(flat_a, axis=1)  # ascending, the toolkit's call
+        subsets = _step_subsets(order, self.features_in_step)
+        steps, samples = subsets.shape[1], self.nr_samples
+        baseline, bounds = _baseline(self)
+        arr = x_batch.reshape(b, -1)
+        fills = np.stack([call_fill(baseline, bounds, arr) for _ in range(steps * samples)], 1).reshape(b, steps, -1)
+        if _is_deterministic(baseline):  # identical images per group: score each once
+            preds = self._xb_subsets(model, x_batch, y_batch, subsets, fills[:, :, 0])
+            preds = np.repeat(preds[:, :, None], samples, 2)
+        else:
+            repeated = np.repeat(subsets, samples, 1)
+            preds = self._xb_subsets(model, x_batch, y_batch, repeated, fills.reshape(b, -1)).reshape(b, steps, -1)
+        rows = np.arange(b)[:, None]
+        f = self.features_in_step
+        variances = np.stack(
+            [np.mean((preds[:, s] - y_pred[:, None]) ** 2, axis=1) * inv_pred for s in range(steps)], 1
+        )
+        atts = np.stack([flat_a[rows, order[:, s * f : (s + 1) * f]].sum(axis=1) for s in range(steps)], 1)
+        return self._xb_similarity(atts, variances)
+
+
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.FaithfulnessCorrelation.
+class AcceleratedFaithfulnessCorrelation(_Accelerated, quantus.FaithfulnessCorrelation):  # type: ignore[misc]
+    """Quantus ``FaithfulnessCorrelation`` (Bhatt, Weller and Moura 2020, "Evaluating and aggregating feature-based
+    model explanations") on the engine: the correlation of random subsets' attribution sums with the score drop when
+    the subset is replaced, ``nr_runs`` subsets of ``subset_size`` features drawn with the toolkit's NumPy calls.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> fc = xb.accelerate(quantus.FaithfulnessCorrelation(nr_runs=10, subset_size=224, disable_warnings=True))
+        >>> fc.nr_runs
+        10
+    """
+
+    def evaluate_batch(
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[float]:
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        b = x_batch.shape[0]
+        flat_a = a.reshape(b, -1)
+        n = flat_a.shape[1]
+        y_pred = self._xb_base(model, x_batch, y_batch)
+        baseline, bounds = _baseline(self)
+        arr = x_batch.reshape(b, -1)
+        subsets, fills = [], []
+        for _ in range(self.nr_runs):  # the toolkit's draws, in its order: the subsets, then the baseline
+            subsets.append(np.stack([np.random.choice(n, self.subset_size, replace=False) for _ in range(b)], 0))
+            fills.append(call_fill(baseline, bounds, arr))
+        chosen = np.stack(subsets, 1)
+        pred_deltas = y_pred[:, None] - self._xb_subsets(model, x_batch, y_batch, chosen, np.stack(fills, 1))
+        rows = np.arange(b)[:, None]
+        att_sums = np.stack([flat_a[rows, ix].sum(axis=-1) for ix in subsets], 1)
+        return self._xb_similarity(att_sums, pred_deltas)
+
+
 def _make(cls: type) -> Callable[..., Any]:
     def make(metric: Any, *, budget: Any = None, batch_size: int | None = None) -> Any:
         _baseline(metric)  # refuse what cannot be reproduced now, not at the first call
@@ -313,4 +484,7 @@ ACCELERATED = {
     quantus.PixelFlipping: _make(AcceleratedPixelFlipping),
     quantus.RegionPerturbation: _make(AcceleratedRegionPerturbation),
     quantus.Selectivity: _make(AcceleratedSelectivity),
+    quantus.FaithfulnessEstimate: _make(AcceleratedFaithfulnessEstimate),
+    quantus.MonotonicityCorrelation: _make(AcceleratedMonotonicityCorrelation),
+    quantus.FaithfulnessCorrelation: _make(AcceleratedFaithfulnessCorrelation),
 }
