@@ -15,7 +15,9 @@ listed below) raises :class:`~xai_bridge.errors.UnsupportedMetricError` naming t
 
 Supported: Quantus ``PixelFlipping``, ``RegionPerturbation`` (``order`` ``"morf"``, ``"lerf"``,
 ``"random"``, with the same NumPy draws), ``Selectivity``, ``FaithfulnessEstimate``,
-``MonotonicityCorrelation``, ``FaithfulnessCorrelation`` (the same random subsets); pytorch-grad-cam
+``MonotonicityCorrelation``, ``FaithfulnessCorrelation`` (the same random subsets), and
+``Monotonicity`` and ``SensitivityN`` as their papers define them (Quantus 0.6.0's code differs, see
+docs/quantus.md; a :class:`~xai_bridge.errors.ToolkitDefectWarning` says so once); pytorch-grad-cam
 ``CamMultImageConfidenceChange``, ``DropInConfidence``, ``IncreaseInConfidence``,
 ``ROADMostRelevantFirst``, ``ROADLeastRelevantFirst``, their ``…Average`` variants and
 ``ROADCombined``.
@@ -42,8 +44,6 @@ __all__ = ["accelerate", "supported_metrics"]
 #: Toolkit metrics that are not accelerated yet: accelerate() names them and offers fallback=True.
 NOT_YET = {
     "quantus": (
-        "Monotonicity",
-        "SensitivityN",
         "IROF",
         "ROAD",
         "Infidelity",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import numbers
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,7 @@ from quantus.helpers import utils as qutils
 
 from ..engine import Engine
 from ..engine.sequences import ranked_replacement_logits, subset_replacement_logits
-from ..errors import UnsupportedMetricError
+from ..errors import ToolkitDefectWarning, UnsupportedMetricError
 from ..targets import check_model_ready
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "AcceleratedFaithfulnessEstimate",
     "AcceleratedMonotonicityCorrelation",
     "AcceleratedFaithfulnessCorrelation",
+    "AcceleratedMonotonicity",
+    "AcceleratedSensitivityN",
     "ACCELERATED",
 ]
 
@@ -238,18 +241,47 @@ class _Accelerated:
         return self._xb_score(model, logits, y_batch)
 
 
+def feature_sequence(
+    per_step: int, baseline: Any, bounds: dict[str, float], x_batch: np.ndarray, a: np.ndarray, descending: bool = True
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ranks (``B×C×H×W``) and fills of Pixel-Flipping: ``per_step`` features at a time in attribution order."""
+    b = x_batch.shape[0]
+    flat = a.reshape(b, -1)
+    order = np.argsort(-flat if descending else flat, axis=1)  # the toolkit's call: the same ties
+    n = flat.shape[1]
+    steps = -(-n // per_step)
+    ranks = np.empty((b, n), dtype=np.int64)
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // per_step, (b, n)), 1)
+    fills = replacement_fills(baseline, bounds, x_batch.reshape(b, -1), ranks, steps)
+    return ranks.reshape(x_batch.shape), fills, steps
+
+
 def _patch_sequence(
     metric: Any, x_batch: np.ndarray, a: np.ndarray, order: str, regions: int | None
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Ranks (``B×C×H×W``) and fills of Region Perturbation / Selectivity, as the toolkit orders patches."""
+    baseline, bounds = _baseline(metric)
+    return patch_sequence(metric.patch_size, baseline, bounds, x_batch, a, order, regions)
+
+
+def patch_sequence(
+    patch_size: int,
+    baseline: Any,
+    bounds: dict[str, float],
+    x_batch: np.ndarray,
+    a: np.ndarray,
+    order: str,
+    regions: int | None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ranks (``B×C×H×W``) and fills of ``patch_size`` patches removed in Quantus's order (with its padding)."""
     b = x_batch.shape[0]
     h, w = x_batch.shape[-2:]
-    pad_h, pad_w = qutils.get_padding_size(h, metric.patch_size), qutils.get_padding_size(w, metric.patch_size)
+    pad_h, pad_w = qutils.get_padding_size(h, patch_size), qutils.get_padding_size(w, patch_size)
     padding: list[tuple[int, int]] = [(0, 0), (0, 0), pad_h, pad_w]
     axes = [0, 1, 2, 3]
     x_pad: np.ndarray = qutils._pad_array(x_batch, padding, mode="constant", padded_axes=axes)
     a_pad: np.ndarray = qutils._pad_array(a, padding, mode="constant", padded_axes=axes)
-    patches: np.ndarray = np.stack(list(qutils.get_block_indices(x_pad, metric.patch_size)), 1)  # B × P × (C·p·p)
+    patches: np.ndarray = np.stack(list(qutils.get_block_indices(x_pad, patch_size)), 1)  # B × P × (C·p·p)
     rows = np.arange(b)[:, None, None]
     att_sums = a_pad.reshape(b, -1)[rows, patches].sum(-1)
     if order == "random":
@@ -267,7 +299,6 @@ def _patch_sequence(
     ranks = np.full(x_edge.shape, steps, dtype=np.int64)
     step_of = np.repeat(np.arange(steps), ordered.shape[2])
     np.put_along_axis(ranks, ordered[:, :steps].reshape(b, -1), np.broadcast_to(step_of, (b, step_of.size)), 1)
-    baseline, bounds = _baseline(metric)
     fills = replacement_fills(baseline, bounds, x_edge, ranks, steps)
     hp, wp = x_pad.shape[-2:]
     ranks = ranks.reshape(b, x_batch.shape[1], hp, wp)[:, :, pad_h[0] : hp - pad_h[1], pad_w[0] : wp - pad_w[1]]
@@ -290,16 +321,9 @@ class AcceleratedPixelFlipping(_Accelerated, quantus.PixelFlipping):  # type: ig
         self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
     ) -> list[Any]:
         a = self._xb_inputs(x_batch, y_batch, a_batch)
-        b = x_batch.shape[0]
-        flat = a.reshape(b, -1)
-        order = np.argsort(-flat, axis=1)  # the toolkit's call: the same ties
-        n = flat.shape[1]
-        steps = -(-n // self.features_in_step)
-        ranks = np.empty((b, n), dtype=np.int64)
-        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // self.features_in_step, (b, n)), 1)
         baseline, bounds = _baseline(self)
-        fills = replacement_fills(baseline, bounds, x_batch.reshape(b, -1), ranks, steps)
-        preds = self._xb_curve(model, x_batch, y_batch, ranks.reshape(x_batch.shape), fills, steps)
+        ranks, fills, steps = feature_sequence(self.features_in_step, baseline, bounds, x_batch, a)
+        preds = self._xb_curve(model, x_batch, y_batch, ranks, fills, steps)
         if self.return_auc_per_sample:
             return np.trapezoid(preds, dx=1, axis=1).tolist()  # Quantus's calculate_auc (np.trapz)
         return preds.tolist()
@@ -467,6 +491,132 @@ class AcceleratedFaithfulnessCorrelation(_Accelerated, quantus.FaithfulnessCorre
         return self._xb_similarity(att_sums, pred_deltas)
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_defect_once(name: str, message: str) -> None:
+    """One :class:`~xai_bridge.errors.ToolkitDefectWarning` per metric class and process."""
+    if name not in _WARNED:
+        _WARNED.add(name)
+        warnings.warn(f"{name}: {message} (see docs/quantus.md, 'Toolkit defects')", ToolkitDefectWarning, stacklevel=3)
+
+
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.Monotonicity.
+class AcceleratedMonotonicity(_Accelerated, quantus.Monotonicity):  # type: ignore[misc]
+    """Monotonicity (Arya et al. 2019, "One explanation does not fit all: a toolkit and taxonomy of AI
+    explainability techniques"): starting from the baseline image, the features are *inserted* (given back their
+    values) ``features_in_step`` at a time in ascending attribution order; the explanation is monotonic when the
+    score never decreases.
+
+    Quantus 0.6.0 replaces the features of the baseline image by the baseline value again instead of the image's:
+    with ``"black"``, ``"white"``, ``"mean"`` or a number its image never changes and the metric is always True;
+    with ``"uniform"`` the features get fresh random values. This class computes the published definition (it
+    warns once with :class:`~xai_bridge.errors.ToolkitDefectWarning`); the baseline image and NumPy's random draws
+    are Quantus's.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> mono = xb.accelerate(quantus.Monotonicity(features_in_step=224 * 56, disable_warnings=True))
+        >>> isinstance(mono, quantus.Monotonicity)
+        True
+    """
+
+    # the toolkit's own evaluate_batch returns these booleans too, although it is annotated List[float]
+    def evaluate_batch(  # type: ignore[override]
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[bool]:
+        _warn_defect_once(
+            "Monotonicity",
+            "Quantus 0.6.0 perturbs the baseline image with the baseline value, never inserting the image's features "
+            "(always True with a deterministic baseline); computing the published definition",
+        )
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        b = x_batch.shape[0]
+        flat = a.reshape(b, -1)
+        order = np.argsort(flat, axis=1)  # ascending, the toolkit's call
+        n = flat.shape[1]
+        steps = -(-n // self.features_in_step)
+        baseline, bounds = _baseline(self)
+        arr = x_batch.reshape(b, -1)
+        # the toolkit's baseline image: one value per image, from get_baseline_value without the uniform bounds
+        start = call_fill(baseline, {"low": 0.0, "high": 1.0}, arr)
+        for _ in range(steps):  # the toolkit's perturb function draws once per step
+            call_fill(baseline, bounds, arr)
+        ranks = np.empty((b, n), dtype=np.int64)
+        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // self.features_in_step, (b, n)), 1)
+        fills = np.repeat(start[:, None].astype(np.float64), steps, 1)
+        engine = self._xb_engine(model)
+        before = engine.forward_samples
+        images = torch.as_tensor(np.ascontiguousarray(x_batch), dtype=torch.float32)
+        logits = ranked_replacement_logits(
+            engine,
+            images,
+            torch.from_numpy(ranks.reshape(x_batch.shape)),
+            torch.from_numpy(fills).float(),
+            steps,
+            insert=True,
+        )
+        self.forward_samples += engine.forward_samples - before
+        preds = self._xb_score(model, logits, y_batch)
+        return list(np.all(np.diff(preds) >= 0, axis=1).tolist())
+
+
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.SensitivityN.
+class AcceleratedSensitivityN(_Accelerated, quantus.SensitivityN):  # type: ignore[misc]
+    """Sensitivity-n (Ancona et al. 2018, "Towards better understanding of gradient-based attribution methods for
+    deep neural networks"): for each ``n``, the correlation across images of the score drop when a set ``S`` of
+    ``n`` features is removed with the sum of the attributions over the same ``S``.
+
+    Quantus 0.6.0 removes the features cumulatively (``S`` = the ``n`` most relevant) but pairs the score drop with
+    the attribution sum of the last step's group only, and keeps the first batch's images only. This class pairs
+    the drop with the sum over all of ``S`` and correlates over every image (it warns once with
+    :class:`~xai_bridge.errors.ToolkitDefectWarning`). The sets ``S`` are Quantus's (the top-``n`` by attribution),
+    not random subsets as in the paper; the removal and NumPy's draws are Quantus's.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> sn = xb.accelerate(quantus.SensitivityN(features_in_step=224 * 56, disable_warnings=True))
+        >>> isinstance(sn, quantus.SensitivityN)
+        True
+    """
+
+    # the toolkit's own evaluate_batch returns this list of one dict too (annotated List[Dict[str, List[float]]])
+    def evaluate_batch(  # type: ignore[override]
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[dict[str, np.ndarray]]:
+        _warn_defect_once(
+            "SensitivityN",
+            "Quantus 0.6.0 pairs cumulative score drops with per-step attribution sums and keeps the first batch "
+            "only; computing the published definition over all images",
+        )
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        b = x_batch.shape[0]
+        flat = a.reshape(b, -1)
+        order = np.argsort(-flat, axis=1)  # descending, the toolkit's call
+        n = flat.shape[1]
+        f = self.features_in_step
+        steps = -(-n // f)
+        y_pred = self._xb_base(model, x_batch, y_batch)
+        ranks = np.empty((b, n), dtype=np.int64)
+        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // f, (b, n)), 1)
+        baseline, bounds = _baseline(self)
+        fills = replacement_fills(baseline, bounds, x_batch.reshape(b, -1), ranks, steps)
+        preds = self._xb_curve(model, x_batch, y_batch, ranks.reshape(x_batch.shape), fills, steps)
+        rows = np.arange(b)[:, None]
+        step_sums = np.stack([flat[rows, order[:, s * f : (s + 1) * f]].sum(axis=-1) for s in range(steps)], 1)
+        return [{"att_sums": np.cumsum(step_sums, axis=1), "pred_deltas": y_pred[:, None] - preds}]
+
+    def custom_postprocess(self, x_batch: np.ndarray, **kwargs: Any) -> None:
+        """Per ``n``: ``similarity_func`` across all images (every batch) of score drops and attribution sums."""
+        max_features = int(self.n_max_percentage * np.prod(x_batch.shape[2:]) // self.features_in_step)
+        pred_deltas = np.concatenate([r["pred_deltas"] for r in self.evaluation_scores], 0)
+        att_sums = np.concatenate([r["att_sums"] for r in self.evaluation_scores], 0)
+        func: Any = self.similarity_func
+        self.evaluation_scores = func(a=pred_deltas[:, :max_features].T, b=att_sums[:, :max_features].T, batched=True)
+
+
 def _make(cls: type) -> Callable[..., Any]:
     def make(metric: Any, *, budget: Any = None, batch_size: int | None = None) -> Any:
         _baseline(metric)  # refuse what cannot be reproduced now, not at the first call
@@ -487,4 +637,6 @@ ACCELERATED = {
     quantus.FaithfulnessEstimate: _make(AcceleratedFaithfulnessEstimate),
     quantus.MonotonicityCorrelation: _make(AcceleratedMonotonicityCorrelation),
     quantus.FaithfulnessCorrelation: _make(AcceleratedFaithfulnessCorrelation),
+    quantus.Monotonicity: _make(AcceleratedMonotonicity),
+    quantus.SensitivityN: _make(AcceleratedSensitivityN),
 }

@@ -34,7 +34,13 @@ __all__ = ["ranked_replacement_logits", "subset_replacement_logits", "image_set_
 
 
 def ranked_replacement_logits(
-    engine: Engine, images: torch.Tensor, ranks: torch.Tensor, fills: torch.Tensor, steps: int
+    engine: Engine,
+    images: torch.Tensor,
+    ranks: torch.Tensor,
+    fills: torch.Tensor,
+    steps: int,
+    *,
+    insert: bool = False,
 ) -> torch.Tensor:
     """Logits ``B×steps×K`` of every image after each step of a ranked replacement sequence.
 
@@ -44,6 +50,9 @@ def ranked_replacement_logits(
         ranks: ``B×C×H×W`` integer step of each feature's replacement (``≥ steps``: never).
         fills: ``B×steps`` replacement value of the features replaced at each step.
         steps: the number of steps (one forward sample per image and step).
+        insert: the reverse sequence: image ``i`` after step ``s`` is
+            ``where(ranks[i] ≤ s, x[i], fills[i, s])``: it starts from the fill value and the
+            features of rank ``≤ s`` are revealed (Monotonicity's insertion of features).
     """
     if ranks.shape != images.shape:
         raise ValueError(f"ranks: expected the images' shape {tuple(images.shape)}, got {tuple(ranks.shape)}")
@@ -60,6 +69,8 @@ def ranked_replacement_logits(
     def build(start: int, stop: int) -> torch.Tensor:
         i, t = img_idx[start:stop], step_idx[start:stop]
         r = ranks[i]
+        if insert:
+            return torch.where(r <= t.view(-1, 1, 1, 1), images[i], fills[i, t].view(-1, 1, 1, 1))
         fill = fills[i].gather(1, r.clamp(max=steps - 1).flatten(1)).view_as(r)
         return torch.where(r <= t.view(-1, 1, 1, 1), fill, images[i])
 
