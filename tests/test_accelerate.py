@@ -315,3 +315,50 @@ def test_sensitivity_n_hand_worked_and_the_toolkit_defects(fresh_warnings):
     assert np.nanmax(np.abs(theirs - 1)) > 0.05  # per-step attribution sums against cumulative drops
     first_batch_only = np.asarray(_tiny(metric, net, x, a, batch_size=2))
     np.testing.assert_allclose(first_batch_only, np.asarray(_tiny(metric, net, x[:2], a[:2])), atol=1e-6)
+
+
+# -- the same metrics registered as xai-bridge metrics: one engine pass, shared sequences ----------------
+def _evaluate_counting(model, case, metrics):
+    images, maps, _ = case
+    seen = []
+    handle = model.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].shape[0]))
+    try:
+        results = xb.evaluate(model, images, [], metrics, maps={"gradcam": maps}, progress=False)
+    finally:
+        handle.remove()
+    values = {m: [r["value"] for r in results.rows if r["metric"] == m] for m in {r["metric"] for r in results.rows}}
+    return values, sum(seen)
+
+
+def test_registered_toolkit_metrics_equal_quantus_and_share_a_sequence(model, case):
+    rp = xb.get_metric("region_perturbation", patch_size=56, regions_evaluation=6)
+    sel = xb.get_metric("selectivity", patch_size=56)
+    together, samples = _evaluate_counting(model, case, [rp, sel])
+    alone = [_evaluate_counting(model, case, [m]) for m in (rp, sel)]
+    # Selectivity's 16 patches per image; Region Perturbation reads the first 6 of the same sequence
+    assert samples == alone[1][1] and alone[1][1] - alone[0][1] == 2 * (16 - 6)
+    assert alone[0][1] + alone[1][1] > samples
+    images, maps, y = case
+    args = dict(model=model, x_batch=images.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu")
+    for name, metric in {
+        "region_perturbation": quantus.RegionPerturbation(patch_size=56, regions_evaluation=6, disable_warnings=True),
+        "selectivity": quantus.Selectivity(patch_size=56, disable_warnings=True),
+    }.items():
+        curves = np.asarray(metric(**args), dtype=np.float64)
+        np.testing.assert_allclose(together[name], np.trapezoid(curves, dx=1, axis=1), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(alone[0 if name == "region_perturbation" else 1][0][name], together[name], atol=1e-6)
+
+
+def test_registered_pixel_flipping_equals_quantus_auc(model, case, monkeypatch):
+    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)  # Quantus's calculate_auc on NumPy 2.4
+    images, maps, y = case
+    values, samples = _evaluate_counting(
+        model, case, [xb.get_metric("pixel_flipping", features_in_step=224 * 56, perturb_baseline="mean")]
+    )
+    metric = quantus.PixelFlipping(
+        features_in_step=224 * 56, perturb_baseline="mean", return_auc_per_sample=True, disable_warnings=True
+    )
+    args = dict(model=model, x_batch=images.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu")
+    np.testing.assert_allclose(values["pixel_flipping"], metric(**args), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="perturb_baseline"):
+        xb.get_metric("pixel_flipping", perturb_baseline="uniform")
