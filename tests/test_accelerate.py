@@ -149,8 +149,8 @@ def test_gradcam_road_equals_the_toolkit_and_shares_the_base_pass(model, case):
 
 # -- refusing what cannot be reproduced -------------------------------------------------------------------
 def test_unsupported_metrics_and_settings_are_named_and_can_fall_back():
-    with pytest.raises(UnsupportedMetricError, match=r"quantus\.FaithfulnessCorrelation is not accelerated yet"):
-        xb.accelerate(quantus.FaithfulnessCorrelation(disable_warnings=True))
+    with pytest.raises(UnsupportedMetricError, match=r"quantus\.Infidelity is not accelerated yet"):
+        xb.accelerate(quantus.Infidelity(disable_warnings=True))
     custom = quantus.PixelFlipping(perturb_func=lambda arr, indices, **kw: arr, disable_warnings=True)
     with pytest.raises(UnsupportedMetricError, match="perturb_func"):
         xb.accelerate(custom)
@@ -194,3 +194,171 @@ def test_accelerate_is_reachable_lazily_and_after_a_submodule_import():
     module = importlib.import_module("xai_bridge.accelerate")
     assert callable(xb.accelerate) and callable(module)
     assert "quantus.PixelFlipping" in module.supported_metrics()
+
+
+# -- metrics that perturb one group or subset at a time, from the unperturbed image -----------------------
+ONE_AT_A_TIME_CASES = {
+    # name: (metric factory, forward samples of the accelerated metric on 2 photos)
+    "fe-black": (lambda: quantus.FaithfulnessEstimate(features_in_step=224 * 56, disable_warnings=True), 2 + 2 * 12),
+    "fe-uniform-abs": (
+        lambda: quantus.FaithfulnessEstimate(
+            features_in_step=224 * 32, perturb_baseline="uniform", abs=True, disable_warnings=True
+        ),
+        2 + 2 * 21,
+    ),
+    "mc-black-shared": (
+        lambda: quantus.MonotonicityCorrelation(
+            features_in_step=224 * 56, nr_samples=3, perturb_baseline="black", disable_warnings=True
+        ),
+        2 + 2 * 12,  # the 3 samples of a group are the same image: scored once (the toolkit: 3 times)
+    ),
+    "mc-uniform": (
+        lambda: quantus.MonotonicityCorrelation(features_in_step=224 * 112, nr_samples=3, disable_warnings=True),
+        2 + 2 * 6 * 3,
+    ),
+    "fc-black": (
+        lambda: quantus.FaithfulnessCorrelation(nr_runs=8, subset_size=224 * 28, disable_warnings=True),
+        2 + 2 * 8,
+    ),
+    "fc-mean-aggregate": (
+        lambda: quantus.FaithfulnessCorrelation(
+            nr_runs=6, subset_size=224 * 56, perturb_baseline="mean", return_aggregate=True, disable_warnings=True
+        ),
+        2 + 2 * 6,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(ONE_AT_A_TIME_CASES))
+def test_one_at_a_time_metric_equals_the_toolkit(model, case, name):
+    make, samples = ONE_AT_A_TIME_CASES[name]
+    metric = make()
+    theirs, ours, fast = _both(metric, model, case, seed=11)
+    assert isinstance(fast, type(metric)) and isinstance(fast, quantus.Metric)
+    assert theirs.shape == ours.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0)
+    assert fast.forward_samples == samples
+
+
+# -- where Quantus 0.6.0 is wrong: the published definition, a warning, the defect shown ------------------
+def _linear(weights):
+    """``logits = (w·x, 0)`` on ``1×H×W`` images: the score drop of removing features is the sum of ``w_i·x_i``."""
+    w = torch.tensor(weights, dtype=torch.float32).reshape(1, -1)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(w.shape[1], 2, bias=False)).eval()
+    with torch.no_grad():
+        net[1].weight.copy_(torch.cat([w, torch.zeros_like(w)]))
+    return net
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    from xai_bridge.accelerate import _quantus
+
+    monkeypatch.setattr(_quantus, "_WARNED", set())
+
+
+def _tiny(metric, net, x, a, **kwargs):
+    y = np.zeros(len(x), dtype=np.int64)
+    return metric(model=net, x_batch=x, y_batch=y, a_batch=a, device="cpu", softmax=False, channel_first=True, **kwargs)
+
+
+def test_monotonicity_hand_worked_and_the_toolkit_defect(fresh_warnings):
+    """Insert features 0, 1, 2, 3 (ascending attribution) of x = (0, 1, 2, 3) into the black image (min 0).
+    w = (1, 1, −1, 1): scores 0, 1, −1, 2, not monotonic → False; w = (1, 1, 1, 1): 0, 1, 3, 6 → True.
+    Quantus 0.6.0 replaces the baseline image's features by the baseline value: the image never changes, True."""
+    from xai_bridge.errors import ToolkitDefectWarning
+
+    x = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
+    a = np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32).reshape(1, 1, 2, 2)
+    metric = quantus.Monotonicity(features_in_step=1, disable_warnings=True)
+    fast = xb.accelerate(metric)
+    with pytest.warns(ToolkitDefectWarning, match="Monotonicity: Quantus 0.6.0 perturbs the baseline image"):
+        assert _tiny(fast, _linear([1, 1, -1, 1]), x, a) == [False]
+    assert _tiny(fast, _linear([1, 1, 1, 1]), x, a) == [True]  # no second warning (pytest fails on none above)
+    assert _tiny(metric, _linear([1, 1, -1, 1]), x, a) == [True]  # the toolkit defect
+    assert fast.forward_samples == 2 * 4
+
+
+def test_monotonicity_on_photos_draws_like_the_toolkit(model, case, fresh_warnings):
+    metric = quantus.Monotonicity(features_in_step=224 * 56, perturb_baseline="black", disable_warnings=True)
+    with pytest.warns(UserWarning):
+        theirs, ours, fast = _both(metric, model, case, seed=3)  # asserts NumPy's state advances the same
+    assert theirs.tolist() == [1.0, 1.0]  # the toolkit: always True with a deterministic baseline
+    assert ours.shape == (2,) and fast.forward_samples == 2 * 12
+
+
+def _sensitivity_case():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.1, 1, size=(4, 1, 3, 3)).astype(np.float32)
+    x[:, :, 0, 0] = 0  # the black baseline (the image minimum) is 0: removing S drops the score by Σ_S w_i·x_i
+    w = rng.normal(size=9).astype(np.float32)
+    a = (x * w.reshape(1, 1, 3, 3)).astype(np.float32)  # Input × Gradient of the linear score: complete
+    return _linear(w), x, a
+
+
+def test_sensitivity_n_hand_worked_and_the_toolkit_defects(fresh_warnings):
+    """A linear score with Input × Gradient: for every set S, f(x) − f(x with S removed) = Σ_S a_i, so the
+    correlation across images is 1 for every n (Ancona et al. 2018). Quantus 0.6.0 pairs the cumulative drop with
+    the last group's attribution only (not 1), and with several batches keeps the first batch's images only."""
+    from xai_bridge.errors import ToolkitDefectWarning
+
+    net, x, a = _sensitivity_case()
+    settings = dict(features_in_step=1, normalise=False, abs=False, return_aggregate=False, disable_warnings=True)
+    metric = quantus.SensitivityN(**settings)
+    fast = xb.accelerate(metric)
+    with pytest.warns(ToolkitDefectWarning, match="SensitivityN"):
+        ours = np.asarray(_tiny(fast, net, x, a, batch_size=2))  # two batches: every image counts
+    assert ours.shape == (7,)  # n = 1 … int(0.8 · 9)
+    np.testing.assert_allclose(ours, 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(_tiny(fast, net, x, a)), ours, atol=1e-6)  # one batch: the same
+    theirs = np.asarray(_tiny(metric, net, x, a))
+    assert np.nanmax(np.abs(theirs - 1)) > 0.05  # per-step attribution sums against cumulative drops
+    first_batch_only = np.asarray(_tiny(metric, net, x, a, batch_size=2))
+    np.testing.assert_allclose(first_batch_only, np.asarray(_tiny(metric, net, x[:2], a[:2])), atol=1e-6)
+
+
+# -- the same metrics registered as xai-bridge metrics: one engine pass, shared sequences ----------------
+def _evaluate_counting(model, case, metrics):
+    images, maps, _ = case
+    seen = []
+    handle = model.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].shape[0]))
+    try:
+        results = xb.evaluate(model, images, [], metrics, maps={"gradcam": maps}, progress=False)
+    finally:
+        handle.remove()
+    values = {m: [r["value"] for r in results.rows if r["metric"] == m] for m in {r["metric"] for r in results.rows}}
+    return values, sum(seen)
+
+
+def test_registered_toolkit_metrics_equal_quantus_and_share_a_sequence(model, case):
+    rp = xb.get_metric("region_perturbation", patch_size=56, regions_evaluation=6)
+    sel = xb.get_metric("selectivity", patch_size=56)
+    together, samples = _evaluate_counting(model, case, [rp, sel])
+    alone = [_evaluate_counting(model, case, [m]) for m in (rp, sel)]
+    # Selectivity's 16 patches per image; Region Perturbation reads the first 6 of the same sequence
+    assert samples == alone[1][1] and alone[1][1] - alone[0][1] == 2 * (16 - 6)
+    assert alone[0][1] + alone[1][1] > samples
+    images, maps, y = case
+    args = dict(model=model, x_batch=images.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu")
+    for name, metric in {
+        "region_perturbation": quantus.RegionPerturbation(patch_size=56, regions_evaluation=6, disable_warnings=True),
+        "selectivity": quantus.Selectivity(patch_size=56, disable_warnings=True),
+    }.items():
+        curves = np.asarray(metric(**args), dtype=np.float64)
+        np.testing.assert_allclose(together[name], np.trapezoid(curves, dx=1, axis=1), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(alone[0 if name == "region_perturbation" else 1][0][name], together[name], atol=1e-6)
+
+
+def test_registered_pixel_flipping_equals_quantus_auc(model, case, monkeypatch):
+    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)  # Quantus's calculate_auc on NumPy 2.4
+    images, maps, y = case
+    values, samples = _evaluate_counting(
+        model, case, [xb.get_metric("pixel_flipping", features_in_step=224 * 56, perturb_baseline="mean")]
+    )
+    metric = quantus.PixelFlipping(
+        features_in_step=224 * 56, perturb_baseline="mean", return_auc_per_sample=True, disable_warnings=True
+    )
+    args = dict(model=model, x_batch=images.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu")
+    np.testing.assert_allclose(values["pixel_flipping"], metric(**args), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="perturb_baseline"):
+        xb.get_metric("pixel_flipping", perturb_baseline="uniform")

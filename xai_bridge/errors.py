@@ -64,6 +64,13 @@ class PluginLoadWarning(UserWarning):
     """A plugin, or one of its registrations, was skipped; the message says why and how to fix it."""
 
 
+class ToolkitDefectWarning(UserWarning):
+    """An accelerated toolkit metric computes the published definition where the toolkit's own code does not.
+
+    Issued once per metric class and process; docs/quantus.md lists each defect and the correction.
+    """
+
+
 class MetricValueWarning(UserWarning):
     """A metric returned NaN or an infinite value for an image; the value is kept and reported."""
 
@@ -75,6 +82,7 @@ __all__ = [
     "NameConflictError",
     "PluginError",
     "PluginLoadWarning",
+    "ToolkitDefectWarning",
     "UnknownNameError",
     "UnknownOptionError",
     "UnsupportedMetricError",

@@ -80,8 +80,10 @@ class MetricContext:
             request: a :class:`~xai_bridge.engine.Masked` request gives a
             :class:`~xai_bridge.engine.Scores`, a :class:`~xai_bridge.engine.Curve` a
             :class:`~xai_bridge.engine.CurveResult`, a :class:`~xai_bridge.engine.Flip` a
-            :class:`~xai_bridge.engine.FlipResult`. Read them as ``ctx[request]``, which
-            names the missing request when a metric forgot to list it in ``requests()``.
+            :class:`~xai_bridge.engine.FlipResult`, a :class:`~xai_bridge.engine.Ranked` a
+            :class:`~xai_bridge.engine.Scores` of shape ``(B, S)``. Read them as
+            ``ctx[request]``, which names the missing request when a metric forgot to list it in
+            ``requests()``.
         explainer: the explainer that made the maps, for metrics that re-explain images
             (they declare ``needs = ("explainer",)``); ``None`` when scoring given maps.
         labels: ``(B,)`` long tensor of ground-truth classes when the caller gave them,
@@ -229,9 +231,9 @@ class Metric:
                 forward passes).
 
         Returns:
-            :class:`~xai_bridge.engine.Masked`, :class:`~xai_bridge.engine.Curve` or
-            :class:`~xai_bridge.engine.Flip` requests; equal requests from several metrics
-            are computed once.
+            :class:`~xai_bridge.engine.Masked`, :class:`~xai_bridge.engine.Curve`,
+            :class:`~xai_bridge.engine.Flip` or :class:`~xai_bridge.engine.Ranked` requests;
+            equal requests from several metrics are computed once.
         """
         return []
 

@@ -1,7 +1,8 @@
 """Built-in plugin: the faithfulness and localisation metrics of the papers we follow, on the perturbation engine.
 
-Registration only; the classes live in :mod:`xai_bridge_builtins.metrics.faithfulness` and are
-imported when a metric is created, so listing metrics does not import torch.
+Registration only; the classes live in :mod:`xai_bridge_builtins.metrics.faithfulness` (Quantus's
+Pixel-Flipping, Region Perturbation and Selectivity in :mod:`xai_bridge_builtins.metrics.toolkit_metrics`)
+and are imported when a metric is created, so listing metrics does not import torch.
 """
 
 from __future__ import annotations
@@ -127,12 +128,43 @@ METRICS: tuple[tuple[str, bool, str, tuple[str, ...], tuple[str, ...], str], ...
         "Energy Pointing Game: the share of saliency inside the boxes.",
     ),
     ("saliency_metric", False, "Localisation", (), ("sm",), "Saliency Metric: log max(0.05, box area) − log p."),
+    # Quantus's own metrics on the engine, with Quantus's numbers (needs quantus; toolkit_metrics.py)
+    (
+        "pixel_flipping",
+        False,
+        "Faithfulness",
+        (),
+        (),
+        "Quantus PixelFlipping: AUC of the score as features_in_step channel features are replaced, MoRF.",
+    ),
+    (
+        "region_perturbation",
+        True,
+        "Faithfulness",
+        (),
+        (),
+        "Quantus RegionPerturbation: AUC of f(x) − f(x^(k)) over regions_evaluation patches (order morf/lerf).",
+    ),
+    (
+        "selectivity",
+        False,
+        "Faithfulness",
+        (),
+        (),
+        "Quantus Selectivity: AUC of the score as patch_size patches are replaced, most relevant first.",
+    ),
 )
+
+#: the metrics whose classes live in toolkit_metrics.py (the others in faithfulness.py)
+TOOLKIT = ("pixel_flipping", "region_perturbation", "selectivity")
 
 
 def _factory(name: str) -> Callable[..., Any]:
     def factory(**options: Any) -> Any:
-        from xai_bridge_builtins.metrics.faithfulness import METRICS as CLASSES
+        if name in TOOLKIT:
+            from xai_bridge_builtins.metrics.toolkit_metrics import METRICS as CLASSES
+        else:
+            from xai_bridge_builtins.metrics.faithfulness import METRICS as CLASSES
 
         return CLASSES[name](**options)
 

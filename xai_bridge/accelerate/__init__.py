@@ -14,7 +14,10 @@ listed below) raises :class:`~xai_bridge.errors.UnsupportedMetricError` naming t
 ``fallback=True`` then returns the metric unchanged, so the toolkit's code runs.
 
 Supported: Quantus ``PixelFlipping``, ``RegionPerturbation`` (``order`` ``"morf"``, ``"lerf"``,
-``"random"``, with the same NumPy draws), ``Selectivity``; pytorch-grad-cam
+``"random"``, with the same NumPy draws), ``Selectivity``, ``FaithfulnessEstimate``,
+``MonotonicityCorrelation``, ``FaithfulnessCorrelation`` (the same random subsets), and
+``Monotonicity`` and ``SensitivityN`` as their papers define them (Quantus 0.6.0's code differs, see
+docs/quantus.md; a :class:`~xai_bridge.errors.ToolkitDefectWarning` says so once); pytorch-grad-cam
 ``CamMultImageConfidenceChange``, ``DropInConfidence``, ``IncreaseInConfidence``,
 ``ROADMostRelevantFirst``, ``ROADLeastRelevantFirst``, their ``…Average`` variants and
 ``ROADCombined``.
@@ -41,11 +44,6 @@ __all__ = ["accelerate", "supported_metrics"]
 #: Toolkit metrics that are not accelerated yet: accelerate() names them and offers fallback=True.
 NOT_YET = {
     "quantus": (
-        "FaithfulnessCorrelation",
-        "FaithfulnessEstimate",
-        "Monotonicity",
-        "MonotonicityCorrelation",
-        "SensitivityN",
         "IROF",
         "ROAD",
         "Infidelity",

@@ -75,7 +75,9 @@ class _EngineState:
             raise ValueError(f"targets: expected one target per image ({b}), got {len(targets)}")
         return cams
 
-    def _xb_logits(self, engine: Engine, n: int, build: Callable[[int, int], torch.Tensor], sample) -> torch.Tensor:
+    def _xb_logits(
+        self, engine: Engine, n: int, build: Callable[[int, int], torch.Tensor], sample: torch.Tensor
+    ) -> torch.Tensor:
         before = engine.forward_samples
         out = engine.forward_chunks(n, build, sample)
         self.forward_samples += engine.forward_samples - before
@@ -84,7 +86,9 @@ class _EngineState:
     @staticmethod
     def _xb_scores(targets: Sequence[Callable], logits: torch.Tensor) -> np.ndarray:
         """grad-cam's ``np.float32([target(output) …])`` for the rows of ``logits`` (one per target)."""
-        return np.float32([target(output).cpu().numpy() for target, output in zip(targets, logits, strict=True)])
+        return np.asarray(
+            [target(output).cpu().numpy() for target, output in zip(targets, logits, strict=True)], np.float32
+        )
 
     def _xb_base(self, engine: Engine, input_tensor: torch.Tensor, targets: Sequence[Callable]) -> np.ndarray:
         x = input_tensor.detach().to(engine.device)
@@ -123,7 +127,7 @@ class _EngineConfidence(_EngineState, PerturbationConfidenceMetric):
         model: torch.nn.Module,
         return_visualization: bool = False,
         return_diff: bool = True,
-    ):
+    ) -> np.ndarray:
         engine = self._xb_engine(model)
         cams = self._xb_check(input_tensor, cams, targets)
         if return_visualization:
@@ -132,13 +136,19 @@ class _EngineConfidence(_EngineState, PerturbationConfidenceMetric):
                 "call the original toolkit metric to get them"
             )
         base = self._xb_base(engine, input_tensor, targets) if return_diff else None
-        (after,) = self._xb_perturbed(engine, [self.perturbation], input_tensor, cams)
-        after = self._xb_scores(targets, after)
-        return after - base if return_diff else after
+        (logits,) = self._xb_perturbed(engine, [self.perturbation], input_tensor, cams)
+        after = self._xb_scores(targets, logits)
+        return after if base is None else after - base
 
 
 def _averager_diffs(
-    state: _EngineState, averager: AveragerAcrossThresholds, engine: Engine, input_tensor, cams, targets, base
+    state: _EngineState,
+    averager: AveragerAcrossThresholds,
+    engine: Engine,
+    input_tensor: torch.Tensor,
+    cams: np.ndarray,
+    targets: Sequence[Callable],
+    base: np.ndarray,
 ) -> list[np.ndarray]:
     """Per percentile of ``averager``: perturbed score minus ``base``, as grad-cam computes it."""
     perturbations = [averager.imputer(p).perturbation for p in averager.percentiles]
@@ -149,12 +159,14 @@ def _averager_diffs(
 class _EngineAverager(_EngineState, AveragerAcrossThresholds):
     """grad-cam's ``AveragerAcrossThresholds`` with one pass over the unperturbed images."""
 
-    def __call__(self, input_tensor: torch.Tensor, cams: np.ndarray, targets: list[Callable], model: torch.nn.Module):
+    def __call__(
+        self, input_tensor: torch.Tensor, cams: np.ndarray, targets: list[Callable], model: torch.nn.Module
+    ) -> np.ndarray:
         engine = self._xb_engine(model)
         cams = self._xb_check(input_tensor, cams, targets)
         base = self._xb_base(engine, input_tensor, targets)
         diffs = _averager_diffs(self, self, engine, input_tensor, cams, targets, base)
-        return np.mean(np.float32(diffs), axis=0)
+        return np.mean(np.asarray(diffs, np.float32), axis=0)
 
 
 class AcceleratedCamMultImageConfidenceChange(CamMultImageConfidenceChange, _EngineConfidence):
@@ -197,17 +209,19 @@ class AcceleratedROADCombined(_EngineState, ROADCombined):
         [20, 80]
     """
 
-    def __call__(self, input_tensor: torch.Tensor, cams: np.ndarray, targets: list[Callable], model: torch.nn.Module):
+    def __call__(
+        self, input_tensor: torch.Tensor, cams: np.ndarray, targets: list[Callable], model: torch.nn.Module
+    ) -> np.ndarray:
         engine = self._xb_engine(model)
         cams = self._xb_check(input_tensor, cams, targets)
         base = self._xb_base(engine, input_tensor, targets)
         # grad-cam runs LeRF first: the same order keeps torch's noise draws the same
         lerf = _averager_diffs(self, self.lerf_averager, engine, input_tensor, cams, targets, base)
         morf = _averager_diffs(self, self.morf_averager, engine, input_tensor, cams, targets, base)
-        return (np.mean(np.float32(lerf), axis=0) - np.mean(np.float32(morf), axis=0)) / 2
+        return (np.mean(np.asarray(lerf, np.float32), axis=0) - np.mean(np.asarray(morf, np.float32), axis=0)) / 2
 
 
-def _make(cls: type) -> Any:
+def _make(cls: type) -> Callable[..., Any]:
     def make(metric: Any, *, budget: Any = None, batch_size: int | None = None) -> Any:
         perturbation = getattr(metric, "perturbation", None)
         if isinstance(metric, CamMultImageConfidenceChange) and perturbation is not multiply_tensor_with_cam:
@@ -215,7 +229,7 @@ def _make(cls: type) -> Any:
                 f"perturbation: {type(metric).__name__} is accelerated with grad-cam's multiply_tensor_with_cam only, "
                 f"got {perturbation!r}; pass fallback=True to run the toolkit's own code"
             )
-        out = cls.__new__(cls)  # the same configuration, not re-initialised (no warnings, no new draws)
+        out: Any = object.__new__(cls)  # the same configuration, not re-initialised (no warnings, no new draws)
         out.__dict__.update(copy.copy(metric.__dict__))
         out._xb_budget, out._xb_batch_size, out._xb_engine_obj, out.forward_samples = budget, batch_size, None, 0
         return out

@@ -19,6 +19,8 @@ from __future__ import annotations
 import copy
 import functools
 import numbers
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,11 +30,21 @@ from quantus.functions.perturb_func import batch_baseline_replacement_by_indices
 from quantus.helpers import utils as qutils
 
 from ..engine import Engine
-from ..engine.sequences import ranked_replacement_logits
-from ..errors import UnsupportedMetricError
+from ..engine.sequences import ranked_replacement_logits, subset_replacement_logits
+from ..errors import ToolkitDefectWarning, UnsupportedMetricError
 from ..targets import check_model_ready
 
-__all__ = ["AcceleratedPixelFlipping", "AcceleratedRegionPerturbation", "AcceleratedSelectivity", "ACCELERATED"]
+__all__ = [
+    "AcceleratedPixelFlipping",
+    "AcceleratedRegionPerturbation",
+    "AcceleratedSelectivity",
+    "AcceleratedFaithfulnessEstimate",
+    "AcceleratedMonotonicityCorrelation",
+    "AcceleratedFaithfulnessCorrelation",
+    "AcceleratedMonotonicity",
+    "AcceleratedSensitivityN",
+    "ACCELERATED",
+]
 
 _BASELINE_STRINGS = ("black", "white", "mean", "uniform")
 _BASELINE_KWARGS = ("perturb_baseline", "uniform_low", "uniform_high")
@@ -106,6 +118,39 @@ def replacement_fills(
     return fills
 
 
+def call_fill(baseline: Any, bounds: dict[str, float], arr: np.ndarray) -> np.ndarray:
+    """The ``B`` values one call of Quantus's perturb function writes into the flat *unperturbed* ``arr``.
+
+    Like Quantus's ``get_baseline_dict``, a baseline string draws ``np.random.uniform`` (size B) at every
+    call, whichever baseline it is, so NumPy's random state advances as in the toolkit.
+    """
+    if not isinstance(baseline, str):
+        return np.full(arr.shape[0], float(baseline))
+    uniform = np.asarray(np.random.uniform(size=arr.shape[0], **bounds))
+    kind = baseline.lower()
+    if kind == "uniform":
+        return uniform
+    if kind == "mean":
+        return np.asarray(arr.mean(axis=1))
+    return np.asarray(arr.min(axis=1) if kind == "black" else arr.max(axis=1))
+
+
+def _is_deterministic(baseline: Any) -> bool:
+    """Whether two calls of the perturb function with the same indices give the same image."""
+    return not (isinstance(baseline, str) and baseline.lower() == "uniform")
+
+
+def _step_subsets(order: np.ndarray, per_step: int) -> np.ndarray:
+    """``B×steps×per_step`` groups of ``order`` (``B×n``) taken ``per_step`` at a time; the last group is padded
+    by repeating its own last index (replacing a feature twice by the same value changes nothing)."""
+    b, n = order.shape
+    steps = -(-n // per_step)
+    pad = steps * per_step - n
+    if pad:
+        order = np.concatenate([order, np.repeat(order[:, -1:], pad, 1)], 1)
+    return order.reshape(b, steps, per_step)
+
+
 class _Accelerated:
     """Mixin: the engine, the model checks and the toolkit's score (softmax or logit) of class ``y``."""
 
@@ -169,6 +214,24 @@ class _Accelerated:
         self.forward_samples += engine.forward_samples - before
         return self._xb_score(model, logits, y_batch)
 
+    def _xb_subsets(
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, subsets: np.ndarray, fills: np.ndarray
+    ) -> np.ndarray:
+        """``B×R`` scores of class ``y`` with each subset of features replaced (see ``subset_replacement_logits``)."""
+        engine = self._xb_engine(model)
+        before = engine.forward_samples
+        images = torch.as_tensor(np.ascontiguousarray(x_batch), dtype=torch.float32)
+        logits = subset_replacement_logits(
+            engine, images, torch.from_numpy(np.ascontiguousarray(subsets)), torch.from_numpy(fills).float()
+        )
+        self.forward_samples += engine.forward_samples - before
+        return self._xb_score(model, logits, y_batch)
+
+    def _xb_similarity(self, a: np.ndarray, b: np.ndarray) -> list[float]:
+        """The toolkit's ``similarity_func(a=…, b=…, batched=True).tolist()``."""
+        func: Any = self.similarity_func  # type: ignore[attr-defined]  # set by the Quantus class
+        return list(np.asarray(func(a=a, b=b, batched=True)).tolist())
+
     def _xb_base(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray) -> np.ndarray:
         engine = self._xb_engine(model)
         before = engine.forward_samples
@@ -178,18 +241,47 @@ class _Accelerated:
         return self._xb_score(model, logits, y_batch)
 
 
+def feature_sequence(
+    per_step: int, baseline: Any, bounds: dict[str, float], x_batch: np.ndarray, a: np.ndarray, descending: bool = True
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ranks (``B×C×H×W``) and fills of Pixel-Flipping: ``per_step`` features at a time in attribution order."""
+    b = x_batch.shape[0]
+    flat = a.reshape(b, -1)
+    order = np.argsort(-flat if descending else flat, axis=1)  # the toolkit's call: the same ties
+    n = flat.shape[1]
+    steps = -(-n // per_step)
+    ranks = np.empty((b, n), dtype=np.int64)
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // per_step, (b, n)), 1)
+    fills = replacement_fills(baseline, bounds, x_batch.reshape(b, -1), ranks, steps)
+    return ranks.reshape(x_batch.shape), fills, steps
+
+
 def _patch_sequence(
     metric: Any, x_batch: np.ndarray, a: np.ndarray, order: str, regions: int | None
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Ranks (``B×C×H×W``) and fills of Region Perturbation / Selectivity, as the toolkit orders patches."""
+    baseline, bounds = _baseline(metric)
+    return patch_sequence(metric.patch_size, baseline, bounds, x_batch, a, order, regions)
+
+
+def patch_sequence(
+    patch_size: int,
+    baseline: Any,
+    bounds: dict[str, float],
+    x_batch: np.ndarray,
+    a: np.ndarray,
+    order: str,
+    regions: int | None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ranks (``B×C×H×W``) and fills of ``patch_size`` patches removed in Quantus's order (with its padding)."""
     b = x_batch.shape[0]
     h, w = x_batch.shape[-2:]
-    pad_h, pad_w = qutils.get_padding_size(h, metric.patch_size), qutils.get_padding_size(w, metric.patch_size)
-    padding = ((0, 0), (0, 0), pad_h, pad_w)
-    axes = np.arange(4)
-    x_pad = qutils._pad_array(x_batch, padding, mode="constant", padded_axes=axes)
-    a_pad = qutils._pad_array(a, padding, mode="constant", padded_axes=axes)
-    patches = np.stack(list(qutils.get_block_indices(x_pad, metric.patch_size)), 1)  # B × P × (C·p·p)
+    pad_h, pad_w = qutils.get_padding_size(h, patch_size), qutils.get_padding_size(w, patch_size)
+    padding: list[tuple[int, int]] = [(0, 0), (0, 0), pad_h, pad_w]
+    axes = [0, 1, 2, 3]
+    x_pad: np.ndarray = qutils._pad_array(x_batch, padding, mode="constant", padded_axes=axes)
+    a_pad: np.ndarray = qutils._pad_array(a, padding, mode="constant", padded_axes=axes)
+    patches: np.ndarray = np.stack(list(qutils.get_block_indices(x_pad, patch_size)), 1)  # B × P × (C·p·p)
     rows = np.arange(b)[:, None, None]
     att_sums = a_pad.reshape(b, -1)[rows, patches].sum(-1)
     if order == "random":
@@ -202,18 +294,19 @@ def _patch_sequence(
         raise UnsupportedMetricError(f"order: expected 'morf', 'lerf' or 'random', got {order!r}")
     ordered = patches[np.arange(b)[:, None], ordering]  # B × P × (C·p·p)
     steps = ordered.shape[1] if regions is None else len(range(ordered.shape[1])[:regions])
-    x_edge = qutils._pad_array(x_batch, padding, mode="edge", padded_axes=axes).reshape(b, -1)
+    x_edge: np.ndarray = qutils._pad_array(x_batch, padding, mode="edge", padded_axes=axes)
+    x_edge = x_edge.reshape(b, -1)
     ranks = np.full(x_edge.shape, steps, dtype=np.int64)
     step_of = np.repeat(np.arange(steps), ordered.shape[2])
     np.put_along_axis(ranks, ordered[:, :steps].reshape(b, -1), np.broadcast_to(step_of, (b, step_of.size)), 1)
-    baseline, bounds = _baseline(metric)
     fills = replacement_fills(baseline, bounds, x_edge, ranks, steps)
     hp, wp = x_pad.shape[-2:]
     ranks = ranks.reshape(b, x_batch.shape[1], hp, wp)[:, :, pad_h[0] : hp - pad_h[1], pad_w[0] : wp - pad_w[1]]
     return np.ascontiguousarray(ranks), fills, steps
 
 
-class AcceleratedPixelFlipping(_Accelerated, quantus.PixelFlipping):
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.PixelFlipping.
+class AcceleratedPixelFlipping(_Accelerated, quantus.PixelFlipping):  # type: ignore[misc]
     """Quantus ``PixelFlipping`` (Bach et al. 2015) on the engine: same order, same fills, same curve.
 
     Example::
@@ -224,24 +317,20 @@ class AcceleratedPixelFlipping(_Accelerated, quantus.PixelFlipping):
         672
     """
 
-    def evaluate_batch(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any):
+    def evaluate_batch(
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[Any]:
         a = self._xb_inputs(x_batch, y_batch, a_batch)
-        b = x_batch.shape[0]
-        flat = a.reshape(b, -1)
-        order = np.argsort(-flat, axis=1)  # the toolkit's call: the same ties
-        n = flat.shape[1]
-        steps = -(-n // self.features_in_step)
-        ranks = np.empty((b, n), dtype=np.int64)
-        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // self.features_in_step, (b, n)), 1)
         baseline, bounds = _baseline(self)
-        fills = replacement_fills(baseline, bounds, x_batch.reshape(b, -1), ranks, steps)
-        preds = self._xb_curve(model, x_batch, y_batch, ranks.reshape(x_batch.shape), fills, steps)
+        ranks, fills, steps = feature_sequence(self.features_in_step, baseline, bounds, x_batch, a)
+        preds = self._xb_curve(model, x_batch, y_batch, ranks, fills, steps)
         if self.return_auc_per_sample:
             return np.trapezoid(preds, dx=1, axis=1).tolist()  # Quantus's calculate_auc (np.trapz)
         return preds.tolist()
 
 
-class AcceleratedRegionPerturbation(_Accelerated, quantus.RegionPerturbation):
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.RegionPerturbation.
+class AcceleratedRegionPerturbation(_Accelerated, quantus.RegionPerturbation):  # type: ignore[misc]
     """Quantus ``RegionPerturbation`` (Samek et al. 2017) on the engine: ``f(x) − f(x^{(k)})`` per region.
 
     Example::
@@ -252,7 +341,10 @@ class AcceleratedRegionPerturbation(_Accelerated, quantus.RegionPerturbation):
         'lerf'
     """
 
-    def evaluate_batch(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any):
+    # Quantus's own evaluate_batch returns this ndarray too, although it is annotated List[List[float]]
+    def evaluate_batch(  # type: ignore[override]
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> np.ndarray:
         a = self._xb_inputs(x_batch, y_batch, a_batch)
         base = self._xb_base(model, x_batch, y_batch)
         ranks, fills, steps = _patch_sequence(self, x_batch, a, self.order, self.regions_evaluation)
@@ -260,7 +352,8 @@ class AcceleratedRegionPerturbation(_Accelerated, quantus.RegionPerturbation):
         return base[:, None] - preds
 
 
-class AcceleratedSelectivity(_Accelerated, quantus.Selectivity):
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.Selectivity.
+class AcceleratedSelectivity(_Accelerated, quantus.Selectivity):  # type: ignore[misc]
     """Quantus ``Selectivity`` (Montavon et al. 2018) on the engine: the score after each patch removed.
 
     Example::
@@ -271,17 +364,263 @@ class AcceleratedSelectivity(_Accelerated, quantus.Selectivity):
         56
     """
 
-    def evaluate_batch(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any):
+    # Quantus's own evaluate_batch returns this ndarray too, although it is annotated List[List[float]]
+    def evaluate_batch(  # type: ignore[override]
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> np.ndarray:
         a = self._xb_inputs(x_batch, y_batch, a_batch)
         ranks, fills, steps = _patch_sequence(self, x_batch, a, "morf", None)
         preds = self._xb_curve(model, x_batch, y_batch, ranks, fills, steps)
         return preds.astype(np.float64)
 
 
-def _make(cls: type) -> Any:
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.FaithfulnessEstimate.
+class AcceleratedFaithfulnessEstimate(_Accelerated, quantus.FaithfulnessEstimate):  # type: ignore[misc]
+    """Quantus ``FaithfulnessEstimate`` (Alvarez-Melis and Jaakkola 2018, "Towards robust interpretability with
+    self-explaining neural networks") on the engine: the correlation of each group's attribution sum with the score
+    drop when that group alone is replaced, groups of ``features_in_step`` in attribution order.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> fe = xb.accelerate(quantus.FaithfulnessEstimate(features_in_step=224 * 56, disable_warnings=True))
+        >>> isinstance(fe, quantus.FaithfulnessEstimate)
+        True
+    """
+
+    def evaluate_batch(
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[float]:
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        b = x_batch.shape[0]
+        flat_a = a.reshape(b, -1)
+        order = np.argsort(-flat_a, axis=1)  # the toolkit's call: the same ties
+        y_pred = self._xb_base(model, x_batch, y_batch)
+        subsets = _step_subsets(order, self.features_in_step)
+        baseline, bounds = _baseline(self)
+        arr = x_batch.reshape(b, -1)
+        fills = np.stack([call_fill(baseline, bounds, arr) for _ in range(subsets.shape[1])], 1)
+        pred_deltas = y_pred[:, None] - self._xb_subsets(model, x_batch, y_batch, subsets, fills)
+        rows = np.arange(b)[:, None]
+        f = self.features_in_step
+        att_sums = np.stack([flat_a[rows, order[:, s * f : (s + 1) * f]].sum(-1) for s in range(subsets.shape[1])], 1)
+        return self._xb_similarity(att_sums, pred_deltas)
+
+
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.MonotonicityCorrelation.
+class AcceleratedMonotonicityCorrelation(_Accelerated, quantus.MonotonicityCorrelation):  # type: ignore[misc]
+    """Quantus ``MonotonicityCorrelation`` (Nguyen and Rodríguez Martínez 2020, "On quantitative aspects of model
+    interpretability") on the engine: the rank correlation of each group's attribution sum with the variance of the
+    score when that group alone is replaced, groups of ``features_in_step`` in ascending attribution order.
+
+    With a deterministic baseline (``"black"``, ``"white"``, ``"mean"``, a number) the ``nr_samples`` perturbed
+    images of a group are identical; the engine scores each once (the toolkit ``nr_samples`` times).
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> mc = xb.accelerate(quantus.MonotonicityCorrelation(features_in_step=224 * 56, nr_samples=3,
+        ...                                                    disable_warnings=True))
+        >>> mc.nr_samples
+        3
+    """
+
+    def evaluate_batch(
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[float]:
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        b = x_batch.shape[0]
+        y_pred = self._xb_base(model, x_batch, y_batch)
+        inv_pred = np.ones(b)
+        inv_pred[np.abs(y_pred) >= self.eps] = 1.0 / np.abs(y_pred)  # the toolkit's expression
+        inv_pred = inv_pred**2
+        flat_a = a.reshape(b, -1)
+        order = np.argsort(flat_a, axis=1)  # ascending, the toolkit's call
+        subsets = _step_subsets(order, self.features_in_step)
+        steps, samples = subsets.shape[1], self.nr_samples
+        baseline, bounds = _baseline(self)
+        arr = x_batch.reshape(b, -1)
+        fills = np.stack([call_fill(baseline, bounds, arr) for _ in range(steps * samples)], 1).reshape(b, steps, -1)
+        if _is_deterministic(baseline):  # identical images per group: score each once
+            preds = self._xb_subsets(model, x_batch, y_batch, subsets, fills[:, :, 0])
+            preds = np.repeat(preds[:, :, None], samples, 2)
+        else:
+            repeated = np.repeat(subsets, samples, 1)
+            preds = self._xb_subsets(model, x_batch, y_batch, repeated, fills.reshape(b, -1)).reshape(b, steps, -1)
+        rows = np.arange(b)[:, None]
+        f = self.features_in_step
+        variances = np.stack(
+            [np.mean((preds[:, s] - y_pred[:, None]) ** 2, axis=1) * inv_pred for s in range(steps)], 1
+        )
+        atts = np.stack([flat_a[rows, order[:, s * f : (s + 1) * f]].sum(axis=1) for s in range(steps)], 1)
+        return self._xb_similarity(atts, variances)
+
+
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.FaithfulnessCorrelation.
+class AcceleratedFaithfulnessCorrelation(_Accelerated, quantus.FaithfulnessCorrelation):  # type: ignore[misc]
+    """Quantus ``FaithfulnessCorrelation`` (Bhatt, Weller and Moura 2020, "Evaluating and aggregating feature-based
+    model explanations") on the engine: the correlation of random subsets' attribution sums with the score drop when
+    the subset is replaced, ``nr_runs`` subsets of ``subset_size`` features drawn with the toolkit's NumPy calls.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> fc = xb.accelerate(quantus.FaithfulnessCorrelation(nr_runs=10, subset_size=224, disable_warnings=True))
+        >>> fc.nr_runs
+        10
+    """
+
+    def evaluate_batch(
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[float]:
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        b = x_batch.shape[0]
+        flat_a = a.reshape(b, -1)
+        n = flat_a.shape[1]
+        y_pred = self._xb_base(model, x_batch, y_batch)
+        baseline, bounds = _baseline(self)
+        arr = x_batch.reshape(b, -1)
+        subsets, fills = [], []
+        for _ in range(self.nr_runs):  # the toolkit's draws, in its order: the subsets, then the baseline
+            subsets.append(np.stack([np.random.choice(n, self.subset_size, replace=False) for _ in range(b)], 0))
+            fills.append(call_fill(baseline, bounds, arr))
+        chosen = np.stack(subsets, 1)
+        pred_deltas = y_pred[:, None] - self._xb_subsets(model, x_batch, y_batch, chosen, np.stack(fills, 1))
+        rows = np.arange(b)[:, None]
+        att_sums = np.stack([flat_a[rows, ix].sum(axis=-1) for ix in subsets], 1)
+        return self._xb_similarity(att_sums, pred_deltas)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_defect_once(name: str, message: str) -> None:
+    """One :class:`~xai_bridge.errors.ToolkitDefectWarning` per metric class and process."""
+    if name not in _WARNED:
+        _WARNED.add(name)
+        warnings.warn(f"{name}: {message} (see docs/quantus.md, 'Toolkit defects')", ToolkitDefectWarning, stacklevel=3)
+
+
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.Monotonicity.
+class AcceleratedMonotonicity(_Accelerated, quantus.Monotonicity):  # type: ignore[misc]
+    """Monotonicity (Arya et al. 2019, "One explanation does not fit all: a toolkit and taxonomy of AI
+    explainability techniques"): starting from the baseline image, the features are *inserted* (given back their
+    values) ``features_in_step`` at a time in ascending attribution order; the explanation is monotonic when the
+    score never decreases.
+
+    Quantus 0.6.0 replaces the features of the baseline image by the baseline value again instead of the image's:
+    with ``"black"``, ``"white"``, ``"mean"`` or a number its image never changes and the metric is always True;
+    with ``"uniform"`` the features get fresh random values. This class computes the published definition (it
+    warns once with :class:`~xai_bridge.errors.ToolkitDefectWarning`); the baseline image and NumPy's random draws
+    are Quantus's.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> mono = xb.accelerate(quantus.Monotonicity(features_in_step=224 * 56, disable_warnings=True))
+        >>> isinstance(mono, quantus.Monotonicity)
+        True
+    """
+
+    # the toolkit's own evaluate_batch returns these booleans too, although it is annotated List[float]
+    def evaluate_batch(  # type: ignore[override]
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[bool]:
+        _warn_defect_once(
+            "Monotonicity",
+            "Quantus 0.6.0 perturbs the baseline image with the baseline value, never inserting the image's features "
+            "(always True with a deterministic baseline); computing the published definition",
+        )
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        b = x_batch.shape[0]
+        flat = a.reshape(b, -1)
+        order = np.argsort(flat, axis=1)  # ascending, the toolkit's call
+        n = flat.shape[1]
+        steps = -(-n // self.features_in_step)
+        baseline, bounds = _baseline(self)
+        arr = x_batch.reshape(b, -1)
+        # the toolkit's baseline image: one value per image, from get_baseline_value without the uniform bounds
+        start = call_fill(baseline, {"low": 0.0, "high": 1.0}, arr)
+        for _ in range(steps):  # the toolkit's perturb function draws once per step
+            call_fill(baseline, bounds, arr)
+        ranks = np.empty((b, n), dtype=np.int64)
+        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // self.features_in_step, (b, n)), 1)
+        fills = np.repeat(start[:, None].astype(np.float64), steps, 1)
+        engine = self._xb_engine(model)
+        before = engine.forward_samples
+        images = torch.as_tensor(np.ascontiguousarray(x_batch), dtype=torch.float32)
+        logits = ranked_replacement_logits(
+            engine,
+            images,
+            torch.from_numpy(ranks.reshape(x_batch.shape)),
+            torch.from_numpy(fills).float(),
+            steps,
+            insert=True,
+        )
+        self.forward_samples += engine.forward_samples - before
+        preds = self._xb_score(model, logits, y_batch)
+        return list(np.all(np.diff(preds) >= 0, axis=1).tolist())
+
+
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.SensitivityN.
+class AcceleratedSensitivityN(_Accelerated, quantus.SensitivityN):  # type: ignore[misc]
+    """Sensitivity-n (Ancona et al. 2018, "Towards better understanding of gradient-based attribution methods for
+    deep neural networks"): for each ``n``, the correlation across images of the score drop when a set ``S`` of
+    ``n`` features is removed with the sum of the attributions over the same ``S``.
+
+    Quantus 0.6.0 removes the features cumulatively (``S`` = the ``n`` most relevant) but pairs the score drop with
+    the attribution sum of the last step's group only, and keeps the first batch's images only. This class pairs
+    the drop with the sum over all of ``S`` and correlates over every image (it warns once with
+    :class:`~xai_bridge.errors.ToolkitDefectWarning`). The sets ``S`` are Quantus's (the top-``n`` by attribution),
+    not random subsets as in the paper; the removal and NumPy's draws are Quantus's.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> sn = xb.accelerate(quantus.SensitivityN(features_in_step=224 * 56, disable_warnings=True))
+        >>> isinstance(sn, quantus.SensitivityN)
+        True
+    """
+
+    # the toolkit's own evaluate_batch returns this list of one dict too (annotated List[Dict[str, List[float]]])
+    def evaluate_batch(  # type: ignore[override]
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[dict[str, np.ndarray]]:
+        _warn_defect_once(
+            "SensitivityN",
+            "Quantus 0.6.0 pairs cumulative score drops with per-step attribution sums and keeps the first batch "
+            "only; computing the published definition over all images",
+        )
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        b = x_batch.shape[0]
+        flat = a.reshape(b, -1)
+        order = np.argsort(-flat, axis=1)  # descending, the toolkit's call
+        n = flat.shape[1]
+        f = self.features_in_step
+        steps = -(-n // f)
+        y_pred = self._xb_base(model, x_batch, y_batch)
+        ranks = np.empty((b, n), dtype=np.int64)
+        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // f, (b, n)), 1)
+        baseline, bounds = _baseline(self)
+        fills = replacement_fills(baseline, bounds, x_batch.reshape(b, -1), ranks, steps)
+        preds = self._xb_curve(model, x_batch, y_batch, ranks.reshape(x_batch.shape), fills, steps)
+        rows = np.arange(b)[:, None]
+        step_sums = np.stack([flat[rows, order[:, s * f : (s + 1) * f]].sum(axis=-1) for s in range(steps)], 1)
+        return [{"att_sums": np.cumsum(step_sums, axis=1), "pred_deltas": y_pred[:, None] - preds}]
+
+    def custom_postprocess(self, x_batch: np.ndarray, **kwargs: Any) -> None:
+        """Per ``n``: ``similarity_func`` across all images (every batch) of score drops and attribution sums."""
+        max_features = int(self.n_max_percentage * np.prod(x_batch.shape[2:]) // self.features_in_step)
+        pred_deltas = np.concatenate([r["pred_deltas"] for r in self.evaluation_scores], 0)
+        att_sums = np.concatenate([r["att_sums"] for r in self.evaluation_scores], 0)
+        func: Any = self.similarity_func
+        self.evaluation_scores = func(a=pred_deltas[:, :max_features].T, b=att_sums[:, :max_features].T, batched=True)
+
+
+def _make(cls: type) -> Callable[..., Any]:
     def make(metric: Any, *, budget: Any = None, batch_size: int | None = None) -> Any:
         _baseline(metric)  # refuse what cannot be reproduced now, not at the first call
-        out = cls.__new__(cls)  # the same configuration, not re-initialised (no warnings, no new draws)
+        out: Any = object.__new__(cls)  # the same configuration, not re-initialised (no warnings, no new draws)
         out.__dict__.update(copy.copy(metric.__dict__))
         out._xb_budget, out._xb_batch_size = budget, batch_size
         out._xb_engine_obj = None
@@ -295,4 +634,9 @@ ACCELERATED = {
     quantus.PixelFlipping: _make(AcceleratedPixelFlipping),
     quantus.RegionPerturbation: _make(AcceleratedRegionPerturbation),
     quantus.Selectivity: _make(AcceleratedSelectivity),
+    quantus.FaithfulnessEstimate: _make(AcceleratedFaithfulnessEstimate),
+    quantus.MonotonicityCorrelation: _make(AcceleratedMonotonicityCorrelation),
+    quantus.FaithfulnessCorrelation: _make(AcceleratedFaithfulnessCorrelation),
+    quantus.Monotonicity: _make(AcceleratedMonotonicity),
+    quantus.SensitivityN: _make(AcceleratedSensitivityN),
 }

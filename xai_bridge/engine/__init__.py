@@ -2,7 +2,7 @@
 
 from .engine import Engine, auc, model_device, parse_budget, pearson
 from .maps import check_maps, make_replacement, normalize_maps, rank_units, step_counts
-from .requests import Curve, CurveResult, Flip, FlipResult, Masked, Request, Scores
+from .requests import Curve, CurveResult, Flip, FlipResult, Masked, Ranked, Request, Scores
 
 __all__ = [
     "Engine",
@@ -11,6 +11,7 @@ __all__ = [
     "Flip",
     "FlipResult",
     "Masked",
+    "Ranked",
     "Request",
     "Scores",
     "auc",

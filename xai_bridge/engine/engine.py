@@ -32,7 +32,7 @@ from ..models import model_device
 from ..protocols import Replacement
 from ..targets import check_images, check_model_ready
 from .maps import check_maps, make_replacement, normalize_maps, num_units, rank_units, step_counts
-from .requests import Curve, CurveResult, Flip, FlipResult, Masked, Request, Scores
+from .requests import Curve, CurveResult, Flip, FlipResult, Masked, Ranked, Request, Scores
 
 GiB = 1024**3
 
@@ -176,7 +176,7 @@ class Engine:
             maps: ``B×H×W`` saliency at input resolution (any scale; ranks use its order,
                 ``Masked`` uses ``n(S)``).
             targets: class scored per image; ``None`` = the predicted class.
-            requests: :class:`Masked`, :class:`Curve` and :class:`Flip` requests.
+            requests: :class:`Masked`, :class:`Curve`, :class:`Flip` and :class:`Ranked` requests.
             constant_maps: what a constant map becomes for ``Masked`` (see
                 :func:`~xai_bridge.engine.maps.normalize_maps`); ranks of a constant map
                 are raster order.
@@ -189,8 +189,8 @@ class Engine:
         maps = check_maps(maps, images).to(self.device)
         requests = list(dict.fromkeys(requests))
         for r in requests:
-            if not isinstance(r, (Masked, Curve, Flip)):
-                raise TypeError(f"requests: expected Masked, Curve or Flip, got {type(r).__name__}")
+            if not isinstance(r, (Masked, Curve, Flip, Ranked)):
+                raise TypeError(f"requests: expected Masked, Curve, Flip or Ranked, got {type(r).__name__}")
         b = images.shape[0]
         if base_logits is None:
             base_logits = self.forward_chunks(b, lambda s, e: images[s:e], images)
@@ -224,6 +224,7 @@ class Engine:
                     for c in curves:
                         if c.sequence == seq:
                             results[c] = full.prefix(len(self._counts(c, images)))
+                self._ranked_all([r for r in requests if isinstance(r, Ranked)], images, maps, targets, results)
                 for r in requests:
                     if isinstance(r, Flip):
                         shared = longest.get(r.sequence)
@@ -235,6 +236,34 @@ class Engine:
         return results
 
     # -- helpers ----------------------------------------------------------------------------
+    def _ranked_all(
+        self,
+        requests: list[Ranked],
+        images: torch.Tensor,
+        maps: torch.Tensor,
+        targets: torch.Tensor,
+        results: dict[Request, Any],
+    ) -> None:
+        """Each :class:`Ranked` sequence once, at its longest request's length; shorter ones read a prefix."""
+        from .sequences import ranked_replacement_logits
+
+        longest: dict[tuple, int | None] = {}
+        for r in requests:
+            known = longest.get(r.sequence, 0)
+            longest[r.sequence] = None if r.steps is None or known is None else max(r.steps, known)
+        for seq, steps in longest.items():
+            planner, insert = seq
+            ranks, fills, s = planner(images, maps, steps)
+            logits = ranked_replacement_logits(self, images, ranks, fills, s, insert=insert)
+            b = images.shape[0]
+            sc = self._scores(logits.reshape(b * s, -1), targets.repeat_interleave(s))
+            for r in requests:
+                if r.sequence == seq:
+                    n = s if r.steps is None else min(r.steps, s)
+                    results[r] = Scores(
+                        sc.logits.view(b, s)[:, :n], sc.probs.view(b, s)[:, :n], sc.predicted.view(b, s)[:, :n]
+                    )
+
     def _targets(self, targets: Any, logits: torch.Tensor) -> torch.Tensor:
         b, k = logits.shape
         if targets is None:

@@ -7,8 +7,9 @@ sequence (same order, replacement, step and units) share their forward passes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -95,7 +96,39 @@ class Flip:
         return ("deletion", self.order, self.replacement, self.step, self.cell)
 
 
-Request = Masked | Curve | Flip
+#: ``planner(images, maps, steps)`` → ``(ranks B×C×H×W, fills B×S, S)``: a feature order and its fill values
+#: (see :func:`~xai_bridge.engine.sequences.ranked_replacement_logits`), ``steps`` the most steps wanted
+#: (``None``: all). A planner is a frozen dataclass (hashable), so equal planners mean one sequence.
+Planner = Callable[[torch.Tensor, torch.Tensor, "int | None"], tuple[torch.Tensor, torch.Tensor, int]]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A ranked feature-replacement sequence whose order and fill values a ``planner`` computes (the toolkits'
+    Pixel-Flipping, Region Perturbation and Selectivity orders over channel features or padded patches, with
+    their per-step baselines). Its result is a :class:`Scores` of shape ``(B, S)``: the score after each step.
+
+    Requests with the same ``planner`` and ``insert`` share their forward passes; a request with fewer
+    ``steps`` reads a prefix of the longest one.
+
+    Attributes:
+        planner: a hashable callable ``planner(images, maps, steps) -> (ranks, fills, S)``.
+        steps: the number of steps wanted (``None``: all the planner makes).
+        insert: reveal the features on the fill instead of replacing them
+            (``ranked_replacement_logits(..., insert=True)``).
+    """
+
+    planner: Any
+    steps: int | None = None
+    insert: bool = False
+
+    @property
+    def sequence(self) -> tuple:
+        """Requests with the same sequence share forward passes (a shorter one is a prefix)."""
+        return (self.planner, self.insert)
+
+
+Request = Masked | Curve | Flip | Ranked
 
 
 @dataclass

@@ -23,14 +23,24 @@ torch.Size([2, 3, 4])
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
-__all__ = ["ranked_replacement_logits", "image_set_logits"]
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["ranked_replacement_logits", "subset_replacement_logits", "image_set_logits"]
 
 
 def ranked_replacement_logits(
-    engine, images: torch.Tensor, ranks: torch.Tensor, fills: torch.Tensor, steps: int
+    engine: Engine,
+    images: torch.Tensor,
+    ranks: torch.Tensor,
+    fills: torch.Tensor,
+    steps: int,
+    *,
+    insert: bool = False,
 ) -> torch.Tensor:
     """Logits ``B×steps×K`` of every image after each step of a ranked replacement sequence.
 
@@ -40,6 +50,9 @@ def ranked_replacement_logits(
         ranks: ``B×C×H×W`` integer step of each feature's replacement (``≥ steps``: never).
         fills: ``B×steps`` replacement value of the features replaced at each step.
         steps: the number of steps (one forward sample per image and step).
+        insert: the reverse sequence: image ``i`` after step ``s`` is
+            ``where(ranks[i] ≤ s, x[i], fills[i, s])``: it starts from the fill value and the
+            features of rank ``≤ s`` are revealed (Monotonicity's insertion of features).
     """
     if ranks.shape != images.shape:
         raise ValueError(f"ranks: expected the images' shape {tuple(images.shape)}, got {tuple(ranks.shape)}")
@@ -56,6 +69,8 @@ def ranked_replacement_logits(
     def build(start: int, stop: int) -> torch.Tensor:
         i, t = img_idx[start:stop], step_idx[start:stop]
         r = ranks[i]
+        if insert:
+            return torch.where(r <= t.view(-1, 1, 1, 1), images[i], fills[i, t].view(-1, 1, 1, 1))
         fill = fills[i].gather(1, r.clamp(max=steps - 1).flatten(1)).view_as(r)
         return torch.where(r <= t.view(-1, 1, 1, 1), fill, images[i])
 
@@ -64,6 +79,61 @@ def ranked_replacement_logits(
     return engine.forward_chunks(b * steps, build, images).view(b, steps, -1)
 
 
-def image_set_logits(engine, n: int, build: Callable[[int, int], torch.Tensor], sample: torch.Tensor) -> torch.Tensor:
+def subset_replacement_logits(
+    engine: Engine, images: torch.Tensor, subsets: torch.Tensor, fills: torch.Tensor
+) -> torch.Tensor:
+    """Logits ``B×R×K`` of every image with each of its ``R`` feature subsets replaced (one at a time).
+
+    Image ``(i, r)`` is ``x[i]`` with the flat features ``subsets[i, r]`` (indices into ``C·H·W``)
+    set to ``fills[i, r]``; the other features keep their values. Subsets of different sizes
+    are padded by repeating one of their own indices. This is the request of the metrics that
+    perturb disjoint groups in attribution order or random subsets, each from the unperturbed
+    image (Faithfulness Estimate, Faithfulness Correlation, Monotonicity Correlation).
+
+    Args:
+        engine: the :class:`~xai_bridge.engine.Engine` whose model and chunking are used.
+        images: ``B×C×H×W``.
+        subsets: ``B×R×k`` integer indices into the flattened ``C×H×W`` features.
+        fills: ``B×R`` replacement value of each subset.
+
+    Example::
+
+        >>> import torch
+        >>> from xai_bridge.engine import Engine
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 2, 4)).eval()
+        >>> subsets = torch.tensor([[[0, 1], [2, 3], [4, 4]]]).expand(2, -1, -1)  # the last one pads by repeating
+        >>> subset_replacement_logits(Engine(model), torch.rand(2, 3, 2, 2), subsets, torch.zeros(2, 3)).shape
+        torch.Size([2, 3, 4])
+    """
+    if subsets.ndim != 3 or subsets.shape[0] != images.shape[0]:
+        raise ValueError(f"subsets: expected B×R×k indices with B={images.shape[0]}, got {tuple(subsets.shape)}")
+    b, r = subsets.shape[:2]
+    if fills.shape != (b, r):
+        raise ValueError(f"fills: expected shape {(b, r)}, got {tuple(fills.shape)}")
+    n = images[0].numel()
+    if subsets.numel() and (int(subsets.min()) < 0 or int(subsets.max()) >= n):
+        raise ValueError(f"subsets: indices must be in [0, {n}) (the features of one image)")
+    device = engine.device
+    images = images.to(device)
+    subsets = subsets.to(device=device, dtype=torch.long)
+    fills = fills.to(device=device, dtype=images.dtype)
+    img_idx = torch.arange(b, device=device).repeat_interleave(r)
+    sub_idx = torch.arange(r, device=device).repeat(b)
+
+    def build(start: int, stop: int) -> torch.Tensor:
+        i, j = img_idx[start:stop], sub_idx[start:stop]
+        idx = subsets[i, j]
+        flat = images[i].flatten(1).clone()
+        flat.scatter_(1, idx, fills[i, j][:, None].expand_as(idx))
+        return flat.view(-1, *images.shape[1:])
+
+    if b * r == 0:
+        return torch.empty(b, r, 0, device=device)
+    return engine.forward_chunks(b * r, build, images).view(b, r, -1)
+
+
+def image_set_logits(
+    engine: Engine, n: int, build: Callable[[int, int], torch.Tensor], sample: torch.Tensor
+) -> torch.Tensor:
     """Logits ``n×K`` of an arbitrary set of ``n`` images made by ``build(start, stop)`` (a chunk at a time)."""
     return engine.forward_chunks(n, build, sample.to(engine.device))

@@ -1,0 +1,253 @@
+"""Quantus's Pixel-Flipping, Region Perturbation and Selectivity as xai-bridge metrics, with Quantus's numbers.
+
+Each metric asks the engine for a :class:`~xai_bridge.engine.Ranked` sequence whose order and fill
+values are Quantus 0.6.0's (the same ``np.argsort`` ties, the same patch padding, the same per-step
+``"black"``/``"white"``/``"mean"`` baselines; see :mod:`xai_bridge.accelerate`), and turns the score
+after each step into one value per image: the area under Quantus's curve (its ``calculate_auc`` /
+``get_auc_score``, the trapezoid rule with unit spacing). The options mirror the toolkit's arguments.
+
+Metrics on the same sequence share their forward passes: ``selectivity`` and ``region_perturbation``
+with ``order="morf"`` and the same ``patch_size`` and ``perturb_baseline`` walk the same patches, so
+one evaluation runs Selectivity's sequence once and Region Perturbation reads its first
+``regions_evaluation`` steps.
+
+Pixel-Flipping: Bach et al. 2015, "On pixel-wise explanations for non-linear classifier decisions by
+layer-wise relevance propagation". Region Perturbation: Samek et al. 2017, "Evaluating the visualization
+of what a deep neural network has learned". Selectivity: Montavon, Samek and Müller 2018, "Methods for
+interpreting and understanding deep neural networks".
+
+Example::
+
+    >>> import xai_bridge as xb
+    >>> xb.get_metric("region_perturbation", patch_size=56, regions_evaluation=4).regions_evaluation
+    4
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from xai_bridge.engine import Ranked
+from xai_bridge.metric import Metric, MetricContext
+
+_BASELINES = ("black", "white", "mean")
+
+
+def _check_baseline(perturb_baseline: Any) -> str | float:
+    if isinstance(perturb_baseline, str) and perturb_baseline.lower() in _BASELINES:
+        return perturb_baseline.lower()
+    if isinstance(perturb_baseline, numbers.Real) and not isinstance(perturb_baseline, bool):
+        return float(perturb_baseline)
+    raise ValueError(
+        f"perturb_baseline: expected one of {list(_BASELINES)} or a number, got {perturb_baseline!r} "
+        "(a random baseline needs NumPy's global random state: use xb.accelerate on the Quantus metric)"
+    )
+
+
+@dataclass(frozen=True)
+class QuantusOrder:
+    """The planner of a :class:`~xai_bridge.engine.Ranked` request: Quantus's order and fill values.
+
+    Attributes:
+        unit: ``"features"`` (``size`` channel features per step, Pixel-Flipping) or ``"patches"``
+            (``size × size`` patches over all channels, Quantus's padding; Region Perturbation, Selectivity).
+        size: features per step, or the patch side.
+        order: ``"morf"`` or ``"lerf"``.
+        baseline: ``"black"``, ``"white"``, ``"mean"`` (evaluated on the current image at every step,
+            as Quantus does) or a number.
+        abs: rank the absolute attributions (Quantus's ``abs=True``).
+    """
+
+    unit: str
+    size: int
+    order: str
+    baseline: str | float
+    abs: bool = False
+
+    def __call__(self, images: torch.Tensor, maps: torch.Tensor, steps: int | None) -> tuple[Any, Any, int]:
+        from xai_bridge.accelerate._quantus import feature_sequence, patch_sequence
+
+        x = images.detach().float().cpu().numpy()
+        a = maps.detach().float().cpu().numpy()[:, None]
+        if self.abs:
+            a = np.abs(a)
+        a = np.broadcast_to(a, x.shape)
+        bounds = {"low": 0.0, "high": 1.0}
+        state = np.random.get_state()  # a baseline string draws as Quantus does; leave the caller's state alone
+        try:
+            if self.unit == "features":
+                ranks, fills, s = feature_sequence(self.size, self.baseline, bounds, x, a, self.order == "morf")
+                if steps is not None and steps < s:
+                    ranks, fills, s = ranks, fills[:, :steps], steps
+            else:
+                ranks, fills, s = patch_sequence(self.size, self.baseline, bounds, x, a, self.order, steps)
+        finally:
+            np.random.set_state(state)
+        return torch.from_numpy(np.ascontiguousarray(ranks)), torch.from_numpy(np.ascontiguousarray(fills)).float(), s
+
+
+class _QuantusCurve(Metric):
+    """Score after each step of a Quantus sequence; one value per image: the area under the curve."""
+
+    category = "Faithfulness"
+    unit = "features"
+    order = "morf"
+
+    def __init__(
+        self, protocol: Any = None, *, perturb_baseline: Any = "black", abs: bool = False, softmax: bool = True
+    ) -> None:
+        super().__init__(protocol)
+        self.perturb_baseline = _check_baseline(perturb_baseline)
+        self.abs = bool(abs)
+        self.softmax = bool(softmax)
+
+    def _size(self) -> int:
+        raise NotImplementedError
+
+    def _steps(self) -> int | None:
+        return None
+
+    def request(self) -> Ranked:
+        """The engine request: Quantus's sequence for these options."""
+        planner = QuantusOrder(self.unit, self._size(), self.order, self.perturb_baseline, self.abs)
+        return Ranked(planner, steps=self._steps())
+
+    def requests(self, protocol: Any) -> list[Any]:
+        return [self.request()]
+
+    def scores(self, ctx: MetricContext) -> torch.Tensor:
+        """``B×S``: Quantus's score (softmax probability or logit, per ``softmax``) after each step."""
+        return ctx[self.request()].get("probability" if self.softmax else "logit")
+
+    def curve_values(self, ctx: MetricContext) -> torch.Tensor:
+        return self.scores(ctx)
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor:
+        values = self.curve_values(ctx).double()
+        if values.shape[1] < 2:
+            return torch.zeros(values.shape[0], dtype=torch.float64, device=values.device)
+        return torch.trapezoid(values, dx=1.0, dim=1)  # Quantus's calculate_auc
+
+
+class PixelFlipping(_QuantusCurve):
+    """Quantus ``PixelFlipping``: the score as ``features_in_step`` channel features at a time are replaced, most
+    relevant first; the value is the area under that curve (Quantus's ``return_auc_per_sample=True``; lower is
+    better).
+
+    Example::
+
+        >>> import xai_bridge as xb
+        >>> xb.get_metric("pixel_flipping", features_in_step=224 * 56).features_in_step
+        12544
+    """
+
+    name, higher_is_better = "pixel_flipping", False
+
+    def __init__(
+        self,
+        protocol: Any = None,
+        *,
+        features_in_step: int = 1,
+        perturb_baseline: Any = "black",
+        abs: bool = False,
+        softmax: bool = True,
+    ) -> None:
+        super().__init__(protocol, perturb_baseline=perturb_baseline, abs=abs, softmax=softmax)
+        if int(features_in_step) < 1:
+            raise ValueError(f"features_in_step: expected a positive integer, got {features_in_step!r}")
+        self.features_in_step = int(features_in_step)
+
+    def _size(self) -> int:
+        return self.features_in_step
+
+
+class RegionPerturbation(_QuantusCurve):
+    """Quantus ``RegionPerturbation``: ``f(x) − f(x^(k))`` as ``patch_size`` patches are replaced one at a time in
+    ``order`` (``"morf"`` or ``"lerf"``) for ``regions_evaluation`` steps; the value is the area under that curve
+    (Quantus's ``get_auc_score`` per image; higher is better for MoRF, lower for LeRF).
+
+    Example::
+
+        >>> import xai_bridge as xb
+        >>> xb.get_metric("region_perturbation", order="lerf").higher_is_better
+        False
+    """
+
+    name, higher_is_better, unit = "region_perturbation", True, "patches"
+
+    def __init__(
+        self,
+        protocol: Any = None,
+        *,
+        patch_size: int = 8,
+        regions_evaluation: int = 100,
+        order: str = "morf",
+        perturb_baseline: Any = "black",
+        abs: bool = False,
+        softmax: bool = True,
+    ) -> None:
+        super().__init__(protocol, perturb_baseline=perturb_baseline, abs=abs, softmax=softmax)
+        if order not in ("morf", "lerf"):
+            raise ValueError(
+                f"order: expected 'morf' or 'lerf', got {order!r} (a random order needs NumPy's global random "
+                "state: use xb.accelerate on the Quantus metric)"
+            )
+        if int(patch_size) < 1 or int(regions_evaluation) < 1:
+            raise ValueError(
+                f"patch_size, regions_evaluation: expected positive integers, got {patch_size!r}, "
+                f"{regions_evaluation!r}"
+            )
+        self.patch_size, self.regions_evaluation, self.order = int(patch_size), int(regions_evaluation), order
+        self.higher_is_better = order == "morf"
+
+    def _size(self) -> int:
+        return self.patch_size
+
+    def _steps(self) -> int | None:
+        return self.regions_evaluation
+
+    def curve_values(self, ctx: MetricContext) -> torch.Tensor:
+        base = ctx.logits.float()
+        base = base.softmax(-1) if self.softmax else base
+        return base.gather(-1, ctx.targets.view(-1, 1)) - self.scores(ctx)
+
+
+class Selectivity(_QuantusCurve):
+    """Quantus ``Selectivity``: the score as ``patch_size`` patches are replaced, most relevant first, until none is
+    left; the value is the area under that curve (Quantus's ``get_auc_score`` per image; lower is better).
+
+    Example::
+
+        >>> import xai_bridge as xb
+        >>> xb.get_metric("selectivity", patch_size=56).patch_size
+        56
+    """
+
+    name, higher_is_better, unit = "selectivity", False, "patches"
+
+    def __init__(
+        self,
+        protocol: Any = None,
+        *,
+        patch_size: int = 8,
+        perturb_baseline: Any = "black",
+        abs: bool = False,
+        softmax: bool = True,
+    ) -> None:
+        super().__init__(protocol, perturb_baseline=perturb_baseline, abs=abs, softmax=softmax)
+        if int(patch_size) < 1:
+            raise ValueError(f"patch_size: expected a positive integer, got {patch_size!r}")
+        self.patch_size = int(patch_size)
+
+    def _size(self) -> int:
+        return self.patch_size
+
+
+METRICS: dict[str, type[Metric]] = {cls.name: cls for cls in (PixelFlipping, RegionPerturbation, Selectivity)}
+
+__all__ = ["METRICS", "PixelFlipping", "QuantusOrder", "RegionPerturbation", "Selectivity"]
