@@ -38,7 +38,7 @@ ENGINE = [
 ]
 #: The fast tests that cover the metric values (the real-model tests take minutes per mutant).
 TESTS = ["tests/test_metric_values.py", "tests/test_localisation.py", "tests/test_metrics.py"]
-DESELECT = "not quantus and not evaluate_rows and not bad_input and not through_evaluate and not contract"
+DESELECT = "not evaluate_rows and not bad_input and not through_evaluate and not contract"
 
 
 def run(*args: str) -> None:
@@ -69,6 +69,7 @@ def report(session: Path) -> dict:
     counts = {"killed": 0, "survived": 0, "timeout": 0, "incompetent": 0, "not run": pending}
     survivors = []
     for module, operator, line, worker, test, diff in rows:
+        worker, test = str(worker).lower(), str(test).lower()
         if worker in ("abnormal", "exception") or test == "incompetent":
             counts["incompetent"] += 1
         elif worker == "timeout":
@@ -82,6 +83,35 @@ def report(session: Path) -> dict:
     return counts
 
 
+def pytest_command(tests: list[str]) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests, "-k", DESELECT]
+
+
+def recheck(session: Path, tests: list[str]) -> int:
+    """Apply each survivor's diff again, run ``tests``, undo it: which survivors the tests kill now."""
+    with sqlite3.connect(session) as db:
+        rows = list(
+            db.execute(
+                "SELECT s.module_path, s.start_pos_row, s.operator_name, r.diff FROM mutation_specs s "
+                "JOIN work_results r ON s.job_id = r.job_id WHERE lower(r.test_outcome) = 'survived'"
+            )
+        )
+    outcome = {}
+    for module, line, operator, diff in rows:
+        patch = diff.split("--- mutation diff ---\n", 1)[-1]
+        subprocess.run(["git", "apply", "-"], cwd=ROOT, input=patch, text=True, check=True)
+        try:
+            result = subprocess.run(pytest_command(tests), cwd=ROOT, capture_output=True, text=True)
+        finally:
+            subprocess.run(["git", "apply", "-R", "-"], cwd=ROOT, input=patch, text=True, check=True)
+        key = f"{module}:{line} {operator}"
+        outcome[key] = "killed" if result.returncode else "survived"
+        print(key, outcome[key], flush=True)
+    Path(f"{session}.recheck.json").write_text(json.dumps(outcome, indent=1), encoding="utf-8")
+    print(json.dumps({k: list(outcome.values()).count(k) for k in ("killed", "survived")}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", nargs="+", default=MODULES, help="files to mutate (add --engine for the engine)")
@@ -92,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant before it counts as timeout")
     parser.add_argument("--session", type=Path, default=ROOT / ".mutation" / "session.sqlite")
     parser.add_argument("--report-only", action="store_true", help="print the counts of an existing session")
+    parser.add_argument(
+        "--recheck", action="store_true", help="run the tests again against each survivor of the session (new tests)"
+    )
     args = parser.parse_args(argv)
+    if args.recheck:
+        return recheck(args.session.resolve(), args.tests)
 
     session = args.session.resolve()
     if not args.report_only:
@@ -102,16 +137,14 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"mutation: commit or stash your changes to {modules} first (they are mutated in place)")
         session.parent.mkdir(parents=True, exist_ok=True)
         session.unlink(missing_ok=True)
-        test_command = shlex.join(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args.tests, "-k", DESELECT]
-        )
+        command = shlex.join(pytest_command(args.tests))
         module_list = ", ".join(json.dumps(m) for m in modules)
         config = (
             "[cosmic-ray]\n"
             f"module-path = [{module_list}]\n"
             f"timeout = {args.timeout}\n"
             "excluded-modules = []\n"
-            f"test-command = {json.dumps(test_command)}\n"
+            f"test-command = {json.dumps(command)}\n"
             "[cosmic-ray.distributor]\n"
             'name = "local"\n'
         )

@@ -10,6 +10,8 @@ denominator or the wrong reference maps gives another number here.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -466,3 +468,93 @@ def test_grid_level_takes_the_cell_from_the_map_resolution(x0):
         Linear(WEIGHTS).eval(), images_from(x0), t(np.stack([WEIGHTS] * 2)), ["deletion_auc"], protocol, targets=0
     )
     close(whole["deletion_auc"], (WEIGHTS * x0).sum((1, 2)) / 2)
+
+
+# -- killing the survivors of the mutation run ------------------------------------------------------
+def test_delta_with_more_references_than_other_images_repeats_the_others(x0):
+    """K = 3 on two images: every reference is the one other image (never the image itself)."""
+    delta = xb.get_metric("delta", metric="deletion_auc", k=3)
+    assert delta.others(2, torch.device("cpu")).tolist() == [[1, 1, 1], [0, 0, 0]]
+    assert not (delta.others(3, torch.device("cpu")) == torch.arange(3)[:, None]).any()
+    maps = t(np.stack([WEIGHTS, WEIGHTS[::-1, ::-1]]))
+    protocol = get_protocol(score="logit", step=4)
+    model = Linear(WEIGHTS).eval()
+    three = score_maps(model, images_from(x0), maps, [delta], protocol, targets=0)[delta.name]
+    one = score_maps(model, images_from(x0), maps, [xb.get_metric("delta", k=1)], protocol, targets=0)
+    close(three, one["delta(deletion_auc)"].numpy(), atol=1e-6)
+
+
+def test_delta_averages_the_values_of_a_toolkit_metric_with_several_per_image(x0):
+    """A Quantus-style callable that returns two values per image (the map's mean and max): Δ uses their mean."""
+
+    def two_values(model, x_batch, y_batch, a_batch, device):
+        return np.stack([a_batch.mean((1, 2, 3)), a_batch.max((1, 2, 3))], 1)
+
+    maps = np.stack([WEIGHTS, WEIGHTS**2])
+    delta = xb.get_metric("delta", metric=two_values, k=1)
+    out = score_maps(Linear(WEIGHTS).eval(), images_from(x0), t(maps), [delta], targets=0)[delta.name]
+    own = [(m.mean() + m.max()) / 2 for m in maps]
+    close(out, [own[0] - own[1], own[1] - own[0]], atol=1e-5)
+
+
+def test_removal_metrics_flip_their_direction_with_the_order():
+    for name, morf_higher in (("aopc", True), ("afoc", True)):
+        assert xb.get_metric(name, order="morf").higher_is_better is morf_higher
+        assert xb.get_metric(name, order="lerf").higher_is_better is not morf_higher
+
+
+def test_pixel_f1_and_energy_on_a_map_that_is_not_square():
+    """6×10 maps: the box union must have the maps' height and width (not width × width)."""
+    s = np.zeros((6, 10))
+    s[1:4, 2:8] = 1.0  # 18 px of mass 1
+    s[5, 9] = 0.5  # 0.5 outside the box
+    boxes = [[[2, 1, 8, 4]]]
+    model = Linear(np.ones((6, 10))).eval()
+    out = score_maps(
+        model, images_from(np.full((1, 6, 10), 0.5)), t(s[None]), ["pixel_f1", "energy_pointing_game"], boxes=boxes
+    )
+    precision, recall = 18 / 18.5, 18 / 18
+    close(out["energy_pointing_game"], [precision], atol=1e-6)
+    close(out["pixel_f1"], [2 * precision * recall / (precision + recall)], atol=1e-6)
+
+
+def test_iou_of_boxes_narrower_than_a_pixel():
+    from xai_bridge_builtins.metrics.localisation import iou
+
+    close(iou(torch.tensor([0.0, 0, 4, 4]), torch.tensor([[0.0, 0, 0.5, 4]])), [2 / 16], atol=1e-7)
+
+
+def test_official_metric_compares_each_image_prediction_with_its_label():
+    """Three images predicted 0, 1, 0 with labels 0, 1, 1: only the third is a wrong class (OM = 1)."""
+    s = graded_map()
+    model = Linear(np.ones((8, 8)), c=10.0).eval()  # logit_0 = Σ x: 32 for x = 0.5 (class 0), 0 for x = 0 (class 1)
+    x = np.stack([np.full((8, 8), 0.5), np.zeros((8, 8)), np.full((8, 8), 0.5)])
+    out = score_maps(
+        model,
+        images_from(x),
+        t(np.stack([s, s, s])),
+        ["official_metric"],
+        boxes=[[[1, 1, 5, 5]]] * 3,
+        labels=torch.tensor([0, 1, 1]),
+    )
+    close(out["official_metric"], [1 - 16 / 25, 1 - 16 / 25, 1.0], atol=1e-6)
+
+
+def test_localisation_metrics_name_the_count_of_boxes_and_images():
+    with pytest.raises(ValueError, match="boxes: 2 entries for 3 images"):
+        score_maps(
+            Linear(WEIGHTS).eval(),
+            images_from(np.full((3, H, W), 0.5)),
+            t(np.stack([WEIGHTS] * 3)),
+            ["pixel_f1"],
+            boxes=[[[0, 0, 2, 2]]] * 2,
+        )
+
+
+def test_saliency_metric_of_a_box_away_from_the_corner():
+    """SM = log max(0.05, |B_p|/hw) − log p_c: B_p = [2, 1, 8, 4] on 6×10, area 18/60; p_c = sigmoid(1)."""
+    s = np.zeros((6, 10))
+    s[1:4, 2:8] = 1.0
+    model = Linear(np.ones((6, 10)), c=29.0).eval()  # logit_0 = Σ x = 30 for x = 0.5
+    out = score_maps(model, images_from(np.full((1, 6, 10), 0.5)), t(s[None]), ["saliency_metric"])
+    close(out["saliency_metric"], [math.log(18 / 60) - math.log(sigmoid(1.0))], atol=1e-5)
