@@ -88,22 +88,25 @@ def pytest_command(tests: list[str]) -> list[str]:
 
 
 def recheck(session: Path, tests: list[str]) -> int:
-    """Apply each survivor's diff again, run ``tests``, undo it: which survivors the tests kill now."""
+    """Apply each survivor again (``cosmic-ray apply``), run ``tests``, restore the file from git."""
     with sqlite3.connect(session) as db:
         rows = list(
             db.execute(
-                "SELECT s.module_path, s.start_pos_row, s.operator_name, r.diff FROM mutation_specs s "
+                "SELECT s.module_path, s.operator_name, s.occurrence, s.start_pos_row FROM mutation_specs s "
                 "JOIN work_results r ON s.job_id = r.job_id WHERE lower(r.test_outcome) = 'survived'"
             )
         )
+    modules = sorted({row[0] for row in rows})
+    dirty = subprocess.run(["git", "status", "--porcelain", *modules], cwd=ROOT, capture_output=True, text=True)
+    if dirty.stdout.strip():
+        sys.exit(f"mutation: commit or stash your changes to {modules} first (they are mutated in place)")
     outcome = {}
-    for module, line, operator, diff in rows:
-        patch = diff.split("--- mutation diff ---\n", 1)[-1]
-        subprocess.run(["git", "apply", "-"], cwd=ROOT, input=patch, text=True, check=True)
+    for module, operator, occurrence, line in rows:
+        subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "apply", module, operator, str(occurrence)], cwd=ROOT)
         try:
             result = subprocess.run(pytest_command(tests), cwd=ROOT, capture_output=True, text=True)
         finally:
-            subprocess.run(["git", "apply", "-R", "-"], cwd=ROOT, input=patch, text=True, check=True)
+            subprocess.run(["git", "checkout", "--", module], cwd=ROOT, check=True)
         key = f"{module}:{line} {operator}"
         outcome[key] = "killed" if result.returncode else "survived"
         print(key, outcome[key], flush=True)
