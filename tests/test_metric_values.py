@@ -521,7 +521,7 @@ def test_pixel_f1_and_energy_on_a_map_that_is_not_square():
 def test_iou_of_boxes_narrower_than_a_pixel():
     from xai_bridge_builtins.metrics.localisation import iou
 
-    close(iou(torch.tensor([0.0, 0, 4, 4]), torch.tensor([[0.0, 0, 0.5, 4]])), [2 / 16], atol=1e-7)
+    close(iou(torch.tensor([0.0, 0, 4, 4]), torch.tensor([[0.0, 0, 0.5, 4], [0, 0, 4, 0.5]])), [2 / 16] * 2, atol=1e-7)
 
 
 def test_official_metric_compares_each_image_prediction_with_its_label():
