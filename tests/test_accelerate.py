@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import pytorch_grad_cam.metrics.road as gradcam_metrics
+import quantus
 import torch
 
 import xai_bridge as xb
 from xai_bridge.errors import UnsupportedMetricError
-
-quantus = pytest.importorskip("quantus")
-gradcam_metrics = pytest.importorskip("pytorch_grad_cam.metrics.road")
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def test_fakecam_barely_changes_the_score(model, photos):
     out = xb.get_explainer("fakecam", model).explanation(images)
     with torch.no_grad():
         masked = model(images * out.maps[:, None]).softmax(-1).gather(1, out.targets[:, None])[:, 0]
-    assert torch.allclose(masked, out.probabilities, atol=0.02)
+    assert torch.allclose(masked, out.probabilities, atol=1e-3)  # observed: 2.7e-4 on the photos
 
 
 def test_center_gaussian_exact(tiny_resnet, wide_images):

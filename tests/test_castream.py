@@ -352,6 +352,9 @@ def test_raw_attention_explainer(tiny_resnet, small_images):
     torch.testing.assert_close(explanation.raw, expected)
     torch.testing.assert_close(explanation.raw.sum((1, 2)), torch.ones(3))
     assert explanation.info["layer"] == "backbone.layer4" and maps.shape == (3, 64, 64)
+    # a value known without the model's own forward: init="gap" makes the last attention uniform, 1/p
+    uniform = RawAttention(CAModel(tiny_resnet, init="gap").eval()).explanation(small_images).raw
+    torch.testing.assert_close(uniform, torch.full((3, 2, 2), 1 / 4))
     first = RawAttention(ca, stage="S0").explanation(small_images)
     assert first.raw.shape == (3, 16, 16) and first.info["stage"] == "S0"
     with pytest.raises(ValueError, match="CA-Stream model"):

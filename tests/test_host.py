@@ -249,6 +249,9 @@ def test_metric_category_must_be_quantus_vocabulary(xai_bridge_isolated, monkeyp
 
 
 def test_disable_plugins_env_skips_an_entry_point(xai_bridge_isolated, monkeypatch):
+    from importlib.metadata import entry_points
+
+    assert "example" in {ep.name for ep in entry_points(group="xai_bridge")}, "install the example plugin first"
     monkeypatch.setenv("XAI_BRIDGE_DISABLE_PLUGINS", "example")
     names = [s.name for s in xb.list_explainers()]
     assert "edges" not in names and "gradcam" in names
