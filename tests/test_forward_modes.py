@@ -64,6 +64,8 @@ def test_graph_modes_match_eager_within_1e5(mode, data):
     assert described["compile"] == mode and described["graph"] in ("eager", "freeze")
     if mode == "freeze":
         assert described["graph"] == "freeze"
+        # short chunks (the last of a curve, the decision-flip blocks) are padded: one graph per chunk size
+        assert {key[-1][0] for key in forward._GRAPHS if key[0] == id(model)} == {7}
 
 
 def test_auto_decides_once_per_model_and_shape(data, monkeypatch):
@@ -194,9 +196,9 @@ def test_the_chunk_ladder_tries_sizes_within_the_budget_and_keeps_the_fastest(da
     sizes = []
     original = Engine._forward
 
-    def spy(self, x):
+    def spy(self, x, pad_to=None):
         sizes.append(x.shape[0])
-        return original(self, x)
+        return original(self, x, pad_to)
 
     monkeypatch.setattr(Engine, "_forward", spy)
     per_image = 2**20 // Engine(model, budget=2**20, progress=False).chunk_size(images)

@@ -186,15 +186,19 @@ class Engine:
         fp = self.forward_pass
         return (id(self.model), str(self.device), tuple(sample.shape[1:]), fp.compile, fp.precision, self.budget)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, pad_to: int | None = None) -> torch.Tensor:
+        """Logits of ``x``; a graph (one per input shape) gets a short batch padded to ``pad_to``."""
+        n = x.shape[0]
+        if pad_to is not None and n < pad_to and self.forward_pass.mode != "eager":
+            x = torch.cat([x, x[-1:].expand(pad_to - n, *x.shape[1:])])
         with torch.inference_mode():
             out = self.forward_pass(x)
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
             raise ValueError(f"model: expected logits of shape B×K, got {getattr(out, 'shape', type(out).__name__)}")
-        self.forward_samples += x.shape[0]
+        self.forward_samples += n
         if self._bar is not None:
-            self._bar.update(x.shape[0])
-        return out
+            self._bar.update(n)
+        return out[:n]
 
     def _timed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """A ladder step: the forward pass, timed per image; the ladder ends with the fastest size kept."""
@@ -227,7 +231,7 @@ class Engine:
             stop = min(n, start + step)
             try:
                 x = build(start, stop)
-                outs.append(self._timed_forward(x) if trying is not None else self._forward(x))
+                outs.append(self._timed_forward(x) if trying is not None else self._forward(x, pad_to=size))
             except torch.cuda.OutOfMemoryError:
                 if step == 1:
                     raise
