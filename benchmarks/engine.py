@@ -1,11 +1,13 @@
 """The perturbation engine against the toolkits' loops, measured side by side in one run.
 
 (a) Quantus PixelFlipping vs the engine for the same deletion curve;
-(b) the engine's images/s vs the model's own peak batched images/s;
+(b) the engine's images/s vs the model's own peak: the best images/s over graph modes
+    (eager, freeze, inductor) × batch sizes (1–32), float32 and bfloat16 separately;
 (c) deletion + insertion + AOPC + n_MoRF + n_LeRF through one engine request set vs separate
     per-metric calls (a per-image per-step loop: Quantus has none of these at whole-pixel steps);
 (d) peak memory (the peak RSS of a fresh process during the run, reset after warm-up) as
-    images × steps grows under a fixed budget.
+    images × steps grows under a fixed budget;
+(e) the demo metrics in float32, through the frozen graph and in bfloat16: max |Δ| and rankings.
 
 Run::
 
@@ -103,44 +105,138 @@ def part_a(model, images, device) -> dict[str, float]:
 
 
 # -- (b) -------------------------------------------------------------------------------------------
-def part_b(model, images, maps, step: int, device, rounds: int = 3) -> dict[str, float]:
-    """Best of ``rounds`` interleaved measurements of each, so a noisy shared machine hurts both alike."""
+GRAPH_MODES = ("eager", "freeze", "inductor")
+BATCHES = (1, 2, 4, 8, 16, 32)
+
+
+def part_b(
+    model,
+    images,
+    maps,
+    step: int,
+    device,
+    rounds: int = 3,
+    modes: tuple[str, ...] = GRAPH_MODES,
+    batches: tuple[int, ...] = BATCHES,
+    precisions: tuple[str, ...] = ("float32", "bfloat16"),
+    engines: tuple[str, ...] = ("eager", "freeze", "auto"),
+    inductor_batches: tuple[int, ...] | None = None,
+) -> dict[str, Any]:
+    """The model's peak (best images/s over graph modes × batch sizes) and the engine's images/s.
+
+    Every configuration is measured once per round, rounds interleaved, best of ``rounds`` kept, so
+    a noisy shared machine hurts all alike. Per precision: the peak over ``modes × batches`` of
+    bare forward passes (:class:`~xai_bridge.engine.ForwardPass`, the engine's own graphs), and the
+    engine (default budget, measured chunk) on a 225-point deletion curve of 4 images in each
+    graph mode of ``engines``, as a fraction of that peak.
+    """
+    from xai_bridge.engine import ForwardPass
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def model_rate(bs: int, n: int = 256) -> float:
+    def model_rate(fp: ForwardPass, bs: int, n: int = 64) -> float:
         x = images[:1].expand(bs, -1, -1, -1).contiguous()
         with torch.inference_mode():
-            model(x)
+            fp(x)  # warm-up (and the graph, the first time)
             sync()
             reps = max(2, n // bs)
             start = time.perf_counter()
             for _ in range(reps):
-                model(x)
+                fp(x)
             sync()
         return bs * reps / (time.perf_counter() - start)
 
-    rates = {bs: model_rate(bs) for bs in (8, 16, 32, 64)}
-    peak_bs = max(rates, key=rates.get)
-    engine = Engine(model, progress=False)
     req = Curve(step=step)
     sub, sub_maps = images[:4], maps[:4]  # 4 images × 225 steps = 900 forward samples per round
-    peak, rate = rates[peak_bs], 0.0
-    for _ in range(rounds):
-        peak = max(peak, model_rate(peak_bs, 900))
-        before = engine.forward_samples
-        t, _ = timed(lambda: (engine.run(sub, sub_maps, None, [req]), sync()))
-        rate = max(rate, (engine.forward_samples - before) / t)
-    return {
-        "model_peak_img_s": peak,
-        "peak_batch": peak_bs,
-        "engine_img_s": rate,
-        "fraction_of_peak": rate / peak,
-        "engine_chunk": engine.chunk_size(images),
-        "rounds": rounds,
-    }
+    passes = {(p, m): ForwardPass(model, compile=m, precision=p) for p in precisions for m in modes}
+    sizes = {m: (inductor_batches or batches) if m == "inductor" else batches for m in modes}
+    compile_s: dict[str, float] = {}
+    for (p, m), fp in passes.items():  # build every graph once before timing (inductor: tens of seconds)
+        for bs in sizes[m]:
+            t, _ = timed(lambda fp=fp, bs=bs: model_rate(fp, bs, n=bs))
+            compile_s[f"{p}/{m}"] = compile_s.get(f"{p}/{m}", 0.0) + t
+    peak: dict[tuple[str, str, int], float] = {}
+    engine_rate: dict[tuple[str, str], float] = {}
+    chunks: dict[tuple[str, str], Any] = {}
+    for r in range(rounds):
+        for (p, m), fp in passes.items():
+            for bs in sizes[m]:
+                key = (p, m, bs)
+                peak[key] = max(peak.get(key, 0.0), model_rate(fp, bs))
+        for p in precisions:
+            for mode in engines:
+                engine = Engine(model, compile=mode, precision=p, progress=False)
+                t, _ = timed(lambda engine=engine: (engine.run(sub, sub_maps, None, [req]), sync()))
+                key2 = (p, mode)
+                engine_rate[key2] = max(engine_rate.get(key2, 0.0), engine.forward_samples / t)
+                chunks[key2] = engine.describe()
+        print(f"    (b) round {r + 1}/{rounds} done", flush=True)
+    out: dict[str, Any] = {"rounds": rounds, "compile_and_first_pass_s": compile_s, "precisions": {}}
+    for p in precisions:
+        mine = {k: v for k, v in peak.items() if k[0] == p}
+        best = max(mine, key=mine.get)
+        out["precisions"][p] = {
+            "model_img_s": {f"{m}@{bs}": round(v, 1) for (_, m, bs), v in mine.items()},
+            "peak_img_s": mine[best],
+            "peak_at": f"{best[1]} batch {best[2]}",
+            "engine": {
+                mode: {
+                    "img_s": engine_rate[(p, mode)],
+                    "fraction_of_peak": engine_rate[(p, mode)] / mine[best],
+                    "forward": chunks[(p, mode)],
+                }
+                for mode in engines
+            },
+        }
+    return out
+
+
+# -- (e) -------------------------------------------------------------------------------------------
+def part_e(model, photos_: torch.Tensor, explainers: tuple[str, ...]) -> dict[str, Any]:
+    """Demo metrics (demo protocol) computed in float32, float32 through the frozen graph, and bfloat16.
+
+    The explainers' maps are computed once (float32) and passed to every run, so only the engine's
+    forward passes differ. Reports the largest |Δ| per metric versus float32 and whether the ranking
+    of the explainers by mean changes.
+    """
+    from xai_bridge.protocols import get_protocol
+    from xai_bridge.runner.run import parse_spec
+    from xai_bridge_builtins.demo import METRICS, PROTOCOL_OVERRIDES
+
+    protocol = get_protocol("default", **PROTOCOL_OVERRIDES)
+    metrics = [xb.get_metric(name, **options) for name, options, _ in (parse_spec(m, "metrics") for m in METRICS)]
+    given = {name: xb.get_explainer(name, model).explain(photos_) for name in explainers}
+    runs = {}
+    for label, options in (
+        ("float32", {}),
+        ("freeze float32", {"compile": "freeze"}),
+        ("bfloat16", {"precision": "bfloat16"}),
+    ):
+        t, res = timed(
+            lambda options=options: xb.evaluate(
+                model, photos_, [], metrics, protocol, maps=given, progress=False, **options
+            )
+        )
+        runs[label] = (t, res)
+        print(f"    (e) {label}: {t:.1f} s", flush=True)
+    ref = runs["float32"][1]
+    out: dict[str, Any] = {"seconds": {k: v[0] for k, v in runs.items()}, "metrics": {}}
+    for metric in ref.metrics:
+        order = sorted(explainers, key=lambda e: -ref.mean_std(e, metric)[0])
+        row: dict[str, Any] = {}
+        for label in ("freeze float32", "bfloat16"):
+            other = runs[label][1]
+            diff = max(
+                abs(a - b)
+                for e in explainers
+                for a, b in zip(ref.values(e, metric), other.values(e, metric), strict=True)
+            )
+            other_order = sorted(explainers, key=lambda e: -other.mean_std(e, metric)[0])
+            row[label] = {"max_abs_diff": diff, "ranking_changed": other_order != order}
+        out["metrics"][metric] = row
+    return out
 
 
 # -- (c) -------------------------------------------------------------------------------------------
@@ -256,7 +352,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--budget", default="1GiB", help="engine memory budget for part (d)")
     parser.add_argument("--quick", action="store_true", help="smaller (c) and (d)")
-    parser.add_argument("--parts", default="abcd")
+    parser.add_argument("--parts", default="abcd", help="any of abcde (e: float32 vs bfloat16 on the demo metrics)")
+    parser.add_argument("--rounds", type=int, default=3, help="(b): interleaved rounds, best kept")
+    parser.add_argument("--modes", default=",".join(GRAPH_MODES), help="(b): graph modes of the model's peak")
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="(b): batch sizes of the model's peak")
+    parser.add_argument(
+        "--inductor-batches", help="(b): batch sizes for inductor only (each one compiles for tens of seconds)"
+    )
+    parser.add_argument(
+        "--explainers",
+        default="gradcam,gradcam++,deepmaps,fakecam,random",
+        help="(e): explainers whose maps are scored",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -276,12 +383,25 @@ def main(argv: list[str] | None = None) -> int:
             f"engine {a['engine_s']:.1f} s → {a['ratio']:.1f}× (max |Δ| {a['max_abs_diff']:.1e})"
         )
     if "b" in args.parts:
-        figures["b"] = bb = part_b(model, images, maps, args.step, device)
-        print(
-            f"(b) engine {bb['engine_img_s']:.1f} img/s (chunk {bb['engine_chunk']}) vs model peak "
-            f"{bb['model_peak_img_s']:.1f} img/s (batch {bb['peak_batch']}), best of {bb['rounds']} interleaved "
-            f"rounds → {bb['fraction_of_peak']:.0%} of peak"
+        figures["b"] = bb = part_b(
+            model,
+            images,
+            maps,
+            args.step,
+            device,
+            rounds=args.rounds,
+            modes=tuple(args.modes.split(",")),
+            batches=tuple(int(b) for b in args.batches.split(",")),
+            inductor_batches=tuple(int(b) for b in args.inductor_batches.split(",")) if args.inductor_batches else None,
         )
+        print(f"(b) best of {bb['rounds']} interleaved rounds; graphs built in {bb['compile_and_first_pass_s']}")
+        for p, fig in bb["precisions"].items():
+            print(f"    {p}: model peak {fig['peak_img_s']:.1f} img/s ({fig['peak_at']}); all: {fig['model_img_s']}")
+            for mode, e in fig["engine"].items():
+                print(
+                    f"    {p}: engine compile={mode} {e['img_s']:.1f} img/s → {e['fraction_of_peak']:.0%} of peak "
+                    f"({e['forward']})"
+                )
     if "c" in args.parts:
         n = min(args.images, 4) if args.quick else args.images
         figures["c"] = c = part_c(model, images[:n], maps[:n], args.step, device)
@@ -298,6 +418,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"    {row['images']:>3} images × {row['steps']:>4} steps = {row['pairs']:>6} forward samples: "
                 f"peak {row['rss_peak_mib']:.0f} MiB, +{row['rss_peak_mib'] - row['rss_before_mib']:.0f} MiB "
                 f"over the process before the run (chunk {row['chunk']})"
+            )
+    if "e" in args.parts:
+        n = min(args.images, 9)
+        figures["e"] = e = part_e(model, images[:n], tuple(args.explainers.split(",")))
+        print(f"(e) demo metrics on {n} photos vs float32 (max |Δ|, ranking of the explainers changed?):")
+        for metric, row in e["metrics"].items():
+            print(
+                f"    {metric:<22} "
+                + "  ".join(
+                    f"{k}: {v['max_abs_diff']:.1e} {'CHANGED' if v['ranking_changed'] else 'same'}"
+                    for k, v in row.items()
+                )
             )
     if args.json:
         with open(args.json, "w") as fh:

@@ -232,3 +232,68 @@ def test_cli_explain_with_progress_bar(tmp_path, capsys):
     assert "opticam" in err and "2/2" in err  # the iteration bar
     assert len(list(out.glob("*_opticam.npy"))) == 9 and len(list(out.glob("*_opticam_raw.npy"))) == 9
     assert (out / "explanations.json").exists()
+
+
+# -- faster masked forward passes: channels-last, torch.compile, autocast ----------------------------
+def _opticam(model, images, **options):
+    return xb.get_explainer("opticam", model, layer="layer3", max_iter=10, **options).explanation(images, target=[3, 7])
+
+
+def test_channels_last_maps_equal_the_default_within_float32_noise(tiny_resnet, small_images):
+    images = small_images[:2]
+    formats = [p.is_contiguous() for p in tiny_resnet.parameters()]
+    default = _opticam(tiny_resnet, images)
+    fast = _opticam(tiny_resnet, images, channels_last=True)
+    assert (fast.maps - default.maps).abs().max() < 2e-4
+    assert torch.allclose(fast.info["masked_score"], default.info["masked_score"], atol=1e-3)
+    assert [p.is_contiguous() for p in tiny_resnet.parameters()] == formats  # the model itself is untouched
+    for i, c in enumerate([3, 7]):  # and the default still equals the loop written from the thesis
+        mask, _ = reference_opticam(tiny_resnet, images[i], c, tiny_resnet.layer3, steps=10)
+        assert (default.maps[i] - mask).abs().max() < 2e-4
+
+
+def test_bfloat16_maps_stay_close_to_float32(tiny_resnet, small_images):
+    images = small_images[:2]
+    default = _opticam(tiny_resnet, images)
+    low = _opticam(tiny_resnet, images, precision="bfloat16", channels_last=True)
+    assert low.maps.dtype == torch.float32 and low.info["masked_score"].dtype == torch.float32
+    for a, b in zip(low.maps, default.maps, strict=True):
+        assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.9
+
+
+def test_compile_falls_back_to_eager_with_a_warning(tiny_resnet, small_images, monkeypatch):
+    from xai_bridge.errors import ForwardModeWarning
+
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    images = small_images[:2]
+    with pytest.warns(ForwardModeWarning, match="torch.compile cannot compile Opti-CAM"):
+        out = _opticam(tiny_resnet, images, compile=True)
+    assert torch.equal(out.maps, _opticam(tiny_resnet, images).maps)
+
+
+@pytest.mark.slow
+def test_compiled_maps_equal_the_default_within_float32_noise(tiny_resnet, small_images):
+    images = small_images[:2]
+    default = _opticam(tiny_resnet, images)
+    compiled = _opticam(tiny_resnet, images, compile=True, channels_last=True)
+    assert (compiled.maps - default.maps).abs().max() < 2e-4
+
+
+@pytest.mark.parametrize(
+    "option, value, match",
+    [
+        ("precision", "float16", "precision: 'float16' is not supported on cpu"),
+        ("precision", "half", "precision: 'half' is not known"),
+        ("channels_last", "yes", "channels_last"),
+        ("compile", 1, "compile"),
+    ],
+)
+def test_bad_speed_options_are_named(tiny_resnet, option, value, match):
+    with pytest.raises(ValueError, match=match):
+        xb.get_explainer("opticam", tiny_resnet, **{option: value})

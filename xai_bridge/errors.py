@@ -40,6 +40,13 @@ class UnknownOptionError(TypeError):
     """An option that an explainer or a metric does not accept; the message lists those it does."""
 
 
+class UnsupportedSettingError(ValueError):
+    """A forward-pass setting (``compile=``, ``precision=``) that is unknown or that this device does not support.
+
+    The message names the argument and lists what the device supports.
+    """
+
+
 class ExplainerOutputError(ValueError):
     """An explainer returned something that is not a finite real ``B×H×W`` map."""
 
@@ -71,12 +78,18 @@ class ToolkitDefectWarning(UserWarning):
     """
 
 
+class ForwardModeWarning(UserWarning):
+    """A requested graph mode could not be used (a model that cannot be traced, no compiler, a graph
+    that differs from eager); the forward passes run eagerly instead and the message says why."""
+
+
 class MetricValueWarning(UserWarning):
     """A metric returned NaN or an infinite value for an image; the value is kept and reported."""
 
 
 __all__ = [
     "ExplainerOutputError",
+    "ForwardModeWarning",
     "ImageLoadError",
     "MetricValueWarning",
     "NameConflictError",
@@ -86,5 +99,6 @@ __all__ = [
     "UnknownNameError",
     "UnknownOptionError",
     "UnsupportedMetricError",
+    "UnsupportedSettingError",
     "UsageError",
 ]

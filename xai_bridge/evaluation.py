@@ -212,6 +212,8 @@ def evaluate(
     maps: Mapping[str, torch.Tensor] | None = None,
     batch_size: int = 16,
     engine: Engine | None = None,
+    compile: str | None = None,
+    precision: str | None = None,
     progress: bool = True,
 ) -> Results:
     """Evaluate explainers with metrics: one row per image × explainer × metric.
@@ -231,13 +233,20 @@ def evaluate(
         boxes: per image, a list of ``[x0, y0, x1, y1]`` boxes (localisation metrics).
         maps: precomputed ``{explainer name: B×H×W}`` maps (those explainers are not run).
         batch_size: images per explanation batch.
-        engine: a configured :class:`~xai_bridge.engine.Engine` (memory budget, autocast).
+        engine: a configured :class:`~xai_bridge.engine.Engine` (memory budget, graph mode, precision).
+        compile: graph mode of the engine's forward passes (``"eager"`` by default, ``"freeze"``,
+            ``"inductor"``, ``"auto"``; see :mod:`xai_bridge.engine.forward`); not with ``engine``.
+        precision: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"`` autocast for the
+            engine's forward passes (explainers are not affected); not with ``engine``.
         progress: progress bar over explainers.
 
     Returns:
         A :class:`~xai_bridge.results.Results`: its ``rows`` (image, explainer, metric, value,
-        protocol), the mean curves, ``summary()``, ``to_frame()``, ``to_csv()``, ``to_json()``.
+        protocol), the mean curves, ``summary()``, ``to_frame()``, ``to_csv()``, ``to_json()``;
+        its ``forward`` says how the engine's forward passes were computed.
     """
+    if engine is not None and (compile is not None or precision is not None):
+        raise ValueError("compile, precision: give them to the Engine you pass as engine=, not to evaluate()")
     check_model_ready(model)
     check_images(images)
     protocol = get_protocol(protocol)
@@ -248,7 +257,7 @@ def evaluate(
         raise ValueError(f"image_ids: {len(ids)} names for {b} images")
     if len(set(ids)) != b:
         raise ValueError("image_ids: names must be unique (they key the rows)")
-    engine = engine or Engine(model, progress=False)
+    engine = engine or Engine(model, compile=compile or "eager", precision=precision, progress=False)
     images = images.to(engine.device)
     label_t = None if labels is None else torch.as_tensor(labels, device=engine.device).long().view(-1)
     if label_t is not None and label_t.numel() != b:
@@ -332,4 +341,5 @@ def evaluate(
                 "fractions": c["fractions"].cpu().tolist(),
                 "mean": c["values"].mean(0).cpu().tolist(),
             }
+    out.forward = engine.describe()
     return out

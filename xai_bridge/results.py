@@ -32,6 +32,9 @@ class Results:
         curve_kinds: metric → the engine request kind its curve comes from (``"deletion"``,
             ``"insertion"``), from :attr:`Metric.curve_kind <xai_bridge.metric.Metric.curve_kind>`.
         families: explainer → its registered family (``"cam"``, ``"baseline"``, …).
+        forward: how the engine's forward passes were computed: ``compile`` (the graph mode
+            asked for), ``graph`` (the one used), ``precision`` and ``chunk``
+            (see :meth:`Engine.describe <xai_bridge.engine.Engine.describe>`).
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -40,6 +43,7 @@ class Results:
     curves: dict[tuple[str, str], dict[str, list[float]]] = field(default_factory=dict)
     curve_kinds: dict[str, str] = field(default_factory=dict)
     families: dict[str, str] = field(default_factory=dict)
+    forward: dict[str, Any] = field(default_factory=dict)
 
     def extend(self, rows: Iterable[dict[str, Any]]) -> None:
         self.rows.extend(rows)
@@ -132,6 +136,7 @@ class Results:
             "rows": self.rows,
             "protocols": self.protocols,
             "directions": self.directions,
+            "forward": self.forward,
             "curves": [{"explainer": e, "metric": m, **c} for (e, m), c in self.curves.items()],
         }
         text = json.dumps(payload, indent=2, default=_jsonable)
@@ -148,6 +153,7 @@ class Results:
             protocols=payload.get("protocols", {}),
             directions=payload.get("directions", {}),
             curves=curves,
+            forward=payload.get("forward", {}),
         )
 
 
@@ -167,6 +173,7 @@ def merge(parts: Sequence[Results]) -> Results:
         out.protocols.update(part.protocols)
         out.directions.update(part.directions)
         out.curves.update(part.curves)
+        out.forward = out.forward or dict(part.forward)
         for row in part.rows:
             key = (row["image"], row["explainer"], row["metric"], row["protocol"])
             if key not in seen:

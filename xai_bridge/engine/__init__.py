@@ -1,11 +1,16 @@
 """The shared perturbation engine (see :mod:`xai_bridge.engine.engine`)."""
 
 from .engine import Engine, auc, model_device, parse_budget, pearson
+from .forward import COMPILE_MODES, PRECISIONS, ForwardPass, supported_precisions
 from .maps import check_maps, make_replacement, normalize_maps, rank_units, step_counts
 from .requests import Curve, CurveResult, Flip, FlipResult, Masked, Ranked, Request, Scores
 
 __all__ = [
     "Engine",
+    "ForwardPass",
+    "COMPILE_MODES",
+    "PRECISIONS",
+    "supported_precisions",
     "Curve",
     "CurveResult",
     "Flip",

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,10 +33,30 @@ from torch import nn
 from ..models import model_device
 from ..protocols import Replacement
 from ..targets import check_images, check_model_ready
+from .forward import ForwardPass
 from .maps import check_maps, make_replacement, normalize_maps, num_units, rank_units, step_counts
 from .requests import Curve, CurveResult, Flip, FlipResult, Masked, Ranked, Request, Scores
 
 GiB = 1024**3
+# (id(model), device, sample shape, compile, precision, budget) → (weakref to the model, fastest chunk)
+_TUNED: dict[tuple[Any, ...], tuple[Any, int]] = {}
+
+
+def ladder(cap: int, rungs: int = 4, repeats: int = 2) -> list[int]:
+    """The chunk sizes tried while measuring: ``cap`` and its halves, each ``repeats`` times.
+
+    >>> ladder(9)
+    [9, 9, 4, 4, 2, 2, 1, 1]
+    >>> ladder(64, rungs=3, repeats=1)
+    [64, 32, 16]
+    """
+    sizes: list[int] = []
+    size = cap
+    while size >= 1 and len(sizes) < rungs:
+        if size not in sizes:
+            sizes.append(size)
+        size //= 2
+    return [s for s in sizes for _ in range(repeats)]
 
 
 def parse_budget(budget: int | float | str | None) -> int | None:
@@ -61,8 +83,19 @@ class Engine:
             batches are no faster on a CPU), half the free memory on CUDA.
             Ignored when ``batch_size`` is given.
         batch_size: fixed chunk size (images per forward pass).
-        autocast: run forward passes under ``torch.autocast`` on CUDA (float16).
+        autocast: shorthand for ``precision="float16"`` on CUDA (ignored on other devices).
+        compile: graph mode of the forward passes: ``"eager"`` (default), ``"freeze"``
+            (channels-last, traced and frozen), ``"inductor"`` (``torch.compile``) or ``"auto"``
+            (the faster of eager and freeze, exact within 1e-5); see :mod:`xai_bridge.engine.forward`.
+        precision: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``: autocast for the
+            forward passes (what the device supports); scores stay float32.
+        tune: measure the chunk size: the first full chunks try a short ladder of sizes within
+            the budget (the budget's size, then halves) and the fastest is kept for the rest of
+            the process (per model, input shape, graph mode and precision). Ignored with ``batch_size``.
         progress: show a progress bar (default: when a run has over 2,000 forward samples).
+
+    ``describe()`` says how the forward passes were computed; :func:`~xai_bridge.evaluate`
+    records it in :attr:`Results.forward <xai_bridge.results.Results.forward>`.
     """
 
     def __init__(
@@ -72,6 +105,9 @@ class Engine:
         budget: int | float | str | None = None,
         batch_size: int | None = None,
         autocast: bool = False,
+        compile: str = "eager",
+        precision: str | None = None,
+        tune: bool = True,
         progress: bool | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -83,9 +119,24 @@ class Engine:
         self.budget = parse_budget(budget)
         self.batch_size = batch_size
         self.autocast = autocast
+        if precision is None:
+            precision = "float16" if autocast and self.device.type == "cuda" else "float32"
+        self.forward_pass = ForwardPass(model, compile=compile, precision=precision, device=self.device)
+        self.tune = tune
         self.progress = progress
         self._bar: Any = None
+        self._ladder: list[int] = []
+        self._timings: dict[int, float] = {}
         self.forward_samples = 0  # images that went through the model (for benchmarks)
+
+    def describe(self) -> dict[str, Any]:
+        """How the forward passes are computed: graph mode asked for and used, precision, chunk size.
+
+        >>> Engine(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 2)).eval()).describe()
+        {'compile': 'eager', 'graph': 'eager', 'precision': 'float32', 'chunk': None}
+        """
+        chunk = self.batch_size if self.batch_size is not None else getattr(self, "_chunk", None)
+        return {**self.forward_pass.describe(), "chunk": chunk}
 
     # -- forward passes -------------------------------------------------------------------
     def _default_budget(self) -> int:
@@ -121,39 +172,77 @@ class Engine:
             budget = self.budget if self.budget is not None else self._default_budget()
             self._chunk = max(1, min(1024, budget // max(per_image, 1)))
             self._chunk_shape = tuple(sample.shape[1:])
+            self._ladder, self._timings = [], {}
+            if self.tune and self._chunk > 1:
+                key = self._tune_key(sample)
+                hit = _TUNED.get(key)
+                if hit is not None and hit[0]() is self.model and hit[1] <= self._chunk:
+                    self._chunk = hit[1]
+                else:
+                    self._ladder = ladder(self._chunk)
         return self._chunk
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
+    def _tune_key(self, sample: torch.Tensor) -> tuple[Any, ...]:
+        fp = self.forward_pass
+        return (id(self.model), str(self.device), tuple(sample.shape[1:]), fp.compile, fp.precision, self.budget)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), self._autocast():
-            out = self.model(x)
+    def _forward(self, x: torch.Tensor, pad_to: int | None = None) -> torch.Tensor:
+        """Logits of ``x``; a graph (one per input shape) gets a short batch padded to ``pad_to``."""
+        n = x.shape[0]
+        if pad_to is not None and n < pad_to and self.forward_pass.mode != "eager":
+            x = torch.cat([x, x[-1:].expand(pad_to - n, *x.shape[1:])])
+        with torch.inference_mode():
+            out = self.forward_pass(x)
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
             raise ValueError(f"model: expected logits of shape B×K, got {getattr(out, 'shape', type(out).__name__)}")
-        self.forward_samples += x.shape[0]
+        self.forward_samples += n
         if self._bar is not None:
-            self._bar.update(x.shape[0])
-        return out.float()
+            self._bar.update(n)
+        return out[:n]
+
+    def _timed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A ladder step: the forward pass, timed per image; the ladder ends with the fastest size kept."""
+        size = x.shape[0]
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        out = self._forward(x)
+        sync()
+        per_image = (time.perf_counter() - start) / size
+        self._timings[size] = min(self._timings.get(size, float("inf")), per_image)
+        self._ladder.remove(size)
+        if not self._ladder:
+            self._chunk = min(self._timings, key=lambda k: self._timings[k])
+            _TUNED[self._tune_key(x)] = (weakref.ref(self.model), self._chunk)
+        return out
 
     def forward_chunks(self, n: int, build: Any, sample: torch.Tensor) -> torch.Tensor:
-        """Logits of ``n`` inputs made by ``build(start, stop)``, in chunks; halves the chunk on CUDA OOM."""
+        """Logits of ``n`` inputs made by ``build(start, stop)``, in chunks; halves the chunk on CUDA OOM.
+
+        While the chunk size is being measured, full chunks walk the ladder of sizes.
+        """
         size = self.chunk_size(sample)
         outs, start = [], 0
         while start < n:
-            stop = min(n, start + size)
+            # the next rung that fits what is left (larger ones wait for a larger call)
+            fits = [s for s in self._ladder if s <= n - start] if self.batch_size is None else []
+            trying = fits[0] if fits else None
+            step = trying if trying is not None else size
+            stop = min(n, start + step)
             try:
-                outs.append(self._forward(build(start, stop)))
+                x = build(start, stop)
+                outs.append(self._timed_forward(x) if trying is not None else self._forward(x, pad_to=size))
             except torch.cuda.OutOfMemoryError:
-                if size == 1:
+                if step == 1:
                     raise
-                size = max(1, size // 2)
+                size = max(1, step // 2)
                 if self.batch_size is None:
                     self._chunk = size
+                    self._ladder = [s for s in self._ladder if s <= size]
                 torch.cuda.empty_cache()
                 continue
+            if trying is None or not self._ladder:
+                size = self.chunk_size(sample)
             start = stop
         return torch.cat(outs) if outs else torch.empty(0, 0, device=self.device)
 

@@ -72,6 +72,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         out=None if args.no_report else out,
         device=None if args.device is None else torch_device(args.device),
         grid_images=args.grid_images,
+        compile=args.compile,
+        precision=args.precision,
         progress=not args.quiet,
     )
     try:
@@ -79,7 +81,17 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     except UnknownNameError as exc:
         raise UsageError(str(exc)) from exc
     except ValueError as exc:
-        if str(exc).split(":")[0] in ("images", "explainers", "metrics", "model", "size", "batch_size", "store"):
+        if str(exc).split(":")[0] in (
+            "images",
+            "explainers",
+            "metrics",
+            "model",
+            "size",
+            "batch_size",
+            "store",
+            "compile",
+            "precision",
+        ):
             raise UsageError(str(exc)) from exc
         raise
     import os
@@ -142,6 +154,18 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--grid-images", type=int, default=4, help="images in the report's saliency grid")
     p.add_argument(
         "--device", default=None, help="torch device (default: CPU; cuda:LOCAL_RANK under torchrun with CUDA)"
+    )
+    p.add_argument(
+        "--compile",
+        default="eager",
+        choices=("auto", "eager", "freeze", "inductor"),
+        help="graph mode of the engine's forward passes (default: eager; see docs/performance.md)",
+    )
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="autocast precision of the engine's forward passes (default: float32; bfloat16 on CPUs, float16 on CUDA)",
     )
     p.add_argument("--no-report", action="store_true", help="only fill the store")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -223,6 +223,7 @@ def write_report(
             "metrics: "
             + ", ".join(f"`{m.key}`" + (f" → {m.label}" if m.label != m.name else "") for m in plan.metrics),
             f"store: `{plan.config.store}` (configuration `{plan.config_hash}`)",
+            f"engine forward passes: graph mode `{plan.config.compile}`, precision `{plan.config.precision}`",
         ]
         if info is not None:
             settings.append(

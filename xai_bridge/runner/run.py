@@ -32,6 +32,8 @@ from ..results import Results
 from .data import Item, Source, load_batch, open_source
 from .store import CurveRecord, RowRecord, Store, merge_curves
 
+_DEFAULTS = {"compile": "eager", "precision": "float32"}
+
 Spec = "str | tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]"
 
 
@@ -55,6 +57,11 @@ class BenchmarkConfig:
         device: torch device for the model and images (``None`` = the model's; under
             ``torchrun`` with CUDA, each rank takes ``cuda:LOCAL_RANK``).
         grid_images: how many images the report's saliency grid shows.
+        compile: graph mode of the engine's forward passes (``"eager"``, ``"freeze"``, ``"inductor"``,
+            ``"auto"``; see :mod:`xai_bridge.engine.forward`): exact within 1e-5, so a store
+            computed in one mode resumes in another; results record the mode.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"float16"`` autocast for the engine's forward
+            passes. It changes scores, so a reduced precision is part of the configuration hash.
         progress: progress bars (stderr).
         evaluate: the evaluation function (default :func:`xai_bridge.evaluate`).
         notes: lines the report shows under its settings (e.g. why iteration counts are small).
@@ -73,6 +80,8 @@ class BenchmarkConfig:
     out: str | Path | None = "out/benchmark"
     device: Any = None
     grid_images: int = 4
+    compile: str = "eager"
+    precision: str = "float32"
     progress: bool = True
     evaluate: Callable[..., Results] | None = None
     notes: list[str] = field(default_factory=list)
@@ -247,6 +256,11 @@ class Plan:
             device = torch.device(config.device)
         self.model = model.to(device) if device is not None else model
         self.protocol = get_protocol(config.protocol)
+        from ..engine.forward import check_compile, check_precision
+        from ..models import model_device
+
+        check_compile(config.compile)
+        check_precision(config.precision, model_device(self.model))
         if isinstance(config.size, bool) or not isinstance(config.size, int) or config.size < 8:
             raise ValueError(f"size: expected an image side ≥ 8 pixels, got {config.size!r}")
         self.source: Source = config.images if isinstance(config.images, Source) else open_source(config.images)
@@ -262,11 +276,17 @@ class Plan:
             "source": self.source.identity,
             "labels": [i.label for i in self.source.items],
         }
+        if config.precision != "float32":  # float32 keeps the hashes of stores made before precision existed
+            self.settings["precision"] = config.precision
         self.config_hash = hashlib.blake2b(
             json.dumps(self.settings, sort_keys=True, default=repr).encode(), digest_size=10
         ).hexdigest()
         self.directions = {m.label: bool(getattr(m.obj, "higher_is_better", True)) for m in self.metrics}
         self.evaluate = config.evaluate
+        # only what differs from the defaults, so a custom ``evaluate`` without these keywords still works
+        self.forward_options = {
+            k: v for k, v in (("compile", config.compile), ("precision", config.precision)) if v != _DEFAULTS[k]
+        }
         if self.evaluate is None:
             from ..evaluation import evaluate
 
@@ -348,6 +368,7 @@ class Plan:
                             image_ids=ids,
                             batch_size=len(ids),
                             progress=False,
+                            **self.forward_options,
                         )
 
                     try:
@@ -502,6 +523,7 @@ class Plan:
             curves=ordered,
             curve_kinds={m.label: m.obj.curve_kind for m in self.metrics if getattr(m.obj, "curve_kind", None)},
             families={e.label: getattr(e.obj, "family", "other") for e in self.explainers},
+            forward={"compile": self.config.compile, "precision": self.config.precision},
         )
 
 

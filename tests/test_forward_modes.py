@@ -1,0 +1,257 @@
+"""Graph modes, measured chunk sizes and reduced precision of the engine's forward passes.
+
+No test here asserts a timing: the machine is shared; only values, caches and messages are checked.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import xai_bridge as xb
+from xai_bridge.engine import Curve, Engine, Flip, Masked, forward
+from xai_bridge.engine.engine import ladder
+from xai_bridge.errors import ForwardModeWarning, UnsupportedSettingError
+
+
+def small_cnn(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 16, 5),
+    ).eval()
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    forward.clear_cache()
+    yield
+    forward.clear_cache()
+
+
+@pytest.fixture
+def data():
+    g = torch.Generator().manual_seed(3)
+    return torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 16, 16, generator=g)
+
+
+REQUESTS = [Curve(step=16), Flip(step=16), Masked()]
+
+
+def run(engine: Engine, images: torch.Tensor, maps: torch.Tensor) -> dict:
+    return engine.run(images, maps, targets=None, requests=REQUESTS)
+
+
+@pytest.mark.parametrize("mode", ["freeze", "auto"])
+def test_graph_modes_match_eager_within_1e5(mode, data):
+    images, maps = data
+    model = small_cnn()
+    ref = run(Engine(model, batch_size=7, progress=False), images, maps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ForwardModeWarning)
+        engine = Engine(model, batch_size=7, compile=mode, progress=False)
+        out = run(engine, images, maps)
+    assert (out[REQUESTS[0]].probs - ref[REQUESTS[0]].probs).abs().max() < 1e-5
+    assert torch.equal(out[REQUESTS[1]].steps, ref[REQUESTS[1]].steps)
+    assert (out[REQUESTS[2]].probs - ref[REQUESTS[2]].probs).abs().max() < 1e-5
+    described = engine.describe()
+    assert described["compile"] == mode and described["graph"] in ("eager", "freeze")
+    if mode == "freeze":
+        assert described["graph"] == "freeze"
+        # short chunks (the last of a curve, the decision-flip blocks) are padded: one graph per chunk size
+        assert {key[-1][0] for key in forward._GRAPHS if key[0] == id(model)} == {7}
+
+
+def test_auto_decides_once_per_model_and_shape(data, monkeypatch):
+    images, maps = data
+    model = small_cnn()
+    calls = []
+    original = forward.ForwardPass._choose
+
+    def spy(self, x):
+        calls.append(tuple(x.shape))
+        return original(self, x)
+
+    monkeypatch.setattr(forward.ForwardPass, "_choose", spy)
+    run(Engine(model, batch_size=8, compile="auto", progress=False), images, maps)
+    run(Engine(model, batch_size=8, compile="auto", progress=False), images, maps)
+    assert len(forward._AUTO) == 1  # one decision for this model, input shape and precision
+    assert calls  # asked every batch, answered from the cache after the first
+
+
+@pytest.mark.parametrize("how", ["in_place", "through_data", "new_tensor"])
+def test_a_changed_weight_is_seen_by_the_next_run(how, data):
+    images, maps = data
+    model = small_cnn()
+    engine = Engine(model, batch_size=8, compile="freeze", progress=False)
+    before = run(engine, images, maps)[REQUESTS[2]].logits
+    last = model[-1]
+    with torch.no_grad():
+        if how == "in_place":
+            last.bias.add_(1.0)
+        elif how == "through_data":
+            last.bias.data.fill_(2.0)
+        else:
+            last.bias = torch.nn.Parameter(last.bias + 3.0)
+    after = run(engine, images, maps)[REQUESTS[2]].logits
+    eager = run(Engine(model, batch_size=8, progress=False), images, maps)[REQUESTS[2]].logits
+    assert (after - eager).abs().max() < 1e-5
+    assert (after - before).abs().max() > 0.5
+
+
+def test_a_graph_is_never_reused_for_another_model_or_shape(data):
+    images, maps = data
+    a, b = small_cnn(0), small_cnn(1)
+    out_a = run(Engine(a, batch_size=8, compile="freeze", progress=False), images, maps)[REQUESTS[2]].logits
+    out_b = run(Engine(b, batch_size=8, compile="freeze", progress=False), images, maps)[REQUESTS[2]].logits
+    eager_b = run(Engine(b, batch_size=8, progress=False), images, maps)[REQUESTS[2]].logits
+    assert (out_b - eager_b).abs().max() < 1e-5 and (out_a - out_b).abs().max() > 1e-3
+    # another input shape: a graph of its own
+    big = torch.nn.functional.interpolate(images, size=(24, 24))
+    fp = forward.ForwardPass(a, compile="freeze")
+    with torch.inference_mode():
+        small_out, big_out = fp(images), fp(big)
+        assert (big_out - a(big)).abs().max() < 1e-5 and (small_out - a(images)).abs().max() < 1e-5
+    shapes = {key[-1] for key in forward._GRAPHS if key[0] == id(a)}
+    assert tuple(images.shape) in shapes and tuple(big.shape) in shapes
+
+
+def test_a_model_that_cannot_be_traced_runs_eagerly_with_one_warning(data, monkeypatch):
+    images, maps = data
+    model = small_cnn()
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("cannot trace this")
+
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    engine = Engine(model, batch_size=8, compile="freeze", progress=False)
+    with pytest.warns(ForwardModeWarning, match="cannot be traced and frozen.*using eager"):
+        out = run(engine, images, maps)
+    ref = run(Engine(model, batch_size=8, progress=False), images, maps)
+    assert torch.equal(out[REQUESTS[2]].logits, ref[REQUESTS[2]].logits)
+    assert engine.describe()["graph"] == "eager"
+
+
+def test_inductor_falls_back_with_one_warning_when_unavailable(data, monkeypatch):
+    images, maps = data
+    model = small_cnn()
+
+    def broken(model, **kwargs):
+        def call(x):
+            raise RuntimeError("no C++ compiler")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    engine = Engine(model, batch_size=8, compile="inductor", progress=False)
+    with pytest.warns(ForwardModeWarning, match="torch.compile is not available") as record:
+        out = run(engine, images, maps)
+    assert len([w for w in record if issubclass(w.category, ForwardModeWarning)]) == 1
+    ref = run(Engine(model, batch_size=8, progress=False), images, maps)
+    assert torch.equal(out[REQUESTS[2]].logits, ref[REQUESTS[2]].logits)
+
+
+def test_auto_uses_eager_when_the_graph_differs(data, monkeypatch):
+    images, maps = data
+    model = small_cnn()
+    monkeypatch.setattr(forward, "EXACT", -1.0)  # any difference, even 0, is too much
+    engine = Engine(model, batch_size=8, compile="auto", progress=False)
+    with pytest.warns(ForwardModeWarning, match="differs from eager"):
+        run(engine, images, maps)
+    assert engine.describe()["graph"] == "eager"
+
+
+def test_bad_settings_name_the_argument_and_what_the_device_supports():
+    model = small_cnn()
+    with pytest.raises(UnsupportedSettingError, match="compile: 'fast' is not a graph mode; expected one of auto"):
+        Engine(model, compile="fast")
+    with pytest.raises(UnsupportedSettingError, match="precision: 'float16' is not supported on cpu; this device"):
+        Engine(model, precision="float16")
+    with pytest.raises(UnsupportedSettingError, match="precision: 'half' is not known"):
+        Engine(model, precision="half")
+    with pytest.raises(ValueError, match="compile, precision: give them to the Engine"):
+        xb.evaluate(model, torch.rand(2, 3, 16, 16), [], [], engine=Engine(model), compile="freeze")
+
+
+def test_bfloat16_returns_float32_scores_close_to_float32(data):
+    images, maps = data
+    model = small_cnn()
+    ref = run(Engine(model, batch_size=8, progress=False), images, maps)
+    for mode in ("eager", "freeze"):
+        out = run(Engine(model, batch_size=8, compile=mode, precision="bfloat16", progress=False), images, maps)
+        probs = out[REQUESTS[0]].probs
+        assert probs.dtype == torch.float32
+        assert (probs - ref[REQUESTS[0]].probs).abs().max() < 0.05
+
+
+def test_the_chunk_ladder_tries_sizes_within_the_budget_and_keeps_the_fastest(data, monkeypatch):
+    images, maps = data
+    model = small_cnn()
+    sizes = []
+    original = Engine._forward
+
+    def spy(self, x, pad_to=None):
+        sizes.append(x.shape[0])
+        return original(self, x, pad_to)
+
+    monkeypatch.setattr(Engine, "_forward", spy)
+    per_image = 2**20 // Engine(model, budget=2**20, progress=False).chunk_size(images)
+    budget = 24 * per_image  # about 24 images
+    engine = Engine(model, budget=budget, progress=False)
+    cap = engine.chunk_size(images)
+    assert 16 <= cap <= 32
+    requests = [Curve(step=2), Flip(step=16), Masked()]  # 4 images × 129 steps: the whole ladder fits
+    out = engine.run(images, maps, None, requests)
+    rungs = sorted(set(ladder(cap)))
+    assert set(rungs) <= set(sizes)  # every rung was tried
+    assert engine.describe()["chunk"] in rungs and not engine._ladder
+    ref = Engine(model, batch_size=cap, progress=False).run(images, maps, None, requests)
+    assert (out[requests[0]].probs - ref[requests[0]].probs).abs().max() < 1e-5
+    assert torch.equal(out[requests[1]].steps, ref[requests[1]].steps)
+    # the choice is remembered for this model and shape: a new engine skips the ladder
+    again = Engine(model, budget=budget, progress=False)
+    assert again.chunk_size(images) == engine.describe()["chunk"] and not again._ladder
+
+
+def test_evaluate_records_how_the_forward_passes_were_computed(photos):
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    model = small_cnn()
+    results = xb.evaluate(
+        model, images, ["random"], ["deletion_auc"], maps=None, compile="freeze", progress=False, batch_size=2
+    )
+    assert results.forward["compile"] == "freeze" and results.forward["graph"] == "freeze"
+    assert results.forward["precision"] == "float32"
+    assert xb.Results.from_json(results.to_json()).forward == results.forward
+
+
+def test_the_cli_and_runner_take_compile_and_precision(tmp_path):
+    import argparse
+
+    from xai_bridge.runner import BenchmarkConfig
+    from xai_bridge.runner.cli import add_benchmark_parser
+    from xai_bridge.runner.run import Plan
+
+    parser = argparse.ArgumentParser()
+    add_benchmark_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["benchmark", "-e", "random", "-m", "deletion_auc", "--compile", "auto"])
+    assert args.compile == "auto" and args.precision == "float32"
+    config = BenchmarkConfig(
+        images="default:chelsea", explainers=["random"], metrics=["deletion_auc"], model=small_cnn(), size=16
+    )
+    plan = Plan(config)
+    assert plan.forward_options == {} and "precision" not in plan.settings
+    import dataclasses
+
+    reduced = Plan(dataclasses.replace(config, precision="bfloat16", compile="freeze"))
+    assert reduced.forward_options == {"compile": "freeze", "precision": "bfloat16"}
+    assert reduced.config_hash != plan.config_hash  # precision changes values: another configuration
+    same = Plan(dataclasses.replace(config, compile="freeze"))
+    assert same.config_hash == plan.config_hash  # a graph mode does not
+    with pytest.raises(UnsupportedSettingError, match="precision: 'float16' is not supported on cpu"):
+        Plan(dataclasses.replace(config, precision="float16"))
