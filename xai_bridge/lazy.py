@@ -8,8 +8,8 @@ import torch. These two helpers give it the names of its implementation module o
   implementation module on first access, so ``from my_plugin import MyExplainer`` still works.
 
 >>> factory = lazy_factory("collections", "OrderedDict")
->>> factory(a=1)
-OrderedDict({'a': 1})
+>>> dict(factory(a=1))
+{'a': 1}
 >>> __getattr__ = lazy_getattr("my_plugin", "collections")
 >>> __getattr__("Counter").__name__
 'Counter'
