@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .cli_support import named_with_options, parse_options, torch_device
+from .cli_support import add_scoring_arguments, named_with_options, parse_options, torch_device
 from .errors import UsageError
 
 
@@ -275,25 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="*", help="image files (JPEG, PNG, ...)")
     p.add_argument("--images", help="'default' for the embedded photos")
-    p.add_argument(
-        "--explainers",
-        "-e",
-        nargs="+",
-        required=True,
-        metavar="NAME[:KEY=VALUE,...]",
-        help="e.g. gradcam opticam:max_iter=30",
-    )
-    p.add_argument(
-        "--metrics",
-        "-m",
-        nargs="+",
-        required=True,
-        metavar="NAME[:KEY=VALUE,...]",
-        help="e.g. average_gain delta:metric='n_morf'",
-    )
-    p.add_argument(
-        "--protocol", "-p", default="default", help="preset: default, opticam, rise, tutorial, deepmaps, quantus"
-    )
+    add_scoring_arguments(p)
     p.add_argument("--target", help="class index or ImageNet class name (default: per protocol)")
     p.add_argument("--out", default="out/evaluate")
     p.add_argument("--size", type=int, default=224)

@@ -12,6 +12,7 @@ prints as one line (exit status 2).
 
 from __future__ import annotations
 
+import argparse
 import ast
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,34 @@ def named_with_options(items: Sequence[str], flag: str) -> list[tuple[str, dict[
         name, _, rest = item.partition(":")
         out.append((name, parse_options([p for p in rest.split(",") if p], flag=f"{flag} {name}:") if rest else {}))
     return out
+
+
+def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--explainers/-e``, ``--metrics/-m`` (names with options) and ``--protocol/-p``, for every command that scores.
+
+    >>> p = argparse.ArgumentParser(); add_scoring_arguments(p)
+    >>> p.parse_args(["-e", "gradcam", "-m", "average_gain", "delta:metric=n_morf"]).metrics
+    ['average_gain', 'delta:metric=n_morf']
+    """
+    parser.add_argument(
+        "--explainers",
+        "-e",
+        nargs="+",
+        required=True,
+        metavar="NAME[:KEY=VALUE,...]",
+        help="e.g. gradcam opticam:max_iter=30",
+    )
+    parser.add_argument(
+        "--metrics",
+        "-m",
+        nargs="+",
+        required=True,
+        metavar="NAME[:KEY=VALUE,...]",
+        help="e.g. average_gain delta:metric=n_morf",
+    )
+    parser.add_argument(
+        "--protocol", "-p", default="default", help="preset: default, opticam, rise, tutorial, deepmaps, quantus"
+    )
 
 
 def torch_device(value: str | None, flag: str = "--device") -> torch.device:

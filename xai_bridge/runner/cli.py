@@ -17,7 +17,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from ..cli_support import parse_options, torch_device
+from ..cli_support import add_scoring_arguments, parse_options, torch_device
 from ..errors import UsageError
 
 
@@ -120,25 +120,7 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
             "(PATH [LABEL] per line)"
         ),
     )
-    p.add_argument(
-        "--explainers",
-        "-e",
-        nargs="+",
-        required=True,
-        metavar="NAME[:KEY=VALUE,...]",
-        help="e.g. gradcam opticam:max_iter=30",
-    )
-    p.add_argument(
-        "--metrics",
-        "-m",
-        nargs="+",
-        required=True,
-        metavar="NAME[:KEY=VALUE,...]",
-        help="e.g. insertion_auc delta:metric=n_morf",
-    )
-    p.add_argument(
-        "--protocol", "-p", default="default", help="preset: default, opticam, rise, tutorial, deepmaps, quantus"
-    )
+    add_scoring_arguments(p)
     p.add_argument(
         "--protocol-option",
         action="append",
