@@ -179,6 +179,8 @@ def test_step_schedule():
     assert step_counts(10, 3).tolist() == [0, 3, 6, 9, 10]
     assert step_counts(100, 0.25).tolist() == [0, 25, 50, 75, 100]
     assert step_counts(100, 3, stop=0.1).tolist() == [0, 3, 6, 9, 12]  # rounded up to whole steps
+    assert step_counts(49, None).tolist() == list(range(50))  # the tutorial's bound: one unit per step up to 196
+    assert step_counts(50176, None)[:3].tolist() == [0, 256, 512] and len(step_counts(50176, None)) == 197
     with pytest.raises(ValueError, match="step"):
         step_counts(10, 0)
 

@@ -6,7 +6,7 @@ result row records the protocol it was computed with.
 
 >>> from xai_bridge.protocols import get_protocol
 >>> get_protocol("rise").insertion
-Replacement(kind='blur', value=None, kernel=11, sigma=5.0, seed=0)
+Replacement(kind='blur', value=None, kernel=11, sigma=5.0, seed=0, padding='reflect', tails='truncate')
 """
 
 from __future__ import annotations
@@ -25,9 +25,16 @@ class Replacement:
     ``kind``: ``"black"`` (0 in the masking space), ``"constant"`` (``value``: a
     number or one per channel), ``"mean"`` (per-image channel mean, or the dataset
     mean colour given as ``value``), ``"blur"`` (Gaussian, ``kernel``×``kernel``,
-    ``sigma``), ``"box_blur"`` (``kernel``), ``"noise"`` (uniform in [0, 1],
-    ``seed``), ``"min"`` (per-image minimum: Quantus's ``"black"``), ``"tensor"``
-    (a user tensor passed at evaluation time).
+    ``sigma``), ``"box_blur"`` (``kernel``; ``None`` = ``max(H // 5, 9)`` made odd, the
+    tutorial authors' rule: 45 at 224²), ``"noise"`` (uniform in [0, 1], ``seed``),
+    ``"min"`` (per-image minimum: Quantus's ``"black"``), ``"tensor"`` (a user tensor
+    passed at evaluation time).
+
+    The blurs pad the image border by ``padding``: ``"reflect"`` or ``"zeros"`` (a plain
+    zero-padded convolution, as RISE's and the tutorial's code blur). ``tails`` is how the
+    Gaussian's tails beyond ``kernel`` taps are treated: ``"truncate"`` (cut and renormalised)
+    or ``"fold"`` (reflected back into the window: RISE builds its kernel with
+    ``scipy.ndimage.gaussian_filter`` on a Dirac in a ``kernel``×``kernel`` array).
     """
 
     kind: Literal["black", "constant", "mean", "blur", "box_blur", "noise", "min", "tensor"] = "black"
@@ -35,11 +42,25 @@ class Replacement:
     kernel: int | None = None
     sigma: float | None = None
     seed: int = 0
+    padding: Literal["reflect", "zeros"] = "reflect"
+    tails: Literal["truncate", "fold"] = "truncate"
+
+    def __post_init__(self) -> None:
+        if self.padding not in ("reflect", "zeros"):
+            raise ValueError(f"replacement.padding: {self.padding!r} is not one of ('reflect', 'zeros')")
+        if self.tails not in ("truncate", "fold"):
+            raise ValueError(f"replacement.tails: {self.tails!r} is not one of ('truncate', 'fold')")
 
 
 BLACK = Replacement("black")
-#: RISE's insertion substrate (Petsiuk et al. 2018): Gaussian blur 11×11, σ = 5.
+#: A Gaussian blur of RISE's size, 11×11 with σ = 5, sampled and truncated, reflect padding (the project default).
 RISE_BLUR = Replacement("blur", kernel=11, sigma=5.0)
+#: RISE's own insertion substrate (Petsiuk et al. 2018, ``gkern(11, 5)`` in their ``evaluation.py``):
+#: the tails folded back into the 11×11 window, zero padding.
+RISE_INSERTION = Replacement("blur", kernel=11, sigma=5.0, padding="zeros", tails="fold")
+#: The saliency-map tutorial's insertion substrate (Gomez & Mouchère 2023, their package
+#: ``saliency-maps-metrics``): a box blur of side ``max(H // 5, 9)`` made odd, zero padding.
+TUTORIAL_BLUR = Replacement("box_blur", padding="zeros")
 IMAGE_MEAN = Replacement("mean")
 
 

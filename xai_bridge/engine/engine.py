@@ -257,6 +257,8 @@ class Engine:
         constant_maps: str = "error",
         replacement_tensor: torch.Tensor | None = None,
         base_logits: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
+        grid: torch.Tensor | None = None,
     ) -> dict[Request, Any]:
         """Compute every request for a batch; returns ``{request: result}``.
 
@@ -271,11 +273,21 @@ class Engine:
                 are raster order.
             replacement_tensor: the image for ``Replacement("tensor")``.
             base_logits: logits of the unperturbed images when already known.
+            masks: ``B×H×W`` soft masks ``M`` for ``Masked`` (default ``n(maps)``).
+            grid: ``B×h×w`` map whose values rank the cells of cell-level requests whose
+                ``cell×cell`` blocks it tiles (the explainer's raw map); other requests rank
+                block means of ``maps``.
         """
         check_model_ready(self.model)
         check_images(images)
         images = images.to(self.device)
         maps = check_maps(maps, images).to(self.device)
+        if masks is not None:
+            masks = check_maps(masks, images, name="masks").to(self.device)
+        if grid is not None:
+            grid = check_maps(grid, name="grid").to(self.device)
+            if grid.shape[0] != images.shape[0]:
+                raise ValueError(f"grid: {grid.shape[0]} maps for {images.shape[0]} images")
         requests = list(dict.fromkeys(requests))
         for r in requests:
             if not isinstance(r, (Masked, Curve, Flip, Ranked)):
@@ -289,6 +301,7 @@ class Engine:
 
         self._replacements: dict[Replacement, torch.Tensor] = {}
         self._ranks: dict[tuple, torch.Tensor] = {}
+        self._grid = grid
         self._replacement_tensor = replacement_tensor
         results: dict[Request, Any] = {}
         show = self.progress
@@ -306,7 +319,7 @@ class Engine:
             with bar_ctx:
                 for r in requests:
                     if isinstance(r, Masked):
-                        results[r] = self._masked(r, images, maps, targets, constant_maps)
+                        results[r] = self._masked(r, images, maps, targets, constant_maps, masks)
                 longest = self._longest(curves)
                 for seq, curve in longest.items():
                     full = self._curve(curve, images, maps, targets, base_logits)
@@ -321,7 +334,7 @@ class Engine:
                         results[r] = self._flips(r, images, maps, base_pred, known)
         finally:
             self._bar = None
-            self._replacements, self._ranks = {}, {}
+            self._replacements, self._ranks, self._grid = {}, {}, None
         return results
 
     # -- helpers ----------------------------------------------------------------------------
@@ -377,7 +390,7 @@ class Engine:
     @staticmethod
     def _counts(r: Curve | Flip, images: torch.Tensor) -> torch.Tensor:
         units = num_units(images.shape[-2], images.shape[-1], r.cell)
-        return step_counts(units, r.step, getattr(r, "stop", 1.0))
+        return step_counts(units, r.step, getattr(r, "stop", 1.0), r.max_steps)
 
     def _replacement(self, rep: Replacement, images: torch.Tensor) -> torch.Tensor:
         if rep not in self._replacements:
@@ -387,7 +400,7 @@ class Engine:
     def _rank(self, maps: torch.Tensor, order: str, cell: int | None) -> torch.Tensor:
         key = (order, cell)
         if key not in self._ranks:
-            self._ranks[key] = rank_units(maps, order, cell)  # type: ignore[arg-type]
+            self._ranks[key] = rank_units(maps, order, cell, self._grid)  # type: ignore[arg-type]
         return self._ranks[key]
 
     def _scores(self, logits: torch.Tensor, targets: torch.Tensor) -> Scores:
@@ -395,9 +408,15 @@ class Engine:
         return Scores(logits.gather(1, t)[:, 0], logits.softmax(1).gather(1, t)[:, 0], logits.argmax(1))
 
     def _masked(
-        self, r: Masked, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, constant_maps: str
+        self,
+        r: Masked,
+        images: torch.Tensor,
+        maps: torch.Tensor,
+        targets: torch.Tensor,
+        constant_maps: str,
+        masks: torch.Tensor | None = None,
     ) -> Scores:
-        m = normalize_maps(maps, constant_maps)[:, None]  # type: ignore[arg-type]
+        m = (normalize_maps(maps, constant_maps) if masks is None else masks)[:, None]  # type: ignore[arg-type]
         if not r.keep:
             m = 1 - m
         rep = self._replacement(r.replacement, images)

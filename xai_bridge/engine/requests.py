@@ -38,25 +38,28 @@ class Curve:
     ``order``; ``"insertion"`` starts from the replacement and reveals them.
 
     Units are pixels (``cell=None``) or ``cell×cell`` blocks; ``step`` is units per step
-    (int) or a fraction of all units (float); the curve stops at ``stop`` (a fraction).
-    Its result is a :class:`CurveResult`.
+    (int), a fraction of all units (float) or ``None`` (``units // min(max_steps, units)``);
+    the curve stops at ``stop`` (a fraction). Its result is a :class:`CurveResult`.
 
     Attributes:
         kind: ``"deletion"`` or ``"insertion"``.
         order: ``"morf"`` (most relevant first) or ``"lerf"`` (least relevant first).
         replacement: what replaces removed pixels (deletion) or the start image (insertion),
             usually ``protocol.deletion`` or ``protocol.insertion``.
-        step: units per step (int) or a fraction of all units (float).
+        step: units per step (int), a fraction of all units (float), or ``None``: at most
+            ``max_steps`` steps of ``units // min(max_steps, units)`` units.
         cell: ``None`` for pixels, else the side of the square blocks that are the units.
         stop: the fraction of units at which the curve ends (``1.0``: all of them).
+        max_steps: the bound of ``step=None`` (196: the saliency-map tutorial's package).
     """
 
     kind: Literal["deletion", "insertion"] = "deletion"
     order: Literal["morf", "lerf"] = "morf"
     replacement: Replacement = BLACK
-    step: int | float = 224
+    step: int | float | None = 224
     cell: int | None = None
     stop: float = 1.0
+    max_steps: int = 196
 
     def __post_init__(self) -> None:
         if self.kind not in ("deletion", "insertion"):
@@ -69,7 +72,7 @@ class Curve:
     @property
     def sequence(self) -> tuple:
         """Requests with the same sequence share forward passes (a shorter one is a prefix)."""
-        return (self.kind, self.order, self.replacement, self.step, self.cell)
+        return (self.kind, self.order, self.replacement, self.step, self.cell, self.max_steps)
 
 
 @dataclass(frozen=True)
@@ -81,19 +84,21 @@ class Flip:
     Attributes:
         order: ``"morf"`` (n_MoRF) or ``"lerf"`` (n_LeRF).
         replacement: what replaces removed pixels (usually ``protocol.removal``).
-        step: units per step (int) or a fraction of all units (float).
+        step: units per step (int), a fraction of all units (float) or ``None`` (as :class:`Curve`).
         cell: ``None`` for pixels, else the side of the square blocks that are the units.
+        max_steps: the bound of ``step=None``.
     """
 
     order: Literal["morf", "lerf"] = "morf"
     replacement: Replacement = BLACK
-    step: int | float = 224
+    step: int | float | None = 224
     cell: int | None = None
+    max_steps: int = 196
 
     @property
     def sequence(self) -> tuple:
         """The deletion sequence this request walks (shared with a :class:`Curve` on the same one)."""
-        return ("deletion", self.order, self.replacement, self.step, self.cell)
+        return ("deletion", self.order, self.replacement, self.step, self.cell, self.max_steps)
 
 
 #: ``planner(images, maps, steps)`` → ``(ranks B×C×H×W, fills B×S, S)``: a feature order and its fill values
