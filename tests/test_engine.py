@@ -329,6 +329,6 @@ def test_region_curve_equals_quantus_region_perturbation(model, quantus_case):
     from xai_bridge.evaluation import score_maps
     from xai_bridge.protocols import get_protocol
 
-    protocol = get_protocol(level="grid", cell=32, removal=Replacement("min"), removal_step=1, fraction=12 / 49)
+    protocol = get_protocol(level="grid", cell=32, removal=Replacement("min"), removal_step=32 * 32, fraction=12 / 49)
     aopc = score_maps(model, images, maps, ["aopc"], protocol, targets=y)["aopc"]
     np.testing.assert_allclose(aopc.numpy(), theirs.sum(1) / 13, atol=1e-5)

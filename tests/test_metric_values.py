@@ -451,9 +451,10 @@ def test_constant_maps_zeros_keep_nothing_and_ones_keep_everything(x0):
 
 
 def test_grid_level_takes_the_cell_from_the_map_resolution(x0):
-    """2×2 maps on 4×4 images: cells of 2×2 pixels, removed one cell a step in the order of the coarse map."""
+    """2×2 maps on 4×4 images: cells of 2×2 pixels, removed one cell a step in the order of the coarse map
+    (an int step counts pixels: 4 = one cell)."""
     coarse = np.array([[0.2, 0.9], [0.5, 0.1]])
-    protocol = get_protocol(score="logit", level="grid", step=1, resize="nearest")
+    protocol = get_protocol(score="logit", level="grid", step=4, resize="nearest")
     maps = t(np.stack([coarse, coarse.T]))
     out = score_maps(Linear(WEIGHTS).eval(), images_from(x0), maps, ["deletion_auc"], protocol, targets=0)
     expected = []
@@ -463,11 +464,17 @@ def test_grid_level_takes_the_cell_from_the_map_resolution(x0):
         v = removal_values(WEIGHTS, x0[i], 0.0, fine, [0, 4, 8, 12, 16])
         expected.append(trapezoid(v, np.array([0, 4, 8, 12, 16]) / N))
     close(out["deletion_auc"], expected)
-    # maps already at input resolution have no coarser grid: one 16-pixel cell, so the whole 4×4 image goes at once
-    whole = score_maps(
+    # maps already at input resolution are their own grid, one pixel a cell: 4 pixels a step in the map's order
+    fine = score_maps(
         Linear(WEIGHTS).eval(), images_from(x0), t(np.stack([WEIGHTS] * 2)), ["deletion_auc"], protocol, targets=0
     )
-    close(whole["deletion_auc"], (WEIGHTS * x0).sum((1, 2)) / 2)
+    expected = [
+        trapezoid(removal_values(WEIGHTS, x0[i], 0.0, WEIGHTS, [0, 4, 8, 12, 16]), np.array([0, 4, 8, 12, 16]) / N)
+        for i in range(2)
+    ]
+    close(fine["deletion_auc"], expected)
+    with pytest.raises(ValueError, match="protocol.step: 1 pixels is not a whole number of 2×2-pixel cells"):
+        score_maps(Linear(WEIGHTS).eval(), images_from(x0), maps, ["deletion_auc"], protocol.replace(step=1))
 
 
 # -- killing the survivors of the mutation run ------------------------------------------------------

@@ -34,12 +34,15 @@ CHANGES = {
     "insertion": ({"step": 4}, Replacement("black"), "insertion_auc", {}),
     "removal": ({"removal_step": 2}, Replacement("black"), "aopc", {}),
     "step": ({}, 4, "deletion_auc", {}),
-    "level": ({"step": 1}, "grid", "deletion_auc", {}),
-    "cell": ({"level": "grid", "step": 1, "cell": 2}, 4, "deletion_auc", {}),
+    "level": ({"step": None}, "grid", "deletion_auc", {"coarse": True}),  # grid: the 2×2 map's own cells
+    "cell": ({"level": "grid", "step": None, "cell": 2}, 4, "deletion_auc", {}),
     "auc_normalize": ({"step": 4}, "max", "deletion_auc", {}),
     "fraction": ({"removal_step": 2}, 0.5, "aopc", {}),
     "removal_step": ({}, 2, "aopc", {}),
     "space": ({}, "normalized", "average_drop", {"unnormalised": True}),
+    "max_steps": ({"step": None}, 5, "deletion_auc", {}),
+    "mask_from": ({"resize": "bicubic"}, "raw", "average_drop", {"coarse": True}),
+    "add_clip": ({"target": "label"}, False, "add", {}),  # classes not predicted gain when the image darkens
 }
 
 

@@ -39,11 +39,45 @@ def as_metric(metric: str | Metric) -> Metric:
 
 
 def _grid_protocol(protocol: Protocol, images: torch.Tensor, raw: torch.Tensor | None) -> Protocol:
-    """Fill ``cell`` for ``level="grid"`` from the explainer's own map resolution."""
+    """Fill ``cell`` for ``level="grid"`` from the explainer's own map: input side ÷ raw map side
+    (32 for a 7×7 map at 224²), or 1 (pixels) for maps made at input resolution.
+
+    The copy is validated again, so an int ``step`` that is not a whole number of cells is refused here.
+    """
     if protocol.level != "grid" or protocol.cell is not None:
         return protocol
-    cell = 16 if raw is None else max(1, images.shape[-1] // raw.shape[-1])
+    (height, width) = images.shape[-2:]
+    if raw is None or tuple(raw.shape[-2:]) == (height, width):
+        cell = 1
+    else:
+        h, w = raw.shape[-2:]
+        if height % h or width % w or height // h != width // w:
+            raise ValueError(
+                f"protocol level='grid': the explainer's {h}×{w} map does not tile {height}×{width} images in square "
+                "cells; set protocol cell=... (pixels per cell side) to rank blocks of the upsampled map instead"
+            )
+        cell = height // h
     return dataclasses.replace(protocol, cell=cell)
+
+
+def soft_masks(protocol: Protocol, maps: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
+    """The soft mask ``M`` of AD, AG, AI and ADD (``B×H×W``), as ``protocol.mask_from`` says.
+
+    ``"maps"``: ``n(maps)``, the min-max of the maps at input resolution. ``"raw"`` (when the raw
+    map is known): ``up(n(raw))``, the raw map min-max normalised at its own resolution, then resized
+    with ``protocol.resize`` and left as the resize makes it (a bicubic overshoot is not clipped), as
+    the tutorial authors' package makes its masks.
+    """
+    from .explainer import upsample
+
+    constant = protocol.constant_maps
+    if protocol.mask_from == "maps" or raw is None:
+        return normalize_maps(maps, constant)
+    raw = check_maps(raw, name="raw").to(maps.device)
+    if raw.shape[0] != maps.shape[0]:
+        raise ValueError(f"raw: {raw.shape[0]} raw maps for {maps.shape[0]} maps")
+    height, width = maps.shape[-2:]
+    return upsample(normalize_maps(raw, constant), (height, width), protocol.resize)
 
 
 def _check_inputs(
@@ -140,7 +174,8 @@ def score_maps(
         explainer: the explainer that made ``maps``, for metrics that re-explain.
         engine: a configured engine (memory budget, autocast); a default one otherwise.
         base_logits: logits of the unperturbed images when already computed.
-        raw: the maps at the explainer's own resolution (sets the cell of ``level="grid"``).
+        raw: the maps at the explainer's own resolution: the cells of ``level="grid"`` (ranked by
+            its values) and the masks of ``mask_from="raw"``.
         curves: a dict that receives each progressive metric's per-image curve.
 
     Returns:
@@ -155,6 +190,10 @@ def score_maps(
     images = images.to(engine.device)
     maps, raw = to_input_resolution(maps, images, protocol, raw)
     maps = maps.to(engine.device)
+    if raw is not None:
+        raw = check_maps(raw, name="raw").to(engine.device)
+        if raw.shape[0] != images.shape[0]:
+            raise ValueError(f"raw: {raw.shape[0]} raw maps for {images.shape[0]} images; expected one per image")
     protocol = _grid_protocol(protocol, images, raw)
     if base_logits is None:
         base_logits = engine.forward_chunks(images.shape[0], lambda s, e: images[s:e], images)
@@ -165,8 +204,17 @@ def score_maps(
         raise ValueError(f"targets: class indices must be in [0, {base_logits.shape[1]}), got {targets.tolist()}")
     per_metric = [(m, m.protocol or protocol) for m in metric_objs]
     requests = [r for m, p in per_metric for r in m.requests(_grid_protocol(p, images, raw))]
-    results = engine.run(images, maps, targets, requests, constant_maps=protocol.constant_maps, base_logits=base_logits)
-    normalized = normalize_maps(maps, protocol.constant_maps)
+    normalized = soft_masks(protocol, maps, raw)
+    results = engine.run(
+        images,
+        maps,
+        targets,
+        requests,
+        constant_maps=protocol.constant_maps,
+        base_logits=base_logits,
+        masks=normalized,
+        grid=raw if protocol.level == "grid" else None,
+    )
     out: dict[str, torch.Tensor] = {}
     for metric, p in per_metric:
         ctx = MetricContext(
@@ -183,6 +231,7 @@ def score_maps(
             boxes=boxes,
             engine=engine,
             scorer=score_maps,
+            raw=raw,
         )
         values = metric.compute(ctx)
         if not isinstance(values, torch.Tensor) or values.shape != (images.shape[0],):

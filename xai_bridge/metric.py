@@ -70,7 +70,9 @@ class MetricContext:
             them (any scale, not normalised). Use them when only the order of pixels matters.
         normalized_maps: ``B×H×W`` maps min-max normalised per image to ``[0, 1]``
             (``n(S)``, the soft mask ``M`` of AD/AG/AI); a constant map becomes 0 or 1, or is
-            refused, per ``protocol.constant_maps``. A map-only metric usually reads these.
+            refused, per ``protocol.constant_maps``. A map-only metric usually reads these. With
+            ``protocol.mask_from="raw"`` they are ``up(n(raw))`` (a bicubic resize may overshoot
+            ``[0, 1]`` slightly).
         targets: ``(B,)`` long tensor, the class explained and scored for each image.
         logits: ``B×K`` logits of the unperturbed images (computed once per batch).
         protocol: the :class:`~xai_bridge.protocols.Protocol` this metric runs under: the
@@ -93,6 +95,8 @@ class MetricContext:
         engine: the :class:`~xai_bridge.engine.Engine` that computed ``results`` (its
             device and memory budget), for metrics such as Δσ that score other maps with
             :meth:`rescore`.
+        raw: ``B×h×w`` maps at the explainer's own resolution when known, else ``None``
+            (``level="grid"`` ranks their cells by their values; ``mask_from="raw"`` masks with them).
     """
 
     model: torch.nn.Module
@@ -109,6 +113,7 @@ class MetricContext:
     labels: torch.Tensor | None = None
     boxes: Sequence[Any] | None = None
     engine: Any = None
+    raw: torch.Tensor | None = None
 
     def score(self, result: Any) -> torch.Tensor:
         """The protocol's score (probability or logit) from an engine result or from ``B×K`` logits.
@@ -131,12 +136,13 @@ class MetricContext:
         """Score of the target class on the unperturbed images, ``(B,)``."""
         return self.score(self.logits)
 
-    def rescore(self, metric: Metric, maps: torch.Tensor) -> torch.Tensor:
+    def rescore(self, metric: Metric, maps: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
         """``metric`` evaluated on the same images with other ``maps`` (Δσ uses it).
 
         Args:
             metric: a configured metric.
             maps: ``B×H×W`` maps for the same images.
+            raw: their maps at the explainer's own resolution, when known.
 
         Returns:
             ``(B,)`` values of ``metric``, computed with this context's protocol, targets and engine.
@@ -160,6 +166,7 @@ class MetricContext:
             explainer=self.explainer,
             engine=self.engine,
             base_logits=self.logits,
+            raw=raw,
         )
         return next(iter(out.values()))
 

@@ -84,10 +84,21 @@ class Protocol:
         deletion: replacement of removed pixels in deletion curves (DAUC, DC).
         insertion: the start image of insertion curves (IAUC, IC).
         removal: replacement for AOPC, AFOC and decision flips (n_MoRF / n_LeRF).
-        step: pixels per step (int) or a fraction of the image (float) for deletion/insertion.
+        step: pixels per step (int), a fraction of the image (float), or ``None``: at most
+            ``max_steps`` steps of ``units // min(max_steps, units)`` units each, for deletion/insertion.
+            With ``level="grid"`` the curves step by whole cells: an int step still counts pixels and
+            must be a whole number of cells (2048 = two 32×32 cells), or the evaluation refuses it.
         level: ``"pixel"`` or ``"grid"`` (cells of the saliency grid as features; the tutorial).
         cell: grid cell size in pixels for ``level="grid"``; ``None`` = the explainer's own grid
-            (input size ÷ raw map size, e.g. 32 for a 7×7 CAM at 224²; 16 for pixel-level methods).
+            (input size ÷ raw map size, e.g. 32 for a 7×7 CAM at 224², whose cells are then ranked
+            by the raw map's own values; 1, i.e. pixels, for maps at input resolution).
+        max_steps: the bound of ``step=None`` / ``removal_step=None`` (196 = 14×14, the tutorial's package).
+        mask_from: the soft mask ``M`` of AD, AG, AI, ADD: ``"maps"`` = ``n(S)`` of the maps at input
+            resolution; ``"raw"`` = ``up(n(S_raw))``, the explainer's raw map min-max normalised at its
+            own resolution, then resized with ``resize`` and not clipped (a bicubic resize overshoots a
+            little), as the tutorial authors' package masks; the maps when there is no raw map.
+        add_clip: ADD clips a negative drop to 0 (``[p − o]_+ / p``, like AD); ``False`` keeps its sign
+            (``(p − o)/p``, the tutorial authors' package).
         auc_normalize: ``"none"``, ``"first"`` or ``"max"`` — divide each curve before the area.
         fraction: fraction of pixels removed by AOPC and AFOC (Grabska-Barwińska et al.: 10 %).
         removal_step: pixels per step (int) or fraction for AOPC/AFOC/n_MoRF/n_LeRF.
@@ -110,12 +121,15 @@ class Protocol:
     deletion: Replacement = BLACK
     insertion: Replacement = RISE_BLUR
     removal: Replacement = IMAGE_MEAN
-    step: int | float = 224 * 8
+    step: int | float | None = 224 * 8
     level: Literal["pixel", "grid"] = "pixel"
     cell: int | None = None
+    max_steps: int = 196
+    mask_from: Literal["maps", "raw"] = "maps"
+    add_clip: bool = True
     auc_normalize: Literal["none", "first", "max"] = "none"
     fraction: float = 0.1
-    removal_step: int | float = 224
+    removal_step: int | float | None = 224
     space: Literal["pixel", "normalized"] = "pixel"
     source: str = ""
 
@@ -134,6 +148,7 @@ class Protocol:
                 raise ValueError(f"protocol.{name}: {getattr(self, name)!r} is not one of {allowed}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"protocol.fraction: {self.fraction} must be in (0, 1]")
+        self._check_steps()
 
     def replace(self, **changes: Any) -> Protocol:
         """A copy with some fields changed (the name becomes ``name+custom`` unless given)."""
@@ -143,14 +158,52 @@ class Protocol:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def _check_steps(self) -> None:
+        if self.mask_from not in ("maps", "raw"):
+            raise ValueError(f"protocol.mask_from: {self.mask_from!r} is not one of ('maps', 'raw')")
+        if not isinstance(self.add_clip, bool):
+            raise ValueError(f"protocol.add_clip: expected True or False, got {self.add_clip!r}")
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(f"protocol.max_steps: expected a positive number of steps, got {self.max_steps!r}")
+        if self.cell is not None and (isinstance(self.cell, bool) or not isinstance(self.cell, int) or self.cell < 1):
+            raise ValueError(f"protocol.cell: expected a positive number of pixels or None, got {self.cell!r}")
+        for name in ("step", "removal_step"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"protocol.{name}: expected pixels (int), a fraction (float) or None, got {value!r}")
+            if isinstance(value, float) and value > 1:
+                raise ValueError(f"protocol.{name}: a float is a fraction of the image in (0, 1], got {value!r}")
+        # with level="grid" an int step must be whole cells: checked where it is used (grid_step), as the
+        # cell is often known only then (the explainer's own grid)
+
+
+def grid_step(step: int | float | None, cell: int, name: str = "step") -> int | float | None:
+    """A protocol step in units of ``cell×cell`` cells: an int step counts pixels and must be whole cells.
+
+    >>> grid_step(2048, 32), grid_step(0.25, 32), grid_step(None, 32)
+    (2, 0.25, None)
+    """
+    if not isinstance(step, int) or isinstance(step, bool):
+        return step
+    area = cell * cell
+    if step % area:
+        raise ValueError(
+            f"protocol.{name}: {step} pixels is not a whole number of {cell}×{cell}-pixel cells, and level='grid' "
+            f"removes whole cells; give {name}={max(1, step // area) * area} ({max(1, step // area)} cell(s)), "
+            f"a fraction of the image ({name}=0.05) or {name}=None (at most max_steps steps)"
+        )
+    return step // area
+
 
 PRESETS: dict[str, Protocol] = {
     "default": Protocol(
         name="default",
         description="The project default: pixel space, predicted class, softmax probability, bilinear "
-        "upsampling then per-image min-max; black masking for AD/AG/AI/ADD and deletion, RISE blur "
-        "for insertion, 1/28 of the image per step; mean-colour removal of 224-pixel steps for "
-        "AOPC/AFOC (10 %) and decision flips.",
+        "upsampling then per-image min-max; black masking for AD/AG/AI/ADD and deletion, a Gaussian blur of "
+        "RISE's size (11×11, σ=5, truncated, reflect padding) for insertion, 1/28 of the image per step; "
+        "mean-colour removal of 224-pixel steps for AOPC/AFOC (10 %) and decision flips.",
         source="project",
     ),
     "opticam": Protocol(
@@ -171,12 +224,21 @@ PRESETS: dict[str, Protocol] = {
     ),
     "tutorial": Protocol(
         name="tutorial",
-        description="The saliency-map tutorial (Gomez & Mouchère 2023): cells of the saliency grid as steps, black "
-        "deletion substrate, blurred insertion substrate, scores divided by their maximum before the area; "
-        "DC/IC correlate score changes with the saliency of each cell.",
+        description="The saliency-map tutorial (Gomez & Mouchère 2023) as its authors' package saliency-maps-metrics "
+        "computes it: the cells of the explainer's own map are the units, ranked by their raw values, one per step "
+        "up to 14×14 cells and at most 196 steps beyond (256 pixels per step for a 224² map); deletion to black, "
+        "insertion from a box blur of side max(H/5, 9) with zero padding; the area under the scores as they are "
+        "(auc_normalize='max' divides them by their maximum first, as the paper's text says); DC/IC correlate each "
+        "step's score change with the saliency it removed/revealed; AD, ADD and IIC mask with the raw map min-max "
+        "normalised then upsampled bicubically, and ADD keeps its sign.",
         level="grid",
-        auc_normalize="max",
-        source="Gomez & Mouchère 2023, eq. 25-26",
+        step=None,
+        removal_step=None,
+        insertion=TUTORIAL_BLUR,
+        resize="bicubic",
+        mask_from="raw",
+        add_clip=False,
+        source="Gomez & Mouchère, J. Electron. Imaging 32(2) 2023; saliency-maps-metrics 0.0.26 (PyPI)",
     ),
     "deepmaps": Protocol(
         name="deepmaps",

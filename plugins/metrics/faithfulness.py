@@ -14,11 +14,19 @@ import torch
 
 from xai_bridge.engine import Curve, CurveResult, Flip, Masked, auc, pearson
 from xai_bridge.metric import Metric, MetricContext
-from xai_bridge.protocols import Protocol
+from xai_bridge.protocols import Protocol, grid_step
 
 
 def _unit(protocol: Protocol) -> int | None:
-    return protocol.cell if protocol.level == "grid" else None
+    """Cell side of ``level="grid"`` (``None``: pixels are the units)."""
+    cell = protocol.cell if protocol.level == "grid" else None
+    return None if cell == 1 else cell
+
+
+def _step(protocol: Protocol, name: str = "step") -> int | float | None:
+    """``protocol.step`` (or ``removal_step``) in the units the curves count: whole cells for ``level="grid"``."""
+    step = getattr(protocol, name)
+    return grid_step(step, protocol.cell or 1, name) if protocol.level == "grid" else step
 
 
 # -- single step: AD, AG, AI, ADD ------------------------------------------------------------------
@@ -64,9 +72,17 @@ class AverageIncrease(_Masked):
 
 class AverageDropInDeletion(AverageDrop):
     """ADD: Average Drop's formula with ``o_c`` the score of ``x ⊙ (1 − M)``, the salient part removed
-    (higher is better: removing what the map points at should cost the class its score)."""
+    (Jung & Oh 2021; higher is better: removing what the map points at should cost the class its score).
+    ``protocol.add_clip=False`` keeps a negative drop, ``(p_c − o_c)/p_c · 100``, as the package of
+    Gomez & Mouchère's saliency-map tutorial computes it."""
 
     name, higher_is_better, keep = "add", True, False
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor:
+        if ctx.protocol.add_clip:
+            return super().compute(ctx)
+        o, p = self.masked_and_base(ctx)
+        return (p - o) / p.clamp(min=1e-12) * 100
 
 
 # -- progressive curves: DAUC, IAUC, DC, IC ---------------------------------------------------------
@@ -79,7 +95,14 @@ class _CurveMetric(Metric):
 
     def curve_request(self, protocol: Protocol) -> Curve:
         replacement = protocol.deletion if self.kind == "deletion" else protocol.insertion
-        return Curve(kind=self.kind, order="morf", replacement=replacement, step=protocol.step, cell=_unit(protocol))  # type: ignore[arg-type]
+        return Curve(
+            kind=self.kind,  # type: ignore[arg-type]
+            order="morf",
+            replacement=replacement,
+            step=_step(protocol),
+            cell=_unit(protocol),
+            max_steps=protocol.max_steps,
+        )
 
     def requests(self, protocol: Protocol) -> list[Any]:
         return [self.curve_request(protocol)]
@@ -118,37 +141,42 @@ class InsertionAUC(_CurveMetric):
         return auc(values, result.fractions)
 
 
-def saliency_per_step(maps: torch.Tensor, result: CurveResult, ranks: torch.Tensor) -> torch.Tensor:
-    """Sum of normalised saliency of the units each step removes/reveals: ``B×S``."""
-    b = maps.shape[0]
-    per_unit = torch.zeros(b, result.units, device=maps.device, dtype=maps.dtype)
-    per_unit.scatter_add_(1, ranks.flatten(1).long(), maps.flatten(1))
-    cum = torch.cat([torch.zeros(b, 1, device=maps.device, dtype=maps.dtype), per_unit.cumsum(1)], 1)
-    at = cum[:, result.counts.to(maps.device)]
-    return at[:, 1:] - at[:, :-1]
+def saliency_per_step(saliency: torch.Tensor, result: CurveResult, ranks: torch.Tensor) -> torch.Tensor:
+    """Sum of the saliency of the units each step removes/reveals: ``B×S``.
+
+    ``saliency`` and ``ranks`` (the removal rank of each entry) are ``B×…`` with one entry per
+    unit, or per pixel (a unit's pixels then add up).
+    """
+    b = saliency.shape[0]
+    per_unit = torch.zeros(b, result.units, device=saliency.device, dtype=torch.float64)
+    per_unit.scatter_add_(1, ranks.flatten(1).long(), saliency.flatten(1).double())
+    cum = torch.cat([torch.zeros(b, 1, device=saliency.device, dtype=torch.float64), per_unit.cumsum(1)], 1)
+    at = cum[:, result.counts.to(saliency.device)]
+    return (at[:, 1:] - at[:, :-1]).to(saliency.dtype)
 
 
 class _Correlation(_CurveMetric):
     def compute(self, ctx: MetricContext) -> torch.Tensor:
-        from xai_bridge.engine import rank_units
+        from xai_bridge.engine.maps import normalize_maps, unit_ranks, unit_saliency
 
         result, values = self.values(ctx)
-        ranks = rank_units(ctx.maps, "morf", self.curve_request(ctx.protocol).cell)
-        saliency = saliency_per_step(ctx.normalized_maps, result, ranks)
+        units = unit_saliency(ctx.maps, self.curve_request(ctx.protocol).cell, ctx.raw)  # B×h×w, one per unit
+        ranks = unit_ranks(units, "morf")
+        saliency = saliency_per_step(normalize_maps(units, "zeros"), result, ranks)
         change = values[:, :-1] - values[:, 1:] if self.kind == "deletion" else values[:, 1:] - values[:, :-1]
         return pearson(change, saliency)
 
 
 class DeletionCorrelation(_Correlation):
     """DC (Gomez & Mouchère 2023, eq. 25): Pearson correlation between each deletion step's score drop and the
-    saliency it removed (higher is better)."""
+    saliency of the units it removed (higher is better)."""
 
     name = "dc"
 
 
 class InsertionCorrelation(_Correlation):
     """IC (Gomez & Mouchère 2023, eq. 26): Pearson correlation between each insertion step's score gain and the
-    saliency it revealed (higher is better)."""
+    saliency of the units it revealed (higher is better)."""
 
     name, kind = "ic", "insertion"
 
@@ -167,12 +195,13 @@ class _Removal(Metric):
 
     def curve_request(self, protocol: Protocol) -> Curve:
         return Curve(
-            order=self.order,
+            order=self.order,  # type: ignore[arg-type]
             replacement=protocol.removal,
-            step=protocol.removal_step,
+            step=_step(protocol, "removal_step"),
             cell=_unit(protocol),
             stop=protocol.fraction,
-        )  # type: ignore[arg-type]
+            max_steps=protocol.max_steps,
+        )
 
     def requests(self, protocol: Protocol) -> list[Any]:
         return [self.curve_request(protocol)]
@@ -211,7 +240,13 @@ class _Flips(Metric):
     order = "morf"
 
     def flip_request(self, protocol: Protocol) -> Flip:
-        return Flip(order=self.order, replacement=protocol.removal, step=protocol.removal_step, cell=_unit(protocol))  # type: ignore[arg-type]
+        return Flip(
+            order=self.order,  # type: ignore[arg-type]
+            replacement=protocol.removal,
+            step=_step(protocol, "removal_step"),
+            cell=_unit(protocol),
+            max_steps=protocol.max_steps,
+        )
 
     def requests(self, protocol: Protocol) -> list[Any]:
         return [self.flip_request(protocol)]
@@ -292,9 +327,11 @@ class Delta(Metric):
         )
         return ((torch.arange(b)[:, None] + 1 + shift) % b).to(device)
 
-    def _score(self, ctx: MetricContext, maps: torch.Tensor, first: bool) -> torch.Tensor:
+    def _score(
+        self, ctx: MetricContext, maps: torch.Tensor, first: bool, raw: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if not self.quantus:
-            return self.inner.compute(ctx) if first else ctx.rescore(self.inner, maps)
+            return self.inner.compute(ctx) if first else ctx.rescore(self.inner, maps, raw)
         scores = self.inner(
             model=ctx.model,
             x_batch=ctx.images.detach().cpu().numpy(),
@@ -311,7 +348,13 @@ class Delta(Metric):
     def compute(self, ctx: MetricContext) -> torch.Tensor:
         own = self._score(ctx, ctx.maps, True)
         idx = self.others(ctx.maps.shape[0], ctx.maps.device)
-        reference = torch.stack([self._score(ctx, ctx.maps[idx[:, j]], False) for j in range(self.k)]).mean(0)
+        raw = ctx.raw
+        reference = torch.stack(
+            [
+                self._score(ctx, ctx.maps[idx[:, j]], False, None if raw is None else raw[idx[:, j]])
+                for j in range(self.k)
+            ]
+        ).mean(0)
         return own - reference
 
 
