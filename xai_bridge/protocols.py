@@ -6,7 +6,7 @@ result row records the protocol it was computed with.
 
 >>> from xai_bridge.protocols import get_protocol
 >>> get_protocol("rise").insertion
-Replacement(kind='blur', value=None, kernel=11, sigma=5.0, seed=0, padding='reflect', tails='truncate')
+Replacement(kind='blur', value=None, kernel=11, sigma=5.0, seed=0, padding='zeros', tails='fold')
 """
 
 from __future__ import annotations
@@ -208,19 +208,23 @@ PRESETS: dict[str, Protocol] = {
     ),
     "opticam": Protocol(
         name="opticam",
-        description="The Opti-CAM / CA-Stream group's evaluation (thesis ch. 2-3): pixel-space black "
-        "masking, softmax probabilities, bilinear upsampling then per-image min-max, class = label when "
-        "given; insertion/deletion as RISE with 224-pixel steps.",
+        description="The Opti-CAM / CA-Stream group's evaluation (Torres Figueroa's thesis, ch. 2-3): the image "
+        "masked in pixel space by n(S) (black elsewhere), softmax probability of the label when given (else the "
+        "prediction), AD/AG/AI; insertion/deletion as RISE's code, 224 pixels per step.",
         target="label",
         step=224,
-        source="Torres Figueroa, PhD thesis (Aix-Marseille Université 2024), §2.6, §3.5",
+        insertion=RISE_INSERTION,
+        source="F. Torres Figueroa, PhD thesis (Aix-Marseille Université 2024) §2.6, §3.5; Zhang et al., Opti-CAM",
     ),
     "rise": Protocol(
         name="rise",
-        description="RISE's causal metrics (Petsiuk et al. 2018): deletion to black, insertion from a "
-        "Gaussian blur 11×11 σ=5, 224·8 = 1792 pixels per step, predicted class, softmax probability.",
-        step=224 * 8,
-        source="Petsiuk et al. 2018; Gomez & Mouchère 2023, §DAUC/IAUC",
+        description="RISE's causal metrics (Petsiuk et al. 2018) as their evaluation.py (CausalMetric) computes "
+        "them: deletion to zeros, insertion from their Gaussian blur (11×11, σ=5, tails folded into the window, "
+        "zero padding), 224 pixels per step, probability of the class predicted on the image, trapezoid area "
+        "over the fraction of pixels changed.",
+        step=224,
+        insertion=RISE_INSERTION,
+        source="Petsiuk, Das & Saenko, RISE (BMVC 2018); github.com/eclique/RISE evaluation.py",
     ),
     "tutorial": Protocol(
         name="tutorial",
