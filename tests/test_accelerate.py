@@ -148,8 +148,12 @@ def test_gradcam_road_equals_the_toolkit_and_shares_the_base_pass(model, case):
 
 # -- refusing what cannot be reproduced -------------------------------------------------------------------
 def test_unsupported_metrics_and_settings_are_named_and_can_fall_back():
-    with pytest.raises(UnsupportedMetricError, match=r"quantus\.Infidelity is not accelerated yet"):
-        xb.accelerate(quantus.Infidelity(disable_warnings=True))
+    with pytest.raises(UnsupportedMetricError, match=r"quantus\.Sufficiency is not accelerated yet"):
+        xb.accelerate(quantus.Sufficiency(disable_warnings=True))
+    with pytest.raises(UnsupportedMetricError, match="perturb_baseline: IROF with 'uniform'"):
+        xb.accelerate(quantus.IROF(perturb_baseline="uniform", disable_warnings=True))
+    with pytest.raises(UnsupportedMetricError, match=r"perturb_func_kwargs: ROAD .*\['foo'\]"):
+        xb.accelerate(quantus.ROAD(perturb_func_kwargs={"foo": 1}, disable_warnings=True))
     custom = quantus.PixelFlipping(perturb_func=lambda arr, indices, **kw: arr, disable_warnings=True)
     with pytest.raises(UnsupportedMetricError, match="perturb_func"):
         xb.accelerate(custom)
@@ -361,3 +365,221 @@ def test_registered_pixel_flipping_equals_quantus_auc(model, case, monkeypatch):
     np.testing.assert_allclose(values["pixel_flipping"], metric(**args), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="perturb_baseline"):
         xb.get_metric("pixel_flipping", perturb_baseline="uniform")
+
+
+# -- IROF, ROAD, Infidelity: the toolkit's numbers where it runs, the paper's where it fails ---------------
+def _gray_case(net_kind="conv", n=3, size=32):
+    """``n`` embedded photos in grey at ``size``², a small network on them and its predicted classes."""
+    torch.manual_seed(0)
+    if net_kind == "conv":
+        layers = [torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4)]
+        net = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(64, 5)).eval()
+    else:
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(size * size, 10)).eval()
+    images = xb.sample_images()[0][:n]
+    x = torch.nn.functional.interpolate(images.mean(1, keepdim=True), size=size).numpy()
+    with torch.no_grad():
+        y = net(torch.from_numpy(x)).argmax(1).numpy()
+    a = (x + np.abs(np.random.default_rng(0).normal(size=x.shape))).astype(np.float32)
+    return net, x, y, a
+
+
+def _seeded_both(metric, seed=1, **args):
+    """The toolkit's and the accelerated result after the same seed; NumPy's state must advance the same."""
+    np.random.seed(seed)
+    theirs = metric(**args)
+    state = np.random.get_state()[1].copy()
+    fast = xb.accelerate(metric)
+    np.random.seed(seed)
+    ours = fast(**args)
+    assert np.array_equal(np.random.get_state()[1], state), "NumPy's random state must advance as in the toolkit"
+    return theirs, ours, fast
+
+
+@pytest.mark.parametrize(
+    "settings", [{}, {"perturb_baseline": "black"}, {"segmentation_method": "felzenszwalb", "abs": True}]
+)
+def test_irof_equals_the_toolkit_where_it_runs(settings, monkeypatch, fresh_warnings):
+    """One-channel images, one image per batch (the toolkit's baseline is taken over the batch), np.trapz shimmed."""
+    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)
+    net, x, y, a = _gray_case()
+    metric = quantus.IROF(return_aggregate=False, disable_warnings=True, **settings)
+    args = dict(model=net, x_batch=x, y_batch=y, a_batch=a, device="cpu", batch_size=1)
+    with pytest.warns(UserWarning):
+        theirs, ours, fast = _seeded_both(metric, **args)
+    np.testing.assert_allclose(np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64), atol=1e-5)
+    assert fast.forward_samples > 3 * 10  # every superpixel of every image, and the unperturbed images
+
+
+def test_irof_on_the_real_model_equals_the_toolkit_with_its_mask_on_every_channel(model, case, monkeypatch):
+    """On colour photos the toolkit fails; given a replacement that applies its one-channel mask to every channel
+    (and one image per batch) it computes the paper's IROF, and the accelerated metric equals it."""
+    from quantus.functions.perturb_func import baseline_replacement_by_mask
+
+    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)
+    images, maps, y = case
+
+    def every_channel(arr, mask, **kwargs):
+        return baseline_replacement_by_mask(arr, np.broadcast_to(mask, arr.shape), **kwargs)
+
+    args = dict(model=model, x_batch=images.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu")
+    reference = quantus.IROF(perturb_func=every_channel, return_aggregate=False, disable_warnings=True)
+    theirs = np.asarray(reference(**args, batch_size=1), dtype=np.float64)
+    with pytest.warns(UserWarning):
+        ours = np.asarray(xb.accelerate(quantus.IROF(return_aggregate=False, disable_warnings=True))(**args))
+    # a sum of ~100 score ratios f(x̃)/f(x), each equal within float32 noise: relative 1e-6 measured
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert (ours > 0).all()  # Grad-CAM's segments matter: removing them lowers the score
+
+
+def test_irof_hand_worked_and_the_toolkit_defects(monkeypatch, fresh_warnings):
+    """x = (1, 2, 3, 4) in one 2×2 image, segments {0, 1} (top row) and {2, 3}, a ranks the bottom row first,
+    logit = w·x with w = (1, 1, 1, 1), black baseline = the image's minimum 1. Curve (score / 10): remove the
+    bottom row → (1 + 2 + 1 + 1) / 10 = 0.5, then the top row → 4 / 10 = 0.4; IROF = 2 − (0.5 + 0.4) / 2 = 1.55."""
+    from xai_bridge.errors import ToolkitDefectWarning
+
+    segments = np.array([[0, 0], [1, 1]])
+    monkeypatch.setattr(quantus.helpers.utils, "get_superpixel_segments", lambda img, segmentation_method: segments)
+    monkeypatch.setattr(quantus.helpers.asserts, "assert_nr_segments", lambda nr_segments: None)
+    x = np.arange(1, 5, dtype=np.float32).reshape(1, 1, 2, 2)
+    a = np.array([0.1, 0.1, 0.9, 0.9], dtype=np.float32).reshape(1, 1, 2, 2)
+    metric = quantus.IROF(perturb_baseline="black", normalise=False, return_aggregate=False, disable_warnings=True)
+    fast = xb.accelerate(metric)
+    with pytest.warns(ToolkitDefectWarning, match="IROF: Quantus 0.6.0 fails on colour images"):
+        np.testing.assert_allclose(_tiny(fast, _linear([1, 1, 1, 1]), x, a), [1.55], atol=1e-6)
+    # the toolkit: np.trapz is gone from NumPy 2.4 ...
+    if not hasattr(np, "trapz"):
+        with pytest.raises(AttributeError, match="trapz"):
+            _tiny(metric, _linear([1, 1, 1, 1]), x, a)
+    monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)
+    assert _tiny(metric, _linear([1, 1, 1, 1]), x, a) == pytest.approx([1.55])  # ... with it, the same here
+    # ... its baseline is the whole batch's minimum: another image in the batch changes this image's score
+    other = np.zeros_like(x)
+    together = _tiny(metric, _linear([1, 1, 1, 1]), np.concatenate([x, other + 0.5]), np.concatenate([a, a]))
+    assert together[0] != pytest.approx(1.55)
+    ours = _tiny(fast, _linear([1, 1, 1, 1]), np.concatenate([x, other + 0.5]), np.concatenate([a, a]))
+    assert ours[0] == pytest.approx(1.55)
+    # ... and its segment mask has one channel: colour images fail
+    with pytest.raises(AssertionError, match="shape of arr must be the same as the mask"):
+        _tiny(metric, _linear([1] * 12), np.repeat(x, 3, 1), a)
+    assert np.isfinite(_tiny(fast, _linear([1] * 12), np.repeat(x, 3, 1), a)).all()
+
+
+def test_road_equals_the_toolkit_where_it_runs(fresh_warnings):
+    """One-channel images in one batch; the imputation is the toolkit's own function, so the same noise."""
+    net, x, y, _ = _gray_case("linear", n=4)
+    metric = quantus.ROAD(percentages=[10, 40, 70, 95], disable_warnings=True)
+    args = dict(model=net, x_batch=x, y_batch=y, a_batch=x.copy(), device="cpu")
+    with pytest.warns(UserWarning):
+        theirs, ours, fast = _seeded_both(metric, **args)
+    assert theirs == ours and set(ours) == {10, 40, 70, 95}
+    assert min(ours.values()) < 1  # some decisions flip: the comparison is not vacuous
+    assert fast.forward_samples == 4 * 4
+
+
+def test_road_on_the_real_model_is_the_paper_and_the_toolkit_defects(model, case, fresh_warnings):
+    """The reference: the toolkit's imputation of each image's top p % pixels (ranked by the map) and the model's
+    top-1 decision, written here as a plain loop. The toolkit itself fails on colour images and, with several
+    batches, averages the first batch only."""
+    from quantus.functions.perturb_func import noisy_linear_imputation
+
+    from xai_bridge.errors import ToolkitDefectWarning
+
+    images, maps, y = case
+    percentages = [20, 90]
+    order = np.argsort(-maps.numpy().reshape(2, -1), axis=1)
+    np.random.seed(4)
+    kept = np.zeros((2, 2))
+    for j, p in enumerate(percentages):
+        for i in range(2):
+            imputed = noisy_linear_imputation(arr=images[i].numpy(), indices=order[i, : int(224 * 224 * p / 100)])
+            with torch.no_grad():
+                kept[i, j] = model(torch.from_numpy(imputed)[None].float()).argmax(1).item() == int(y[i])
+    metric = quantus.ROAD(percentages=percentages, disable_warnings=True)
+    args = dict(model=model, x_batch=images.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu")
+    np.random.seed(4)
+    with pytest.warns(ToolkitDefectWarning, match="ROAD: Quantus 0.6.0 fails on colour images"):
+        ours = xb.accelerate(metric)(**args)
+    assert ours == dict(zip(percentages, kept.mean(0), strict=True))
+    with pytest.raises(IndexError):
+        metric(**args)
+    net, x, y1, _ = _gray_case("linear", n=4)
+    gray = dict(model=net, x_batch=x, y_batch=y1, a_batch=x.copy(), device="cpu", batch_size=2)
+    one = quantus.ROAD(percentages=[70, 95], disable_warnings=True)
+    np.random.seed(2)
+    first_batch_only = one(**gray)
+    np.random.seed(2)
+    assert first_batch_only == one(**{**gray, "x_batch": x[:2], "y_batch": y1[:2], "a_batch": x[:2]})
+    np.random.seed(2)
+    every_image = xb.accelerate(one)(**gray)
+    np.random.seed(2)
+    assert every_image == xb.accelerate(one)(**{**gray, "batch_size": 4})
+
+
+INFIDELITY_CASES = {
+    # name: (settings, forward samples of the accelerated metric on 2 photos)
+    "black-3-samples": ({"perturb_patch_sizes": [56], "n_perturb_samples": 3}, 2 + 2 * 16),
+    "mean-two-sizes": ({"perturb_patch_sizes": [112, 56], "perturb_baseline": "mean", "n_perturb_samples": 2}, 42),
+    "uniform": ({"perturb_patch_sizes": [112], "perturb_baseline": "uniform", "n_perturb_samples": 2}, 2 + 2 * 4 * 2),
+}
+
+
+@pytest.mark.parametrize("name", list(INFIDELITY_CASES))
+def test_infidelity_equals_the_toolkit_and_scores_each_distinct_perturbation_once(model, case, name):
+    settings, samples = INFIDELITY_CASES[name]
+    metric = quantus.Infidelity(disable_warnings=True, **settings)
+    theirs, ours, fast = _both(metric, model, case, seed=5)
+    # a mean squared error of sums over ~10⁵ features: equal up to float32 rounding of those sums
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=0)
+    assert fast.forward_samples == samples  # the toolkit: n_perturb_samples × as many
+
+
+def test_infidelity_hand_worked_and_the_toolkit_defect(fresh_warnings):
+    """A 3×3 image, 2×2 patches: the toolkit pads to 4×4 (edge values) and fails; the accelerated metric removes the
+    blocks {(0,0),(0,1),(1,0),(1,1)}, {(0,2),(1,2)}, {(2,0),(2,1)}, {(2,2)} in that order (to 0). With the linear
+    logit w·x, the gradient (a = w) has infidelity 0, since the score drop is Σ w·(x − x̃) (Yeh et al. 2019);
+    a = x gives the mean over the 4 steps of (Σ_removed w·x − Σ_removed x²)², worked out below from the blocks."""
+    from xai_bridge.errors import ToolkitDefectWarning
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.5, 1, size=(1, 1, 3, 3)).astype(np.float32)
+    w = rng.normal(size=9).astype(np.float32)
+    net = _linear(w)
+    metric = quantus.Infidelity(
+        perturb_patch_sizes=[2], perturb_baseline=0.0, normalise=False, n_perturb_samples=2, disable_warnings=True
+    )
+    fast = xb.accelerate(metric)
+    gradient = w.reshape(1, 1, 3, 3)
+    with pytest.warns(ToolkitDefectWarning, match="Infidelity: Quantus 0.6.0 fails when the image size"):
+        np.testing.assert_allclose(_tiny(fast, net, x, gradient), [0.0], atol=1e-10)
+    blocks = [[0, 1, 3, 4], [2, 5], [6, 7], [8]]
+    removed, expected = [], []
+    for block in blocks:
+        removed += block
+        v = x.reshape(-1)[removed].astype(np.float64)
+        expected.append((np.sum(w[removed] * v) - np.sum(v**2)) ** 2)
+    np.testing.assert_allclose(_tiny(fast, net, x, x), [np.mean(expected)], rtol=1e-5)
+    assert fast.forward_samples == 2 * (1 + 4)  # two calls; each: the image and 4 steps, whatever n_perturb_samples
+    with pytest.raises(ValueError):  # the toolkit's reshape of the unpadded image to the padded shape
+        _tiny(metric, net, x, x)
+
+
+def test_registered_infidelity_and_irof_equal_their_toolkit_forms(model, case, fresh_warnings):
+    """``infidelity`` = Quantus Infidelity (unnormalised maps, one sample: a black baseline is deterministic);
+    ``irof`` = the accelerated Quantus IROF, which the tests above tie to the toolkit."""
+    images, maps, y = case
+    values, samples = _evaluate_counting(
+        model,
+        case,
+        [xb.get_metric("infidelity", perturb_patch_sizes=[56, 112]), xb.get_metric("irof", perturb_baseline="black")],
+    )
+    args = dict(model=model, x_batch=images.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(), device="cpu")
+    infidelity = quantus.Infidelity(perturb_patch_sizes=[56, 112], normalise=False, disable_warnings=True)
+    np.testing.assert_allclose(values["infidelity"], infidelity(**args), rtol=1e-5)
+    irof = quantus.IROF(perturb_baseline="black", return_aggregate=False, disable_warnings=True)
+    with pytest.warns(UserWarning):
+        np.testing.assert_allclose(values["irof"], xb.accelerate(irof)(**args), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="perturb_patch_sizes"):
+        xb.get_metric("infidelity", perturb_patch_sizes=[0])
+    with pytest.raises(ValueError, match="segmentation_method"):
+        xb.get_metric("irof", segmentation_method="quickshift")

@@ -153,10 +153,26 @@ METRICS: tuple[tuple[str, bool, str, tuple[str, ...], tuple[str, ...], str], ...
         (),
         "Quantus Selectivity: AUC of the score as patch_size patches are replaced, most relevant first.",
     ),
+    (
+        "infidelity",
+        False,
+        "Faithfulness",
+        (),
+        (),
+        "Quantus Infidelity: MSE of score drops vs Σ a·(x − x̃) as patches are replaced in raster order.",
+    ),
+    (
+        "irof",
+        True,
+        "Faithfulness",
+        (),
+        (),
+        "IROF: area over the relative score curve as superpixels are removed, most relevant first.",
+    ),
 )
 
 #: the metrics whose classes live in toolkit_metrics.py (the others in faithfulness.py)
-TOOLKIT = ("pixel_flipping", "region_perturbation", "selectivity")
+TOOLKIT = ("pixel_flipping", "region_perturbation", "selectivity", "infidelity", "irof")
 
 
 def _factory(name: str) -> Callable[..., Any]:

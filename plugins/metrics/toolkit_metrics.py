@@ -1,4 +1,4 @@
-"""Quantus's Pixel-Flipping, Region Perturbation and Selectivity as xai-bridge metrics, with Quantus's numbers.
+"""Quantus's Pixel-Flipping, Region Perturbation, Selectivity, Infidelity and IROF as xai-bridge metrics.
 
 Each metric asks the engine for a :class:`~xai_bridge.engine.Ranked` sequence whose order and fill
 values are Quantus 0.6.0's (the same ``np.argsort`` ties, the same patch padding, the same per-step
@@ -11,10 +11,15 @@ with ``order="morf"`` and the same ``patch_size`` and ``perturb_baseline`` walk 
 one evaluation runs Selectivity's sequence once and Region Perturbation reads its first
 ``regions_evaluation`` steps.
 
+Infidelity and IROF are registered in the forms :mod:`xai_bridge.accelerate` computes (Quantus's numbers
+where Quantus runs; see docs/quantus.md for where and why they differ).
+
 Pixel-Flipping: Bach et al. 2015, "On pixel-wise explanations for non-linear classifier decisions by
 layer-wise relevance propagation". Region Perturbation: Samek et al. 2017, "Evaluating the visualization
 of what a deep neural network has learned". Selectivity: Montavon, Samek and Müller 2018, "Methods for
-interpreting and understanding deep neural networks".
+interpreting and understanding deep neural networks". Infidelity: Yeh et al. 2019, "On the (in)fidelity and
+sensitivity of explanations". IROF: Rieger and Hansen 2020, "IROF: a low resource evaluation metric for
+explanation methods".
 
 Example::
 
@@ -54,10 +59,11 @@ class QuantusOrder:
     """The planner of a :class:`~xai_bridge.engine.Ranked` request: Quantus's order and fill values.
 
     Attributes:
-        unit: ``"features"`` (``size`` channel features per step, Pixel-Flipping) or ``"patches"``
-            (``size × size`` patches over all channels, Quantus's padding; Region Perturbation, Selectivity).
-        size: features per step, or the patch side.
-        order: ``"morf"`` or ``"lerf"``.
+        unit: ``"features"`` (``size`` channel features per step, Pixel-Flipping), ``"patches"``
+            (``size × size`` patches over all channels, Quantus's padding; Region Perturbation, Selectivity,
+            Infidelity) or ``"segments"`` (the superpixels of ``segmentation``, one per step; IROF).
+        size: features per step, or the patch side (unused for segments).
+        order: ``"morf"``, ``"lerf"`` or ``"raster"`` (patches in the toolkit's block order).
         baseline: ``"black"``, ``"white"``, ``"mean"`` (evaluated on the current image at every step,
             as Quantus does) or a number.
         abs: rank the absolute attributions (Quantus's ``abs=True``).
@@ -68,9 +74,10 @@ class QuantusOrder:
     order: str
     baseline: str | float
     abs: bool = False
+    segmentation: str = "slic"
 
     def __call__(self, images: torch.Tensor, maps: torch.Tensor, steps: int | None) -> tuple[Any, Any, int]:
-        from xai_bridge.accelerate._quantus import feature_sequence, patch_sequence
+        from xai_bridge.accelerate._quantus import feature_sequence, patch_sequence, replacement_fills, segment_ranks
 
         x = images.detach().float().cpu().numpy()
         a = maps.detach().float().cpu().numpy()[:, None]
@@ -80,7 +87,13 @@ class QuantusOrder:
         bounds = {"low": 0.0, "high": 1.0}
         state = np.random.get_state()  # a baseline string draws as Quantus does; leave the caller's state alone
         try:
-            if self.unit == "features":
+            if self.unit == "segments":
+                pixel_ranks, counts = _segments(x, a, self.segmentation, segment_ranks)
+                s = max(counts)
+                ranks = np.repeat(pixel_ranks[:, None], x.shape[1], 1)
+                flat = x.reshape(x.shape[0], -1)
+                fills = replacement_fills(self.baseline, bounds, flat, ranks.reshape(flat.shape), s, draw=False)
+            elif self.unit == "features":
                 ranks, fills, s = feature_sequence(self.size, self.baseline, bounds, x, a, self.order == "morf")
                 if steps is not None and steps < s:
                     ranks, fills, s = ranks, fills[:, :steps], steps
@@ -248,6 +261,130 @@ class Selectivity(_QuantusCurve):
         return self.patch_size
 
 
-METRICS: dict[str, type[Metric]] = {cls.name: cls for cls in (PixelFlipping, RegionPerturbation, Selectivity)}
+class Infidelity(_QuantusCurve):
+    """Quantus ``Infidelity`` (Yeh et al. 2019): for each patch size, patches are replaced one more per step in
+    the toolkit's block order (edge padding where the image is not a multiple of the patch), and the value is the
+    mean squared difference between the score drops ``f(x) − f(x̃)`` and ``Σ a·(x − x̃)``, averaged over patch
+    sizes (lower is better). With a deterministic baseline Quantus's ``n_perturb_samples`` repeat the same
+    perturbation, so it has no option here. ``normalise=True`` divides each map by its largest absolute value
+    (Quantus divides by the batch's, which is the same with one image per batch).
 
-__all__ = ["METRICS", "PixelFlipping", "QuantusOrder", "RegionPerturbation", "Selectivity"]
+    Example::
+
+        >>> import xai_bridge as xb
+        >>> xb.get_metric("infidelity", perturb_patch_sizes=[56, 112]).perturb_patch_sizes
+        (56, 112)
+    """
+
+    name, higher_is_better, unit, order = "infidelity", False, "patches", "raster"
+
+    def __init__(
+        self,
+        protocol: Any = None,
+        *,
+        perturb_patch_sizes: Any = (4,),
+        perturb_baseline: Any = "black",
+        abs: bool = False,
+        normalise: bool = False,
+        softmax: bool = False,
+    ) -> None:
+        super().__init__(protocol, perturb_baseline=perturb_baseline, abs=abs, softmax=softmax)
+        sizes = tuple(int(p) for p in np.atleast_1d(perturb_patch_sizes))
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"perturb_patch_sizes: expected positive patch sides, got {perturb_patch_sizes!r}")
+        self.perturb_patch_sizes, self.normalise = sizes, bool(normalise)
+
+    def _planner(self, size: int) -> QuantusOrder:
+        return QuantusOrder(self.unit, size, self.order, self.perturb_baseline, self.abs)
+
+    def requests(self, protocol: Any) -> list[Any]:
+        return [Ranked(self._planner(size)) for size in self.perturb_patch_sizes]
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor:
+        from xai_bridge.accelerate._quantus import attribution_changes
+
+        x = ctx.images.detach().float().cpu().numpy()
+        a = ctx.maps.detach().float().cpu().numpy()[:, None].astype(np.float64)
+        if self.normalise:
+            peak = np.abs(a).reshape(a.shape[0], -1).max(1).reshape(-1, 1, 1, 1)
+            a = np.divide(a, peak, out=np.zeros_like(a), where=peak > 0)
+        if self.abs:
+            a = np.abs(a)
+        a = np.broadcast_to(a, x.shape)
+        base = ctx.logits.float()
+        base = (base.softmax(-1) if self.softmax else base).gather(-1, ctx.targets.view(-1, 1))
+        losses = []
+        for size in self.perturb_patch_sizes:
+            request = Ranked(self._planner(size))
+            ranks, fills, steps = request.planner(ctx.images, ctx.maps, None)
+            drops = (base - ctx[request].get("probability" if self.softmax else "logit")).double().cpu().numpy()
+            changes = attribution_changes(x, a, ranks.numpy(), fills.numpy(), steps)
+            losses.append(np.mean((drops - changes) ** 2, axis=1))
+        return torch.as_tensor(np.mean(losses, axis=0), dtype=torch.float64, device=ctx.logits.device)
+
+
+class IROF(_QuantusCurve):
+    """IROF (Rieger and Hansen 2020): the image's superpixels (Quantus's ``get_superpixel_segments``) are removed
+    one more per step, highest mean attribution first, from every channel; the value is the area over the curve
+    of the score relative to the unperturbed image's, ``n_segments − trapezoid(curve)`` (higher is better). The
+    baseline is taken per image (see :class:`xai_bridge.accelerate._quantus.AcceleratedIROF` for how Quantus 0.6.0
+    differs).
+
+    Example::
+
+        >>> import xai_bridge as xb
+        >>> xb.get_metric("irof", segmentation_method="felzenszwalb").segmentation_method
+        'felzenszwalb'
+    """
+
+    name, higher_is_better, unit = "irof", True, "segments"
+
+    def __init__(
+        self,
+        protocol: Any = None,
+        *,
+        segmentation_method: str = "slic",
+        perturb_baseline: Any = "mean",
+        abs: bool = False,
+        softmax: bool = True,
+    ) -> None:
+        super().__init__(protocol, perturb_baseline=perturb_baseline, abs=abs, softmax=softmax)
+        if segmentation_method not in ("slic", "felzenszwalb"):
+            raise ValueError(f"segmentation_method: expected 'slic' or 'felzenszwalb', got {segmentation_method!r}")
+        self.segmentation_method = segmentation_method
+
+    def _size(self) -> int:
+        return 0
+
+    def request(self) -> Ranked:
+        planner = QuantusOrder(self.unit, 0, self.order, self.perturb_baseline, self.abs, self.segmentation_method)
+        return Ranked(planner)
+
+    def compute(self, ctx: MetricContext) -> torch.Tensor:
+        base = ctx.logits.float()
+        base = (base.softmax(-1) if self.softmax else base).gather(-1, ctx.targets.view(-1, 1))
+        curves = (self.scores(ctx) / base).double()  # relative scores, divided in float32 as Quantus does
+        ranks, _, _ = self.request().planner(ctx.images, ctx.maps, None)  # the segments of the run (cached)
+        counts = [int(r.max()) + 1 for r in ranks.reshape(ranks.shape[0], -1)]  # each image's own curve length
+        values = [n - torch.trapezoid(curves[i, :n], dx=1.0) for i, n in enumerate(counts)]
+        return torch.stack(values).to(torch.float64)
+
+
+_LAST_SEGMENTS: dict[tuple, tuple[Any, list[int]]] = {}
+
+
+def _segments(x: np.ndarray, a: np.ndarray, method: str, segment: Any) -> tuple[Any, list[int]]:
+    """``segment(x, a, method)``, remembered for the last images and maps: the request and the metric's value
+    both need IROF's superpixels, and segmenting is the slow part."""
+    key = (method, x.shape, x.tobytes(), a.tobytes())
+    if key not in _LAST_SEGMENTS:
+        _LAST_SEGMENTS.clear()
+        _LAST_SEGMENTS[key] = segment(x, a, method)
+    return _LAST_SEGMENTS[key]
+
+
+METRICS: dict[str, type[Metric]] = {
+    cls.name: cls for cls in (PixelFlipping, RegionPerturbation, Selectivity, Infidelity, IROF)
+}
+
+__all__ = ["IROF", "METRICS", "Infidelity", "PixelFlipping", "QuantusOrder", "RegionPerturbation", "Selectivity"]

@@ -15,9 +15,10 @@ listed below) raises :class:`~xai_bridge.errors.UnsupportedMetricError` naming t
 
 Supported: Quantus ``PixelFlipping``, ``RegionPerturbation`` (``order`` ``"morf"``, ``"lerf"``,
 ``"random"``, with the same NumPy draws), ``Selectivity``, ``FaithfulnessEstimate``,
-``MonotonicityCorrelation``, ``FaithfulnessCorrelation`` (the same random subsets), and
-``Monotonicity`` and ``SensitivityN`` as their papers define them (Quantus 0.6.0's code differs, see
-docs/quantus.md; a :class:`~xai_bridge.errors.ToolkitDefectWarning` says so once); pytorch-grad-cam
+``MonotonicityCorrelation``, ``FaithfulnessCorrelation`` (the same random subsets),
+``Infidelity`` (each distinct perturbation scored once), and ``Monotonicity``, ``SensitivityN``,
+``IROF`` and ``ROAD`` as their papers define them (Quantus 0.6.0's code differs, see docs/quantus.md;
+a :class:`~xai_bridge.errors.ToolkitDefectWarning` says so once); pytorch-grad-cam
 ``CamMultImageConfidenceChange``, ``DropInConfidence``, ``IncreaseInConfidence``,
 ``ROADMostRelevantFirst``, ``ROADLeastRelevantFirst``, their ``…Average`` variants and
 ``ROADCombined``.
@@ -43,12 +44,7 @@ __all__ = ["accelerate", "supported_metrics"]
 
 #: Toolkit metrics that are not accelerated yet: accelerate() names them and offers fallback=True.
 NOT_YET = {
-    "quantus": (
-        "IROF",
-        "ROAD",
-        "Infidelity",
-        "Sufficiency",
-    ),
+    "quantus": ("Sufficiency",),
 }
 
 

@@ -26,7 +26,12 @@ from typing import Any
 import numpy as np
 import quantus
 import torch
-from quantus.functions.perturb_func import batch_baseline_replacement_by_indices
+from quantus.functions.perturb_func import (
+    baseline_replacement_by_mask,
+    batch_baseline_replacement_by_indices,
+    noisy_linear_imputation,
+)
+from quantus.helpers import asserts as qasserts
 from quantus.helpers import utils as qutils
 
 from ..engine import Engine
@@ -43,6 +48,9 @@ __all__ = [
     "AcceleratedFaithfulnessCorrelation",
     "AcceleratedMonotonicity",
     "AcceleratedSensitivityN",
+    "AcceleratedIROF",
+    "AcceleratedROAD",
+    "AcceleratedInfidelity",
     "ACCELERATED",
 ]
 
@@ -50,22 +58,30 @@ _BASELINE_STRINGS = ("black", "white", "mean", "uniform")
 _BASELINE_KWARGS = ("perturb_baseline", "uniform_low", "uniform_high")
 
 
-def _baseline(metric: Any) -> tuple[Any, dict[str, float]]:
-    """The toolkit's ``perturb_baseline`` and ``uniform_low/high``; refuses any other perturb function."""
-    name = type(metric).__name__
+def _perturb_keywords(metric: Any, expected: Callable[..., Any]) -> dict[str, Any]:
+    """The keywords of the metric's ``perturb_func``; refuses any function but the toolkit's default ``expected``."""
     func = metric.perturb_func
-    if not isinstance(func, functools.partial) or func.func is not batch_baseline_replacement_by_indices:
+    if not isinstance(func, functools.partial) or func.func is not expected or func.args:
         raise UnsupportedMetricError(
-            f"perturb_func: {name} is accelerated only with Quantus's batch_baseline_replacement_by_indices (the "
+            f"perturb_func: {type(metric).__name__} is accelerated only with Quantus's {expected.__name__} (the "
             f"default), got {getattr(func, 'func', func)!r}; pass fallback=True to run the toolkit's own code"
         )
-    extra = sorted(set(func.keywords) - set(_BASELINE_KWARGS))
-    if func.args or extra:
+    return dict(func.keywords)
+
+
+def _baseline(
+    metric: Any, expected: Callable[..., Any] = batch_baseline_replacement_by_indices
+) -> tuple[Any, dict[str, float]]:
+    """The toolkit's ``perturb_baseline`` and ``uniform_low/high``; refuses any other perturb function."""
+    name = type(metric).__name__
+    keywords = _perturb_keywords(metric, expected)
+    extra = sorted(set(keywords) - set(_BASELINE_KWARGS))
+    if extra:
         raise UnsupportedMetricError(
-            f"perturb_func_kwargs: {name} is accelerated with {list(_BASELINE_KWARGS)} only, got {extra or func.args}; "
+            f"perturb_func_kwargs: {name} is accelerated with {list(_BASELINE_KWARGS)} only, got {extra}; "
             "pass fallback=True to run the toolkit's own code"
         )
-    baseline = func.keywords.get("perturb_baseline", "black")
+    baseline = keywords.get("perturb_baseline", "black")
     ok = isinstance(baseline, numbers.Real) and not isinstance(baseline, bool)
     if isinstance(baseline, str):
         ok = baseline.lower() in _BASELINE_STRINGS
@@ -74,12 +90,12 @@ def _baseline(metric: Any) -> tuple[Any, dict[str, float]]:
             f"perturb_baseline: {name} is accelerated with {list(_BASELINE_STRINGS)} or a number, got {baseline!r}; "
             "pass fallback=True to run the toolkit's own code"
         )
-    bounds = {"low": func.keywords.get("uniform_low", 0.0), "high": func.keywords.get("uniform_high", 1.0)}
+    bounds = {"low": keywords.get("uniform_low", 0.0), "high": keywords.get("uniform_high", 1.0)}
     return baseline, bounds
 
 
 def replacement_fills(
-    baseline: Any, bounds: dict[str, float], arr: np.ndarray, ranks: np.ndarray, steps: int
+    baseline: Any, bounds: dict[str, float], arr: np.ndarray, ranks: np.ndarray, steps: int, draw: bool = True
 ) -> np.ndarray:
     """``B×steps`` values Quantus writes at each step, for the flat array ``arr`` it perturbs in place.
 
@@ -88,12 +104,13 @@ def replacement_fills(
     ``"mean"`` drifts as features are replaced (computed here as a running sum), ``"uniform"``
     is a fresh draw per image and step. A baseline string always draws ``np.random.uniform``
     (size B) per step, as Quantus's ``get_baseline_dict`` does, so NumPy's random state
-    advances exactly as in the toolkit.
+    advances exactly as in the toolkit (``draw=False``: the caller draws as its toolkit metric does).
     """
     b, n = arr.shape
     uniform = None
     if isinstance(baseline, str):
-        uniform = np.stack([np.random.uniform(size=b, **bounds) for _ in range(steps)], 1) if steps else None
+        if draw and steps:
+            uniform = np.stack([np.random.uniform(size=b, **bounds) for _ in range(steps)], 1)
         kind = baseline.lower()
     else:
         return np.full((b, steps), float(baseline))
@@ -102,6 +119,8 @@ def replacement_fills(
     if kind == "white":
         return np.repeat(arr.max(1, keepdims=True), steps, 1)
     if kind == "uniform":
+        if uniform is None and steps:
+            raise ValueError("replacement_fills: the 'uniform' baseline's values are drawn here; call with draw=True")
         return uniform if uniform is not None else np.zeros((b, 0))
     # "mean": mean of the current array, whose replaced features hold earlier fills
     valid = ranks < steps
@@ -273,7 +292,11 @@ def patch_sequence(
     order: str,
     regions: int | None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Ranks (``B×C×H×W``) and fills of ``patch_size`` patches removed in Quantus's order (with its padding)."""
+    """Ranks (``B×C×H×W``) and fills of ``patch_size`` patches removed in Quantus's order (with its padding).
+
+    ``order``: ``"morf"``/``"lerf"`` by the patches' attribution sums, ``"random"`` (one NumPy permutation per
+    image) or ``"raster"`` (the toolkit's block order). Fills are computed on the edge-padded image.
+    """
     b = x_batch.shape[0]
     h, w = x_batch.shape[-2:]
     pad_h, pad_w = qutils.get_padding_size(h, patch_size), qutils.get_padding_size(w, patch_size)
@@ -290,6 +313,8 @@ def patch_sequence(
         ordering = np.argsort(-att_sums, -1)
     elif order == "lerf":
         ordering = np.argsort(att_sums, -1)
+    elif order == "raster":  # the toolkit's block order (Infidelity)
+        ordering = np.broadcast_to(np.arange(patches.shape[1]), (b, patches.shape[1]))
     else:
         raise UnsupportedMetricError(f"order: expected 'morf', 'lerf' or 'random', got {order!r}")
     ordered = patches[np.arange(b)[:, None], ordering]  # B × P × (C·p·p)
@@ -617,9 +642,223 @@ class AcceleratedSensitivityN(_Accelerated, quantus.SensitivityN):  # type: igno
         self.evaluation_scores = func(a=pred_deltas[:, :max_features].T, b=att_sums[:, :max_features].T, batched=True)
 
 
-def _make(cls: type) -> Callable[..., Any]:
+def _noise_keyword(metric: Any) -> float:
+    """ROAD's ``noise``; refuses any perturb function but Quantus's ``noisy_linear_imputation``."""
+    keywords = _perturb_keywords(metric, noisy_linear_imputation)
+    extra = sorted(set(keywords) - {"noise"})
+    if extra:
+        raise UnsupportedMetricError(
+            f"perturb_func_kwargs: ROAD is accelerated with ['noise'] only, got {extra}; "
+            "pass fallback=True to run the toolkit's own code"
+        )
+    return float(keywords.get("noise", 0.01))
+
+
+def segment_ranks(x_batch: np.ndarray, a: np.ndarray, method: str) -> tuple[np.ndarray, list[int]]:
+    """``B×H×W`` step at which each pixel's superpixel is removed in IROF, and each image's number of superpixels.
+
+    The superpixels are the toolkit's (``get_superpixel_segments``), ordered by their mean attribution over all
+    channels, descending, with ``np.argsort``'s ties (Rieger and Hansen 2020).
+    """
+    b, _, h, w = x_batch.shape
+    counts, ranks = [], np.empty((b, h, w), dtype=np.int64)
+    for i, (x, ai) in enumerate(zip(x_batch, a, strict=True)):
+        segments = qutils.get_superpixel_segments(
+            img=np.moveaxis(x, 0, -1).astype("double"), segmentation_method=method
+        )
+        count = len(np.unique(segments))
+        qasserts.assert_nr_segments(nr_segments=count)
+        means = np.array([np.mean(ai[:, segments == s]) for s in range(count)])  # the toolkit's expression
+        position = np.empty(count, dtype=np.int64)
+        position[np.argsort(-means)] = np.arange(count)
+        ranks[i] = position[segments]
+        counts.append(count)
+    return ranks, counts
+
+
+def attribution_changes(
+    x_batch: np.ndarray, a: np.ndarray, ranks: np.ndarray, fills: np.ndarray, steps: int
+) -> np.ndarray:
+    """``B×steps``: ``Σ a·(x − x̃)`` after each step of a ranked replacement (features of rank ``s`` take
+    ``fills[:, s]``), in float64: Infidelity's attribution-weighted input change (Yeh et al. 2019)."""
+    b = x_batch.shape[0]
+    flat_ranks = ranks.reshape(b, -1)
+    flat_x = x_batch.reshape(b, -1).astype(np.float64)
+    rank_fill = np.take_along_axis(fills.astype(np.float64), np.minimum(flat_ranks, steps - 1), 1)
+    change = np.where(flat_ranks < steps, a.reshape(b, -1).astype(np.float64) * (flat_x - rank_fill), 0.0)
+    step_sums = np.stack([np.bincount(flat_ranks[i], change[i], minlength=steps + 1) for i in range(b)])
+    return np.cumsum(step_sums[:, :steps], axis=1)
+
+
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.IROF.
+class AcceleratedIROF(_Accelerated, quantus.IROF):  # type: ignore[misc]
+    """IROF (Rieger and Hansen 2020, "IROF: a low resource evaluation metric for explanation methods") on the
+    engine: the image is cut into superpixels (the toolkit's ``get_superpixel_segments``), which are replaced
+    one more per step in descending order of their mean attribution; the score is the area over the curve of the
+    class score relative to the unperturbed image's, ``n_segments − trapezoid(curve)``.
+
+    Quantus 0.6.0 cannot run it on colour images (its segment mask has one channel and the replacement asserts
+    equal shapes), integrates with ``np.trapz`` (absent from NumPy 2.4), computes the replacement value over the
+    whole batch (so an image's score depends on the other images in its batch) and integrates the zeros that pad
+    the curves of images with fewer segments than the batch's largest. This class removes each superpixel from all
+    channels, takes the baseline per image and integrates each image's own curve (it warns once with
+    :class:`~xai_bridge.errors.ToolkitDefectWarning`); with one image per batch on one-channel images its values
+    are the toolkit's. ``perturb_baseline="uniform"`` (per-pixel noise) is not accelerated.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> irof = xb.accelerate(quantus.IROF(disable_warnings=True))
+        >>> irof.segmentation_method
+        'slic'
+    """
+
+    def evaluate_batch(  # type: ignore[override]
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> np.ndarray:
+        _warn_defect_once(
+            "IROF",
+            "Quantus 0.6.0 fails on colour images, calls np.trapz (absent from NumPy 2.4), takes the baseline over "
+            "the whole batch and integrates the padding of shorter curves; computing the published definition per "
+            "image",
+        )
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        _irof_check(self)
+        baseline, bounds = _baseline(self, baseline_replacement_by_mask)
+        b, c = x_batch.shape[:2]
+        y_pred = self._xb_base(model, x_batch, y_batch)
+        ranks, counts = segment_ranks(x_batch, a, self.segmentation_method)
+        steps = max(counts)
+        flat_ranks = np.repeat(ranks[:, None], c, 1).reshape(b, -1)
+        if isinstance(baseline, str):
+            # the toolkit draws uniform noise the size of the batch at every step and discards it; advance NumPy's
+            # state by as much (a double takes two 32-bit words, as 8 random bytes do), without making the doubles
+            for _ in range(steps):
+                np.random.bytes(8 * x_batch.size)
+        fills = replacement_fills(baseline, bounds, x_batch.reshape(b, -1), flat_ranks, steps, draw=False)
+        preds = self._xb_curve(model, x_batch, y_batch, flat_ranks.reshape(x_batch.shape), fills, steps)
+        curves = (preds / y_pred[:, None]).astype(np.float64)  # the toolkit divides in float32
+        return np.array([n - np.trapezoid(curves[i, :n], dx=1) for i, n in enumerate(counts)])
+
+
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.ROAD.
+class AcceleratedROAD(_Accelerated, quantus.ROAD):  # type: ignore[misc]
+    """ROAD (Rong et al. 2022, "A consistent and efficient evaluation strategy for attribution methods"): for each
+    percentage ``p``, the ``p`` % most relevant pixels are replaced by the toolkit's noisy linear imputation and the
+    score is the fraction of images whose predicted class is still ``y``. The imputation is the toolkit's own
+    function, called in its order (so ``np.random.seed`` gives the same noise); the forward passes of all images
+    and percentages go through the engine together.
+
+    Quantus 0.6.0 ranks the channel-broadcast attribution of a colour image (``C·H·W`` indices into an ``H·W``
+    image: ``IndexError``) and averages the first batch's images only. This class ranks pixels by their attribution
+    summed over channels and averages every image (it warns once with
+    :class:`~xai_bridge.errors.ToolkitDefectWarning`); on one-channel images in one batch its values are the
+    toolkit's.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> road = xb.accelerate(quantus.ROAD(percentages=[10, 50, 90], disable_warnings=True))
+        >>> road.percentages
+        [10, 50, 90]
+    """
+
+    def evaluate_batch(  # type: ignore[override]
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> list[np.ndarray]:
+        _warn_defect_once(
+            "ROAD",
+            "Quantus 0.6.0 fails on colour images (it ranks the channel-broadcast attribution) and keeps the first "
+            "batch's scores only; ranking pixels and averaging every image",
+        )
+        _noise_keyword(self)
+        self._xb_inputs(x_batch, y_batch, a_batch)
+        b = x_batch.shape[0]
+        pixels = int(np.prod(x_batch.shape[2:]))
+        relevance = np.broadcast_to(a_batch, (b, a_batch.shape[1], *x_batch.shape[2:])).reshape(b, a_batch.shape[1], -1)
+        order = np.argsort(-(relevance[:, 0] if relevance.shape[1] == 1 else relevance.sum(1)), axis=1)
+        perturbed = [
+            self.perturb_func(arr=x, indices=top)  # the toolkit's imputation and noise draws, in its order
+            for p in self.percentages
+            for x, top in zip(x_batch, order[:, : int(pixels * p / 100)], strict=True)
+        ]
+        engine = self._xb_engine(model)
+        before = engine.forward_samples
+        stack = torch.as_tensor(np.stack(perturbed), dtype=torch.float32)
+        logits = engine.forward_chunks(len(perturbed), lambda s, e: stack[s:e].to(engine.device), stack[:1])
+        self.forward_samples += engine.forward_samples - before
+        predicted = logits.argmax(-1).cpu().numpy().reshape(len(self.percentages), b).T
+        return [(np.asarray(y_batch).reshape(-1, 1) == predicted).astype(int)]
+
+    def custom_postprocess(self, **kwargs: Any) -> None:
+        """The fraction of every image (all batches) still predicted as ``y``, per percentage."""
+        scores = np.concatenate([np.asarray(r) for r in self.evaluation_scores], 0).mean(0)
+        self.evaluation_scores = dict(zip(self.percentages, scores, strict=True))
+
+
+# Quantus marks its metric classes @final; subclassing is how the result stays a quantus.Infidelity.
+class AcceleratedInfidelity(_Accelerated, quantus.Infidelity):  # type: ignore[misc]
+    """Infidelity (Yeh et al. 2019, "On the (in)fidelity and sensitivity of explanations") as Quantus computes it:
+    for each patch size, square patches are replaced one more per step in the toolkit's block order, and
+    ``loss_func`` compares the score drops with the attribution-weighted input changes ``Σ a·(x − x̃)``, averaged
+    over patch sizes and ``n_perturb_samples``.
+
+    Quantus 0.6.0 fails when the image's height or width is not a multiple of the patch size (it perturbs the
+    unpadded image with indices of the padded one) and repeats identical work for each of its
+    ``n_perturb_samples`` when the baseline is deterministic. This class pads as the toolkit intends (edge values,
+    cropped afterwards; it warns once with :class:`~xai_bridge.errors.ToolkitDefectWarning`) and scores each
+    distinct perturbation once; NumPy's random draws are the toolkit's.
+
+    Example::
+
+        >>> import quantus, xai_bridge as xb
+        >>> inf = xb.accelerate(quantus.Infidelity(perturb_patch_sizes=[56], n_perturb_samples=2,
+        ...                                        disable_warnings=True))
+        >>> inf.perturb_patch_sizes
+        [56]
+    """
+
+    # the toolkit's own evaluate_batch returns this ndarray too, although it is annotated List[float]
+    def evaluate_batch(  # type: ignore[override]
+        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
+    ) -> np.ndarray:
+        h, w = x_batch.shape[-2:]
+        if any(h % p or w % p for p in self.perturb_patch_sizes):
+            _warn_defect_once(
+                "Infidelity",
+                "Quantus 0.6.0 fails when the image size is not a multiple of the patch size; padding the image "
+                "with its edge values as the toolkit intends",
+            )
+        a = self._xb_inputs(x_batch, y_batch, a_batch)
+        baseline, bounds = _baseline(self)
+        y_pred = self._xb_base(model, x_batch, y_batch)
+        scored: dict[int, np.ndarray] = {}
+        loss: Any = self.loss_func
+        results = []
+        for _ in range(self.n_perturb_samples):
+            per_patch = []
+            for size in self.perturb_patch_sizes:
+                ranks, fills, steps = patch_sequence(size, baseline, bounds, x_batch, a, "raster", None)
+                if size not in scored or not _is_deterministic(baseline):
+                    scored[size] = self._xb_curve(model, x_batch, y_batch, ranks, fills, steps)
+                a_sums = attribution_changes(x_batch, a, ranks, fills, steps)
+                per_patch.append(loss(a=y_pred[:, None] - scored[size], b=a_sums, batched=True))
+            results.append(np.mean(np.stack(per_patch, axis=1), axis=-1))
+        return np.asarray(np.mean(np.stack(results, axis=1), axis=-1))
+
+
+def _irof_check(metric: Any) -> None:
+    baseline, _ = _baseline(metric, baseline_replacement_by_mask)
+    if isinstance(baseline, str) and baseline.lower() == "uniform":
+        raise UnsupportedMetricError(
+            "perturb_baseline: IROF with 'uniform' (fresh noise for every pixel) is not accelerated; "
+            "pass fallback=True to run the toolkit's own code"
+        )
+
+
+def _make(cls: type, check: Callable[[Any], Any] = _baseline) -> Callable[..., Any]:
     def make(metric: Any, *, budget: Any = None, batch_size: int | None = None) -> Any:
-        _baseline(metric)  # refuse what cannot be reproduced now, not at the first call
+        check(metric)  # refuse what cannot be reproduced now, not at the first call
         out: Any = object.__new__(cls)  # the same configuration, not re-initialised (no warnings, no new draws)
         out.__dict__.update(copy.copy(metric.__dict__))
         out._xb_budget, out._xb_batch_size = budget, batch_size
@@ -639,4 +878,7 @@ ACCELERATED = {
     quantus.FaithfulnessCorrelation: _make(AcceleratedFaithfulnessCorrelation),
     quantus.Monotonicity: _make(AcceleratedMonotonicity),
     quantus.SensitivityN: _make(AcceleratedSensitivityN),
+    quantus.IROF: _make(AcceleratedIROF, _irof_check),
+    quantus.ROAD: _make(AcceleratedROAD, _noise_keyword),
+    quantus.Infidelity: _make(AcceleratedInfidelity),
 }
