@@ -119,7 +119,7 @@ def part_b(
     modes: tuple[str, ...] = GRAPH_MODES,
     batches: tuple[int, ...] = BATCHES,
     precisions: tuple[str, ...] = ("float32", "bfloat16"),
-    engines: tuple[str, ...] = ("eager", "freeze", "auto"),
+    engines: tuple[str, ...] = ("before", "eager", "freeze", "auto"),
     inductor_batches: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """The model's peak (best images/s over graph modes × batch sizes) and the engine's images/s.
@@ -128,7 +128,9 @@ def part_b(
     a noisy shared machine hurts all alike. Per precision: the peak over ``modes × batches`` of
     bare forward passes (:class:`~xai_bridge.engine.ForwardPass`, the engine's own graphs), and the
     engine (default budget, measured chunk) on a 225-point deletion curve of 4 images in each
-    graph mode of ``engines``, as a fraction of that peak.
+    graph mode of ``engines``, as a fraction of that peak; ``"before"`` is the engine as it was before graph
+    modes and the measured chunk (eager, the budget's chunk): every engine's speed and curve are compared with its
+    float32 run.
     """
     from xai_bridge.engine import ForwardPass
 
@@ -160,6 +162,7 @@ def part_b(
     peak: dict[tuple[str, str, int], float] = {}
     engine_rate: dict[tuple[str, str], float] = {}
     chunks: dict[tuple[str, str], Any] = {}
+    curves: dict[tuple[str, str], torch.Tensor] = {}
     for r in range(rounds):
         for (p, m), fp in passes.items():
             for bs in sizes[m]:
@@ -167,11 +170,13 @@ def part_b(
                 peak[key] = max(peak.get(key, 0.0), model_rate(fp, bs))
         for p in precisions:
             for mode in engines:
-                engine = Engine(model, compile=mode, precision=p, progress=False)
-                t, _ = timed(lambda engine=engine: (engine.run(sub, sub_maps, None, [req]), sync()))
+                options = {"compile": "eager", "tune": False} if mode == "before" else {"compile": mode}
+                engine = Engine(model, precision=p, progress=False, **options)
+                t, result = timed(lambda engine=engine: (engine.run(sub, sub_maps, None, [req]), sync())[0])
                 key2 = (p, mode)
                 engine_rate[key2] = max(engine_rate.get(key2, 0.0), engine.forward_samples / t)
                 chunks[key2] = engine.describe()
+                curves[key2] = result[req].probs
         print(f"    (b) round {r + 1}/{rounds} done", flush=True)
     out: dict[str, Any] = {"rounds": rounds, "compile_and_first_pass_s": compile_s, "precisions": {}}
     for p in precisions:
@@ -186,6 +191,10 @@ def part_b(
                     "img_s": engine_rate[(p, mode)],
                     "fraction_of_peak": engine_rate[(p, mode)] / mine[best],
                     "forward": chunks[(p, mode)],
+                    "vs_before": engine_rate[(p, mode)] / engine_rate[(precisions[0], engines[0])],
+                    "max_abs_diff_vs_float32_before": float(
+                        (curves[(p, mode)] - curves[(precisions[0], engines[0])]).abs().max()
+                    ),
                 }
                 for mode in engines
             },
@@ -399,8 +408,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {p}: model peak {fig['peak_img_s']:.1f} img/s ({fig['peak_at']}); all: {fig['model_img_s']}")
             for mode, e in fig["engine"].items():
                 print(
-                    f"    {p}: engine compile={mode} {e['img_s']:.1f} img/s → {e['fraction_of_peak']:.0%} of peak "
-                    f"({e['forward']})"
+                    f"    {p}: engine {mode} {e['img_s']:.1f} img/s → {e['fraction_of_peak']:.0%} of peak, "
+                    f"{e['vs_before']:.2f}× the float32 engine before, curve max |Δ| vs float32 before "
+                    f"{e['max_abs_diff_vs_float32_before']:.1e} ({e['forward']})"
                 )
     if "c" in args.parts:
         n = min(args.images, 4) if args.quick else args.images

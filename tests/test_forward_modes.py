@@ -52,7 +52,7 @@ def run(engine: Engine, images: torch.Tensor, maps: torch.Tensor) -> dict:
 def test_graph_modes_match_eager_within_1e5(mode, data):
     images, maps = data
     model = small_cnn()
-    ref = run(Engine(model, batch_size=7, progress=False), images, maps)
+    ref = run(Engine(model, batch_size=7, compile="eager", progress=False), images, maps)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ForwardModeWarning)
         engine = Engine(model, batch_size=7, compile=mode, progress=False)
@@ -255,3 +255,22 @@ def test_the_cli_and_runner_take_compile_and_precision(tmp_path):
     assert same.config_hash == plan.config_hash  # a graph mode does not
     with pytest.raises(UnsupportedSettingError, match="precision: 'float16' is not supported on cpu"):
         Plan(dataclasses.replace(config, precision="float16"))
+
+
+def test_auto_is_the_default_and_leaves_forward_hooks_running(data):
+    """The engine's default graph mode is ``auto``; a traced graph would skip forward hooks, so with a hook
+    registered ``auto`` runs eagerly (the hook sees every image), and without one it may freeze."""
+    images, maps = data
+    model = small_cnn()
+    assert Engine(model).describe()["compile"] == "auto"
+    seen = []
+    handle = model.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].shape[0]))
+    try:
+        engine = Engine(model, batch_size=4, progress=False)
+        run(engine, images, maps)
+    finally:
+        handle.remove()
+    assert engine.describe()["graph"] == "eager"
+    assert sum(seen) == engine.forward_samples > 4
+    results = xb.evaluate(model, images, [], ["deletion_auc"], maps={"given": maps}, progress=False)
+    assert results.forward["compile"] == "auto"

@@ -283,8 +283,9 @@ def evaluate(
         maps: precomputed ``{explainer name: B×H×W}`` maps (those explainers are not run).
         batch_size: images per explanation batch.
         engine: a configured :class:`~xai_bridge.engine.Engine` (memory budget, graph mode, precision).
-        compile: graph mode of the engine's forward passes (``"eager"`` by default, ``"freeze"``,
-            ``"inductor"``, ``"auto"``; see :mod:`xai_bridge.engine.forward`); not with ``engine``.
+        compile: graph mode of the engine's forward passes (``"auto"`` by default: the faster of eager and
+            freeze that agrees with eager within 1e-5; ``"eager"``, ``"freeze"``, ``"inductor"``; see
+            :mod:`xai_bridge.engine.forward`); not with ``engine``.
         precision: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"`` autocast for the
             engine's forward passes (explainers are not affected); not with ``engine``.
         progress: progress bar over explainers.
@@ -306,7 +307,7 @@ def evaluate(
         raise ValueError(f"image_ids: {len(ids)} names for {b} images")
     if len(set(ids)) != b:
         raise ValueError("image_ids: names must be unique (they key the rows)")
-    engine = engine or Engine(model, compile=compile or "eager", precision=precision, progress=False)
+    engine = engine or Engine(model, compile=compile or "auto", precision=precision, progress=False)
     images = images.to(engine.device)
     label_t = None if labels is None else torch.as_tensor(labels, device=engine.device).long().view(-1)
     if label_t is not None and label_t.numel() != b:

@@ -84,9 +84,10 @@ class Engine:
             Ignored when ``batch_size`` is given.
         batch_size: fixed chunk size (images per forward pass).
         autocast: shorthand for ``precision="float16"`` on CUDA (ignored on other devices).
-        compile: graph mode of the forward passes: ``"eager"`` (default), ``"freeze"``
-            (channels-last, traced and frozen), ``"inductor"`` (``torch.compile``) or ``"auto"``
-            (the faster of eager and freeze, exact within 1e-5); see :mod:`xai_bridge.engine.forward`.
+        compile: graph mode of the forward passes: ``"auto"`` (default: the faster of eager and
+            freeze, decided on the first batch and kept only if it agrees with eager within 1e-5),
+            ``"eager"``, ``"freeze"`` (channels-last, traced and frozen) or ``"inductor"``
+            (``torch.compile``); see :mod:`xai_bridge.engine.forward`.
         precision: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``: autocast for the
             forward passes (what the device supports); scores stay float32.
         tune: measure the chunk size: the first full chunks try a short ladder of sizes within
@@ -105,7 +106,7 @@ class Engine:
         budget: int | float | str | None = None,
         batch_size: int | None = None,
         autocast: bool = False,
-        compile: str = "eager",
+        compile: str = "auto",
         precision: str | None = None,
         tune: bool = True,
         progress: bool | None = None,
@@ -133,7 +134,7 @@ class Engine:
         """How the forward passes are computed: graph mode asked for and used, precision, chunk size.
 
         >>> Engine(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 2)).eval()).describe()
-        {'compile': 'eager', 'graph': 'eager', 'precision': 'float32', 'chunk': None}
+        {'compile': 'auto', 'graph': 'eager', 'precision': 'float32', 'chunk': None}
         """
         chunk = self.batch_size if self.batch_size is not None else getattr(self, "_chunk", None)
         return {**self.forward_pass.describe(), "chunk": chunk}

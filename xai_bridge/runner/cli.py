@@ -139,9 +139,10 @@ def add_benchmark_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--compile",
-        default="eager",
+        default="auto",
         choices=("auto", "eager", "freeze", "inductor"),
-        help="graph mode of the engine's forward passes (default: eager; see docs/performance.md)",
+        help="graph mode of the engine's forward passes (default: auto, the faster exact one of eager and freeze; "
+        "see docs/performance.md)",
     )
     p.add_argument(
         "--precision",

@@ -32,7 +32,7 @@ from ..results import Results
 from .data import Item, Source, load_batch, open_source
 from .store import CurveRecord, RowRecord, Store, merge_curves
 
-_DEFAULTS = {"compile": "eager", "precision": "float32"}
+_DEFAULTS = {"compile": "auto", "precision": "float32"}
 
 Spec = "str | tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]"
 
@@ -57,8 +57,8 @@ class BenchmarkConfig:
         device: torch device for the model and images (``None`` = the model's; under
             ``torchrun`` with CUDA, each rank takes ``cuda:LOCAL_RANK``).
         grid_images: how many images the report's saliency grid shows.
-        compile: graph mode of the engine's forward passes (``"eager"``, ``"freeze"``, ``"inductor"``,
-            ``"auto"``; see :mod:`xai_bridge.engine.forward`): exact within 1e-5, so a store
+        compile: graph mode of the engine's forward passes (``"auto"``, the default, ``"eager"``, ``"freeze"``,
+            ``"inductor"``; see :mod:`xai_bridge.engine.forward`): exact within 1e-5, so a store
             computed in one mode resumes in another; results record the mode.
         precision: ``"float32"``, ``"bfloat16"`` or ``"float16"`` autocast for the engine's forward
             passes. It changes scores, so a reduced precision is part of the configuration hash.
@@ -80,7 +80,7 @@ class BenchmarkConfig:
     out: str | Path | None = "out/benchmark"
     device: Any = None
     grid_images: int = 4
-    compile: str = "eager"
+    compile: str = "auto"
     precision: str = "float32"
     progress: bool = True
     evaluate: Callable[..., Results] | None = None
