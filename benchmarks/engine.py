@@ -204,12 +204,15 @@ def part_b(
 
 # -- (e) -------------------------------------------------------------------------------------------
 def part_e(model, photos_: torch.Tensor, explainers: tuple[str, ...]) -> dict[str, Any]:
-    """Demo metrics (demo protocol) computed in float32, float32 through the frozen graph, and bfloat16.
+    """Demo metrics (demo protocol) computed eagerly in float32 (the reference), through the frozen graph, and in
+    bfloat16, eagerly and frozen.
 
     The explainers' maps are computed once (float32) and passed to every run, so only the engine's
     forward passes differ. Reports the largest |Δ| per metric versus float32 and whether the ranking
     of the explainers by mean changes.
     """
+    from scipy.stats import kendalltau
+
     from xai_bridge.protocols import get_protocol
     from xai_bridge.runner.run import parse_spec
     from xai_bridge_builtins.demo import METRICS, PROTOCOL_OVERRIDES
@@ -219,9 +222,10 @@ def part_e(model, photos_: torch.Tensor, explainers: tuple[str, ...]) -> dict[st
     given = {name: xb.get_explainer(name, model).explain(photos_) for name in explainers}
     runs = {}
     for label, options in (
-        ("float32", {}),
+        ("float32", {"compile": "eager"}),
         ("freeze float32", {"compile": "freeze"}),
-        ("bfloat16", {"precision": "bfloat16"}),
+        ("bfloat16", {"compile": "eager", "precision": "bfloat16"}),
+        ("freeze bfloat16", {"compile": "freeze", "precision": "bfloat16"}),
     ):
         t, res = timed(
             lambda options=options: xb.evaluate(
@@ -235,7 +239,7 @@ def part_e(model, photos_: torch.Tensor, explainers: tuple[str, ...]) -> dict[st
     for metric in ref.metrics:
         order = sorted(explainers, key=lambda e: -ref.mean_std(e, metric)[0])
         row: dict[str, Any] = {}
-        for label in ("freeze float32", "bfloat16"):
+        for label in [k for k in runs if k != "float32"]:
             other = runs[label][1]
             diff = max(
                 abs(a - b)
@@ -243,7 +247,14 @@ def part_e(model, photos_: torch.Tensor, explainers: tuple[str, ...]) -> dict[st
                 for a, b in zip(ref.values(e, metric), other.values(e, metric), strict=True)
             )
             other_order = sorted(explainers, key=lambda e: -other.mean_std(e, metric)[0])
-            row[label] = {"max_abs_diff": diff, "ranking_changed": other_order != order}
+            tau = kendalltau(
+                [ref.mean_std(e, metric)[0] for e in explainers], [other.mean_std(e, metric)[0] for e in explainers]
+            )
+            row[label] = {
+                "max_abs_diff": diff,
+                "ranking_changed": other_order != order,
+                "kendall_tau": float(tau.statistic),
+            }
         out["metrics"][metric] = row
     return out
 
@@ -437,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"    {metric:<22} "
                 + "  ".join(
-                    f"{k}: {v['max_abs_diff']:.1e} {'CHANGED' if v['ranking_changed'] else 'same'}"
+                    f"{k}: {v['max_abs_diff']:.1e} τ={v['kendall_tau']:.2f} "
+                    f"{'CHANGED' if v['ranking_changed'] else 'same'}"
                     for k, v in row.items()
                 )
             )

@@ -832,17 +832,22 @@ class AcceleratedInfidelity(_Accelerated, quantus.Infidelity):  # type: ignore[m
         a = self._xb_inputs(x_batch, y_batch, a_batch)
         baseline, bounds = _baseline(self)
         y_pred = self._xb_base(model, x_batch, y_batch)
-        scored: dict[int, np.ndarray] = {}
+        done: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per patch size: scores and Σ a·(x − x̃) per step
         loss: Any = self.loss_func
         results = []
         for _ in range(self.n_perturb_samples):
             per_patch = []
             for size in self.perturb_patch_sizes:
-                ranks, fills, steps = patch_sequence(size, baseline, bounds, x_batch, a, "raster", None)
-                if size not in scored or not _is_deterministic(baseline):
-                    scored[size] = self._xb_curve(model, x_batch, y_batch, ranks, fills, steps)
-                a_sums = attribution_changes(x_batch, a, ranks, fills, steps)
-                per_patch.append(loss(a=y_pred[:, None] - scored[size], b=a_sums, batched=True))
+                if size in done and _is_deterministic(baseline):  # the same perturbations again: only draw
+                    if isinstance(baseline, str):  # as the toolkit's perturb function does at every step
+                        for _ in range(done[size][0].shape[1]):
+                            np.random.uniform(size=x_batch.shape[0], **bounds)
+                else:
+                    ranks, fills, steps = patch_sequence(size, baseline, bounds, x_batch, a, "raster", None)
+                    scores = self._xb_curve(model, x_batch, y_batch, ranks, fills, steps)
+                    done[size] = scores, attribution_changes(x_batch, a, ranks, fills, steps)
+                scores, a_sums = done[size]
+                per_patch.append(loss(a=y_pred[:, None] - scores, b=a_sums, batched=True))
             results.append(np.mean(np.stack(per_patch, axis=1), axis=-1))
         return np.asarray(np.mean(np.stack(results, axis=1), axis=-1))
 

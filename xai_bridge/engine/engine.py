@@ -129,6 +129,8 @@ class Engine:
         self._ladder: list[int] = []
         self._timings: dict[int, float] = {}
         self.forward_samples = 0  # images that went through the model (for benchmarks)
+        #: wall time inside the model's forward passes (on CUDA: the time to launch them, unless synchronised)
+        self.forward_seconds = 0.0
 
     def describe(self) -> dict[str, Any]:
         """How the forward passes are computed: graph mode asked for and used, precision, chunk size.
@@ -192,8 +194,10 @@ class Engine:
         n = x.shape[0]
         if pad_to is not None and n < pad_to and self.forward_pass.mode != "eager":
             x = torch.cat([x, x[-1:].expand(pad_to - n, *x.shape[1:])])
+        start = time.perf_counter()
         with torch.inference_mode():
             out = self.forward_pass(x)
+        self.forward_seconds += time.perf_counter() - start
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
             raise ValueError(f"model: expected logits of shape B×K, got {getattr(out, 'shape', type(out).__name__)}")
         self.forward_samples += n
