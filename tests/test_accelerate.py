@@ -583,3 +583,31 @@ def test_registered_infidelity_and_irof_equal_their_toolkit_forms(model, case, f
         xb.get_metric("infidelity", perturb_patch_sizes=[0])
     with pytest.raises(ValueError, match="segmentation_method"):
         xb.get_metric("irof", segmentation_method="quickshift")
+
+
+def test_imputation_system_equals_both_toolkits_assembly():
+    """ROAD's sparse system assembled at once equals grad-cam's ``lil_matrix`` assembly entry for entry, and the
+    imputed images equal both toolkits' bit for bit after the same seed (so the noise draws follow unchanged)."""
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+    from quantus.functions.perturb_func import noisy_linear_imputation
+
+    from xai_bridge.accelerate._gradcam import _AssembledImputer
+    from xai_bridge.accelerate._quantus import _road_imputation
+    from xai_bridge.engine.imputation import imputation_system
+
+    rng = np.random.default_rng(0)
+    image = rng.random((3, 9, 7)).astype(np.float32)
+    mask = (rng.random((9, 7)) > 0.6).astype(np.float32)  # 1 = known, as grad-cam's mask
+    theirs_a, theirs_b = NoisyLinearImputer.setup_sparse_system(mask, image, gradcam_metrics.neighbors_weights)
+    missing = np.argwhere(mask.reshape(-1) == 0).flatten()
+    ours_a, ours_b = imputation_system((9, 7), missing, image.reshape(3, -1))
+    assert np.array_equal(ours_a.toarray(), theirs_a.toarray()) and np.array_equal(ours_b, theirs_b)
+    torch.manual_seed(1)
+    expected = NoisyLinearImputer()(torch.from_numpy(image), torch.from_numpy(mask))
+    torch.manual_seed(1)
+    assert torch.equal(_AssembledImputer(0.01)(torch.from_numpy(image), torch.from_numpy(mask)), expected)
+    order = rng.permutation(63)[:40]  # Quantus keeps the given order of the unknowns
+    np.random.seed(2)
+    expected_q = noisy_linear_imputation(arr=image, indices=order, noise=0.01)
+    np.random.seed(2)
+    assert np.array_equal(_road_imputation(image, order, 0.01), expected_q)

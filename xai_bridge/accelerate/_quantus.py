@@ -33,8 +33,10 @@ from quantus.functions.perturb_func import (
 )
 from quantus.helpers import asserts as qasserts
 from quantus.helpers import utils as qutils
+from scipy.sparse.linalg import spsolve
 
 from ..engine import Engine
+from ..engine.imputation import imputation_system
 from ..engine.sequences import ranked_replacement_logits, subset_replacement_logits
 from ..errors import ToolkitDefectWarning, UnsupportedMetricError
 from ..targets import check_model_ready
@@ -741,13 +743,25 @@ class AcceleratedIROF(_Accelerated, quantus.IROF):  # type: ignore[misc]
         return np.array([n - np.trapezoid(curves[i, :n], dx=1) for i, n in enumerate(counts)])
 
 
+def _road_imputation(x: np.ndarray, indices: np.ndarray, noise: float) -> np.ndarray:
+    """Quantus's ``noisy_linear_imputation(arr=x, indices=indices, noise=noise)``, the same values and the same
+    ``np.random.randn`` draw, with the sparse system assembled at once (:mod:`xai_bridge.engine.imputation`)."""
+    flat = x.reshape(x.shape[0], -1)
+    a, b = imputation_system(x.shape[-2:], indices, flat)
+    solution = np.transpose(spsolve(a, b))
+    out = np.copy(flat)
+    out[:, indices] = solution + noise * np.random.randn(*solution.shape)
+    return out.reshape(*x.shape)
+
+
 # Quantus marks its metric classes @final; subclassing is how the result stays a quantus.ROAD.
 class AcceleratedROAD(_Accelerated, quantus.ROAD):  # type: ignore[misc]
     """ROAD (Rong et al. 2022, "A consistent and efficient evaluation strategy for attribution methods"): for each
     percentage ``p``, the ``p`` % most relevant pixels are replaced by the toolkit's noisy linear imputation and the
-    score is the fraction of images whose predicted class is still ``y``. The imputation is the toolkit's own
-    function, called in its order (so ``np.random.seed`` gives the same noise); the forward passes of all images
-    and percentages go through the engine together.
+    score is the fraction of images whose predicted class is still ``y``. The imputation solves the toolkit's own
+    system (assembled at once instead of entry by entry: the same solution bit for bit) and draws its noise in the
+    toolkit's order, so ``np.random.seed`` gives the same images; the forward passes of all images and percentages
+    go through the engine together.
 
     Quantus 0.6.0 ranks the channel-broadcast attribution of a colour image (``C·H·W`` indices into an ``H·W``
     image: ``IndexError``) and averages the first batch's images only. This class ranks pixels by their attribution
@@ -771,14 +785,14 @@ class AcceleratedROAD(_Accelerated, quantus.ROAD):  # type: ignore[misc]
             "Quantus 0.6.0 fails on colour images (it ranks the channel-broadcast attribution) and keeps the first "
             "batch's scores only; ranking pixels and averaging every image",
         )
-        _noise_keyword(self)
         self._xb_inputs(x_batch, y_batch, a_batch)
         b = x_batch.shape[0]
         pixels = int(np.prod(x_batch.shape[2:]))
         relevance = np.broadcast_to(a_batch, (b, a_batch.shape[1], *x_batch.shape[2:])).reshape(b, a_batch.shape[1], -1)
         order = np.argsort(-(relevance[:, 0] if relevance.shape[1] == 1 else relevance.sum(1)), axis=1)
+        noise = _noise_keyword(self)
         perturbed = [
-            self.perturb_func(arr=x, indices=top)  # the toolkit's imputation and noise draws, in its order
+            _road_imputation(x, top, noise)  # the toolkit's imputation and noise draws, in its order
             for p in self.percentages
             for x, top in zip(x_batch, order[:, : int(pixels * p / 100)], strict=True)
         ]
