@@ -335,3 +335,51 @@ def test_region_curve_equals_quantus_region_perturbation(model, quantus_case):
     protocol = get_protocol(level="grid", cell=32, removal=Replacement("min"), removal_step=32 * 32, fraction=12 / 49)
     aopc = score_maps(model, images, maps, ["aopc"], protocol, targets=y)["aopc"]
     np.testing.assert_allclose(aopc.numpy(), theirs.sum(1) / 13, atol=1e-5)
+
+
+# -- small pieces, each against an independent reference (found by mutation testing) --------------------
+def test_folded_gaussian_kernel_equals_scipy_on_a_dirac():
+    """RISE's ``gkern``: ``scipy.ndimage.gaussian_filter`` of a centred Dirac; its row sums are the 1-D kernel."""
+    from scipy.ndimage import gaussian_filter
+
+    from xai_bridge.engine.maps import folded_gaussian_kernel
+
+    dirac = np.zeros((11, 11))
+    dirac[5, 5] = 1
+    expected = gaussian_filter(dirac, 5)
+    k1d = folded_gaussian_kernel(11, 5.0).double().numpy()
+    np.testing.assert_allclose(np.outer(k1d, k1d), expected, atol=1e-7)
+
+
+def test_blur_replacement_rejects_an_even_kernel():
+    from xai_bridge.engine.maps import make_replacement
+
+    with pytest.raises(ValueError, match="replacement.kernel: expected an odd size, got 4"):
+        make_replacement(torch.rand(1, 3, 8, 8), Replacement("blur", kernel=4, sigma=1.0))
+    assert make_replacement(torch.rand(1, 3, 8, 8), Replacement("blur", kernel=3, sigma=1.0)).shape == (1, 3, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("2GiB", 2 * 1024**3), ("512MB", 512 * 10**6), ("3kb", 3000), (4096, 4096)]
+)
+def test_parse_budget_reads_sizes(text, expected):
+    from xai_bridge.engine.engine import parse_budget
+
+    assert parse_budget(text) == expected
+
+
+def test_ranked_replacement_logits_by_hand():
+    """Two 1×1×2 images, a linear logit Σx: step s replaces the features of rank s by that step's fill."""
+    from xai_bridge.engine.sequences import ranked_replacement_logits
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(2, 1, bias=False)).eval()
+    with torch.no_grad():
+        net[1].weight.fill_(1.0)
+    images = torch.tensor([[[[1.0, 2.0]]], [[[3.0, 5.0]]]])
+    ranks = torch.tensor([[[[1, 0]]], [[[0, 2]]]])  # image 1's second feature is never replaced in 2 steps
+    fills = torch.tensor([[0.0, -1.0], [10.0, 20.0]])
+    sizes = []
+    net.register_forward_hook(lambda _m, inputs, _o: sizes.append(inputs[0].shape[0]))
+    logits = ranked_replacement_logits(Engine(net, batch_size=4, progress=False), images, ranks, fills, 2)
+    assert logits.shape == (2, 2, 1) and sizes == [4]  # 2 images × 2 steps in one forward pass, nothing more
+    torch.testing.assert_close(logits[..., 0], torch.tensor([[1.0, -1.0], [15.0, 15.0]]))
