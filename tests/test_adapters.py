@@ -469,11 +469,17 @@ def _gradcam_outputs(ns: dict, tmp_path) -> None:
 
 
 def _quantus_outputs(ns: dict, tmp_path) -> None:
-    assert set(ns["results"]) == {"opticam", "gradcam"}
-    for scores in ns["results"].values():
+    assert set(ns["results"]) == {"opticam", "gradcam", "fakecam"}
+    assert all(set(scores) == {"Sparseness", "RandomLogit"} for scores in ns["results"].values())
+    assert len(ns["sparseness"]) == 3 and np.isfinite(np.asarray(ns["sparseness"], dtype=float)).all()
+    assert set(ns["wrapped"]) == {"opticam", "gradcam"}
+    for scores in ns["wrapped"].values():
         assert set(scores) == {"average_gain", "n_morf", "delta", "FaithfulnessCorrelation"}
         assert all(np.isfinite(np.asarray(v, dtype=float)).all() for v in scores.values())
-    assert len(ns["scores"]) == 3 and np.isfinite(np.asarray(ns["scores"], dtype=float)).all()
+    # "Speed up your existing Quantus / grad-cam evaluation": the accelerated metrics' outputs
+    assert np.asarray(ns["pf_scores"]).shape == (2, 3 * 224) and set(ns["accelerated"]["gradcam"]) == {"PF", "RP"}
+    assert np.asarray(ns["road_scores"]).shape == (2,) and np.isfinite(ns["road_scores"]).all()
+    assert {r["metric"] for r in ns["shared"].rows} == {"region_perturbation", "selectivity"}
 
 
 DOCS_OUTPUTS = {"captum.md": _captum_outputs, "gradcam.md": _gradcam_outputs, "quantus.md": _quantus_outputs}
