@@ -368,18 +368,65 @@ def test_parse_budget_reads_sizes(text, expected):
     assert parse_budget(text) == expected
 
 
-def test_ranked_replacement_logits_by_hand():
-    """Two 1×1×2 images, a linear logit Σx: step s replaces the features of rank s by that step's fill."""
-    from xai_bridge.engine.sequences import ranked_replacement_logits
-
-    net = nn.Sequential(nn.Flatten(), nn.Linear(2, 1, bias=False)).eval()
+def _sum_model(n: int) -> nn.Module:
+    """``logit = Σ x`` over ``n`` features."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(n, 1, bias=False)).eval()
     with torch.no_grad():
         net[1].weight.fill_(1.0)
-    images = torch.tensor([[[[1.0, 2.0]]], [[[3.0, 5.0]]]])
-    ranks = torch.tensor([[[[1, 0]]], [[[0, 2]]]])  # image 1's second feature is never replaced in 2 steps
-    fills = torch.tensor([[0.0, -1.0], [10.0, 20.0]])
+    return net
+
+
+def test_ranked_replacement_logits_by_hand():
+    """Two 1×1×3 images, logit Σx. Features of rank s take ``fills[:, s]`` from step s on; rank ≥ 3 never.
+    Image 0, x = (1, 2, 4), ranks (2, 0, 1), fills (0, −1, −2): (1, 0, 4) → 5, (1, 0, −1) → 0, (−2, 0, −1) → −3.
+    Image 1, x = (3, 5, 7), ranks (0, 2, 3), fills (10, 20, 30): (10, 5, 7) → 22, 22, (10, 30, 7) → 47."""
+    from xai_bridge.engine.sequences import ranked_replacement_logits
+
+    net = _sum_model(3)
+    images = torch.tensor([[[[1.0, 2.0, 4.0]]], [[[3.0, 5.0, 7.0]]]])
+    ranks = torch.tensor([[[[2, 0, 1]]], [[[0, 2, 3]]]])
+    fills = torch.tensor([[0.0, -1.0, -2.0], [10.0, 20.0, 30.0]])
     sizes = []
     net.register_forward_hook(lambda _m, inputs, _o: sizes.append(inputs[0].shape[0]))
-    logits = ranked_replacement_logits(Engine(net, batch_size=4, progress=False), images, ranks, fills, 2)
-    assert logits.shape == (2, 2, 1) and sizes == [4]  # 2 images × 2 steps in one forward pass, nothing more
-    torch.testing.assert_close(logits[..., 0], torch.tensor([[1.0, -1.0], [15.0, 15.0]]))
+    logits = ranked_replacement_logits(Engine(net, batch_size=6, progress=False), images, ranks, fills, 3)
+    assert logits.shape == (2, 3, 1) and sizes == [6]  # 2 images × 3 steps in one forward pass, nothing more
+    torch.testing.assert_close(logits[..., 0], torch.tensor([[5.0, 0.0, -3.0], [22.0, 22.0, 47.0]]))
+
+
+def test_subset_replacement_logits_by_hand():
+    """Each subset replaced alone, from the unperturbed image: image 0, x = (1, 2, 4): {0} → 0 gives 6, {2} → −1
+    gives 2; image 1, x = (3, 5, 7): {1} → 10 gives 20, {1} → 20 gives 30. No subsets: an empty result."""
+    from xai_bridge.engine.sequences import subset_replacement_logits
+
+    engine = Engine(_sum_model(3), progress=False)
+    images = torch.tensor([[[[1.0, 2.0, 4.0]]], [[[3.0, 5.0, 7.0]]]])
+    subsets = torch.tensor([[[0], [2]], [[1], [1]]])
+    logits = subset_replacement_logits(engine, images, subsets, torch.tensor([[0.0, -1.0], [10.0, 20.0]]))
+    torch.testing.assert_close(logits[..., 0], torch.tensor([[6.0, 2.0], [20.0, 30.0]]))
+    empty = subset_replacement_logits(engine, images, torch.zeros(2, 0, 1, dtype=torch.long), torch.zeros(2, 0))
+    assert empty.shape[:2] == (2, 0)
+    with pytest.raises(ValueError, match=r"fills: expected shape \(2, 2\)"):
+        subset_replacement_logits(engine, images, subsets, torch.zeros(2, 3))
+
+
+def test_a_grid_tiles_maps_only_in_whole_cells():
+    from xai_bridge.engine.maps import tiles
+
+    maps = torch.rand(1, 4, 6)
+    assert tiles(torch.rand(1, 2, 3), maps, 2)
+    assert not tiles(torch.rand(1, 2, 3), maps, None) and not tiles(None, maps, 2)
+    assert not tiles(torch.rand(1, 1, 2), maps, 3)  # 4 is not a multiple of 3
+    assert not tiles(torch.rand(1, 2, 2), maps, 2) and not tiles(torch.rand(2, 2, 3), maps, 2)
+
+
+def test_curve_defaults_are_the_documented_ones():
+    """224 pixels per step (the RISE authors' step), pixels as units, the whole image, at most 196 steps."""
+    curve = Curve()
+    assert (curve.kind, curve.order, curve.step, curve.cell, curve.stop, curve.max_steps) == (
+        "deletion",
+        "morf",
+        224,
+        None,
+        1.0,
+        196,
+    )
