@@ -391,6 +391,9 @@ def test_ranked_replacement_logits_by_hand():
     logits = ranked_replacement_logits(Engine(net, batch_size=6, progress=False), images, ranks, fills, 3)
     assert logits.shape == (2, 3, 1) and sizes == [6]  # 2 images × 3 steps in one forward pass, nothing more
     torch.testing.assert_close(logits[..., 0], torch.tensor([[5.0, 0.0, -3.0], [22.0, 22.0, 47.0]]))
+    # insertion: after step s the features of rank ≤ s show x, the others that step's fill
+    inserted = ranked_replacement_logits(Engine(net, progress=False), images, ranks, fills, 3, insert=True)
+    torch.testing.assert_close(inserted[..., 0], torch.tensor([[2.0, 5.0, 7.0], [23.0, 43.0, 38.0]]))
 
 
 def test_subset_replacement_logits_by_hand():
