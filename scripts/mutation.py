@@ -9,6 +9,7 @@ Do not run anything else in this work tree while it runs, and commit nothing unt
     python scripts/mutation.py                                   # the metric plugins, every mutant
     python scripts/mutation.py --sample 120 --seed 0             # a random sample (the numbers in docs/testing.md)
     python scripts/mutation.py --modules xai_bridge/engine/maps.py --tests tests/test_metric_values.py
+    python scripts/mutation.py --engine-only --sample 100 --seed 0   # the engine against its own tests
 
 It prints killed / survived / timeout / incompetent (a mutant that does not even import) and writes
 each survivor's diff to ``<session>.survivors.txt`` to be classified by hand: killed by a new test,
@@ -35,9 +36,20 @@ ENGINE = [
     "xai_bridge/engine/maps.py",
     "xai_bridge/engine/requests.py",
     "xai_bridge/engine/sequences.py",
+    "xai_bridge/engine/forward.py",
+    "xai_bridge/engine/imputation.py",
 ]
 #: The fast tests that cover the metric values (the real-model tests take minutes per mutant).
 TESTS = ["tests/test_metric_values.py", "tests/test_localisation.py", "tests/test_metrics.py"]
+#: The fast tests that cover the engine, and its modules' doctests.
+ENGINE_TESTS = [
+    "tests/test_engine.py",
+    "tests/test_forward_modes.py",
+    "tests/test_metric_values.py",
+    "tests/test_metrics.py",
+    "tests/test_protocols.py",
+    *ENGINE,
+]
 DESELECT = "not evaluate_rows and not bad_input and not through_evaluate and not contract"
 
 
@@ -119,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", nargs="+", default=MODULES, help="files to mutate (add --engine for the engine)")
     parser.add_argument("--engine", action="store_true", help="also mutate xai_bridge/engine/")
+    parser.add_argument(
+        "--engine-only", action="store_true", help="mutate xai_bridge/engine/ only, against ENGINE_TESTS"
+    )
     parser.add_argument("--tests", nargs="+", default=TESTS, help="test files run against each mutant")
     parser.add_argument("--sample", type=int, default=0, help="run only this many mutants, drawn at random")
     parser.add_argument("--seed", type=int, default=0)
@@ -129,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         "--recheck", action="store_true", help="run the tests again against each survivor of the session (new tests)"
     )
     args = parser.parse_args(argv)
+    if args.engine_only:
+        args.modules = []
+        args.engine = True
+        if args.tests == TESTS:
+            args.tests = ENGINE_TESTS
     if args.recheck:
         return recheck(args.session.resolve(), args.tests)
 
