@@ -433,3 +433,26 @@ def test_curve_defaults_are_the_documented_ones():
         1.0,
         196,
     )
+
+
+def test_the_progress_bar_counts_the_images_it_will_send(monkeypatch):
+    """The bar's total is every masked image and every curve point: 3 images × (2 masked + 5 curve points) = 21,
+    and it reaches its total."""
+    import tqdm.auto
+
+    bars = []
+
+    class Recorder(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, disable=True, **kwargs)
+            self.seen = 0
+            bars.append(self)
+
+        def update(self, n=1):
+            self.seen += n
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    images, maps = torch.rand(3, 3, 8, 8), torch.rand(3, 8, 8)
+    requests = [Masked(), Masked(replacement=Replacement("mean")), Curve(step=16)]
+    Engine(_sum_model(3 * 8 * 8), progress=True).run(images, maps, None, requests)
+    assert [bar.total for bar in bars] == [3 * (2 + 5)] and bars[0].seen == bars[0].total
