@@ -88,7 +88,7 @@ class QuantusOrder:
         state = np.random.get_state()  # a baseline string draws as Quantus does; leave the caller's state alone
         try:
             if self.unit == "segments":
-                pixel_ranks, counts = _segments(x, a, self.segmentation, segment_ranks)
+                pixel_ranks, counts = segment_ranks(x, a, self.segmentation)
                 s = max(counts)
                 ranks = np.repeat(pixel_ranks[:, None], x.shape[1], 1)
                 flat = x.reshape(x.shape[0], -1)
@@ -315,10 +315,10 @@ class Infidelity(_QuantusCurve):
         base = (base.softmax(-1) if self.softmax else base).gather(-1, ctx.targets.view(-1, 1))
         losses = []
         for size in self.perturb_patch_sizes:
-            request = Ranked(self._planner(size))
-            ranks, fills, steps = request.planner(ctx.images, ctx.maps, None)
-            drops = (base - ctx[request].get("probability" if self.softmax else "logit")).double().cpu().numpy()
-            changes = attribution_changes(x, a, ranks.numpy(), fills.numpy(), steps)
+            result = ctx[Ranked(self._planner(size))]  # the scores and the plan they followed
+            drops = (base - result.get("probability" if self.softmax else "logit")).double().cpu().numpy()
+            ranks, fills = result.ranks.cpu().numpy(), result.fills.cpu().numpy()
+            changes = attribution_changes(x, a, ranks, fills, fills.shape[1])
             losses.append(np.mean((drops - changes) ** 2, axis=1))
         return torch.as_tensor(np.mean(losses, axis=0), dtype=torch.float64, device=ctx.logits.device)
 
@@ -363,24 +363,14 @@ class IROF(_QuantusCurve):
     def compute(self, ctx: MetricContext) -> torch.Tensor:
         base = ctx.logits.float()
         base = (base.softmax(-1) if self.softmax else base).gather(-1, ctx.targets.view(-1, 1))
-        curves = (self.scores(ctx) / base).double()  # relative scores, divided in float32 as Quantus does
-        ranks, _, _ = self.request().planner(ctx.images, ctx.maps, None)  # the segments of the run (cached)
-        counts = [int(r.max()) + 1 for r in ranks.reshape(ranks.shape[0], -1)]  # each image's own curve length
+        result = ctx[self.request()]
+        curves = (
+            result.get("probability" if self.softmax else "logit") / base
+        ).double()  # float32 division, as Quantus
+        ranks = result.ranks.reshape(result.ranks.shape[0], -1)  # the plan the engine followed: the segments
+        counts = [int(r.max()) + 1 for r in ranks]  # each image's own curve length
         values = [n - torch.trapezoid(curves[i, :n], dx=1.0) for i, n in enumerate(counts)]
         return torch.stack(values).to(torch.float64)
-
-
-_LAST_SEGMENTS: dict[tuple, tuple[Any, list[int]]] = {}
-
-
-def _segments(x: np.ndarray, a: np.ndarray, method: str, segment: Any) -> tuple[Any, list[int]]:
-    """``segment(x, a, method)``, remembered for the last images and maps: the request and the metric's value
-    both need IROF's superpixels, and segmenting is the slow part."""
-    key = (method, x.shape, x.tobytes(), a.tobytes())
-    if key not in _LAST_SEGMENTS:
-        _LAST_SEGMENTS.clear()
-        _LAST_SEGMENTS[key] = segment(x, a, method)
-    return _LAST_SEGMENTS[key]
 
 
 METRICS: dict[str, type[Metric]] = {

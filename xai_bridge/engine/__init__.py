@@ -3,7 +3,7 @@
 from .engine import Engine, auc, model_device, parse_budget, pearson
 from .forward import COMPILE_MODES, PRECISIONS, ForwardPass, supported_precisions
 from .maps import check_maps, make_replacement, normalize_maps, rank_units, step_counts
-from .requests import Curve, CurveResult, Flip, FlipResult, Masked, Ranked, Request, Scores
+from .requests import Curve, CurveResult, Flip, FlipResult, Masked, Ranked, RankedResult, Request, Scores
 
 __all__ = [
     "Engine",
@@ -17,6 +17,7 @@ __all__ = [
     "FlipResult",
     "Masked",
     "Ranked",
+    "RankedResult",
     "Request",
     "Scores",
     "auc",

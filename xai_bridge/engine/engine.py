@@ -35,7 +35,7 @@ from ..protocols import Replacement
 from ..targets import check_images, check_model_ready
 from .forward import ForwardPass
 from .maps import check_maps, make_replacement, normalize_maps, num_units, rank_units, step_counts
-from .requests import Curve, CurveResult, Flip, FlipResult, Masked, Ranked, Request, Scores
+from .requests import Curve, CurveResult, Flip, FlipResult, Masked, Ranked, RankedResult, Request, Scores
 
 GiB = 1024**3
 # (id(model), device, sample shape, compile, precision, budget) → (weakref to the model, fastest chunk)
@@ -367,8 +367,12 @@ class Engine:
             for r in requests:
                 if r.sequence == seq:
                     n = s if r.steps is None else min(r.steps, s)
-                    results[r] = Scores(
-                        sc.logits.view(b, s)[:, :n], sc.probs.view(b, s)[:, :n], sc.predicted.view(b, s)[:, :n]
+                    results[r] = RankedResult(
+                        sc.logits.view(b, s)[:, :n],
+                        sc.probs.view(b, s)[:, :n],
+                        sc.predicted.view(b, s)[:, :n],
+                        ranks,
+                        fills,
                     )
 
     def _targets(self, targets: Any, logits: torch.Tensor) -> torch.Tensor:

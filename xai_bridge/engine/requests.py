@@ -111,7 +111,8 @@ Planner = Callable[[torch.Tensor, torch.Tensor, "int | None"], tuple[torch.Tenso
 class Ranked:
     """A ranked feature-replacement sequence whose order and fill values a ``planner`` computes (the toolkits'
     Pixel-Flipping, Region Perturbation and Selectivity orders over channel features or padded patches, with
-    their per-step baselines). Its result is a :class:`Scores` of shape ``(B, S)``: the score after each step.
+    their per-step baselines). Its result is a :class:`RankedResult` of shape ``(B, S)``: the score after each
+    step, with the plan it followed.
 
     Requests with the same ``planner`` and ``insert`` share their forward passes; a request with fewer
     ``steps`` reads a prefix of the longest one.
@@ -155,6 +156,17 @@ class Scores:
         if score not in ("probability", "logit"):
             raise ValueError(f"score: expected 'probability' or 'logit', got {score!r}")
         return self.probs if score == "probability" else self.logits
+
+
+@dataclass
+class RankedResult(Scores):
+    """A :class:`Ranked` sequence's scores ``(B, S)`` and the plan they were computed from: ``ranks``
+    (``B×C×H×W``, the step at which each feature is replaced) and ``fills`` (``B×steps``) as the planner
+    returned them for the whole sequence, so a metric that needs them (Infidelity's ``Σ a·(x − x̃)``, IROF's
+    segment counts) reads them instead of planning again."""
+
+    ranks: torch.Tensor = None  # type: ignore[assignment]
+    fills: torch.Tensor = None  # type: ignore[assignment]
 
 
 @dataclass
