@@ -63,20 +63,15 @@ def ranked_replacement_logits(
     images = images.to(device)
     ranks = ranks.to(device=device, dtype=torch.long)
     fills = fills.to(device=device, dtype=images.dtype)
-    img_idx = torch.arange(b, device=device).repeat_interleave(steps)
-    step_idx = torch.arange(steps, device=device).repeat(b)
 
-    def build(start: int, stop: int) -> torch.Tensor:
-        i, t = img_idx[start:stop], step_idx[start:stop]
+    def build(i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         r = ranks[i]
         if insert:
             return torch.where(r <= t.view(-1, 1, 1, 1), images[i], fills[i, t].view(-1, 1, 1, 1))
         fill = fills[i].gather(1, r.clamp(max=steps - 1).flatten(1)).view_as(r)
         return torch.where(r <= t.view(-1, 1, 1, 1), fill, images[i])
 
-    if b * steps == 0:
-        return torch.empty(b, steps, 0, device=device)
-    return engine.forward_chunks(b * steps, build, images).view(b, steps, -1)
+    return _pair_logits(engine, images, steps, build)
 
 
 def subset_replacement_logits(
@@ -117,19 +112,28 @@ def subset_replacement_logits(
     images = images.to(device)
     subsets = subsets.to(device=device, dtype=torch.long)
     fills = fills.to(device=device, dtype=images.dtype)
-    img_idx = torch.arange(b, device=device).repeat_interleave(r)
-    sub_idx = torch.arange(r, device=device).repeat(b)
 
-    def build(start: int, stop: int) -> torch.Tensor:
-        i, j = img_idx[start:stop], sub_idx[start:stop]
+    def build(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         idx = subsets[i, j]
         flat = images[i].flatten(1).clone()
         flat.scatter_(1, idx, fills[i, j][:, None].expand_as(idx))
         return flat.view(-1, *images.shape[1:])
 
-    if b * r == 0:
-        return torch.empty(b, r, 0, device=device)
-    return engine.forward_chunks(b * r, build, images).view(b, r, -1)
+    return _pair_logits(engine, images, r, build)
+
+
+def _pair_logits(
+    engine: Engine, images: torch.Tensor, count: int, build: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Logits ``B×count×K`` of the ``B·count`` images ``build(i, j)`` (image ``i[k]``, item ``j[k]``), image-major,
+    made and sent through the model a chunk at a time."""
+    b, device = images.shape[0], engine.device
+    if b * count == 0:
+        return torch.empty(b, count, 0, device=device)
+    img_idx = torch.arange(b, device=device).repeat_interleave(count)
+    item_idx = torch.arange(count, device=device).repeat(b)
+    logits = engine.forward_chunks(b * count, lambda s, e: build(img_idx[s:e], item_idx[s:e]), images)
+    return logits.view(b, count, -1)
 
 
 def image_set_logits(
