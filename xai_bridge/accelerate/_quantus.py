@@ -223,29 +223,46 @@ class _Accelerated:
         y = y.view(-1, *([1] * (values.ndim - 1))).expand(*values.shape[:-1], 1)
         return values.gather(-1, y)[..., 0].cpu().numpy()
 
-    def _xb_curve(
-        self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, ranks: np.ndarray, fills: np.ndarray, steps: int
-    ) -> np.ndarray:
+    def _xb_forward(self, model: Any, call: Callable[[Engine], torch.Tensor]) -> torch.Tensor:
+        """``call(engine)``'s logits, with the images it sent through the model added to ``forward_samples``."""
         engine = self._xb_engine(model)
         before = engine.forward_samples
-        images = torch.as_tensor(np.ascontiguousarray(x_batch), dtype=torch.float32)
-        logits = ranked_replacement_logits(
-            engine, images, torch.from_numpy(ranks), torch.from_numpy(fills).float(), steps
-        )
+        logits = call(engine)
         self.forward_samples += engine.forward_samples - before
+        return logits
+
+    def _xb_logits(self, model: Any, images: np.ndarray) -> torch.Tensor:
+        """Logits of ``images`` (``N×C×H×W``) as they are, in the engine's chunks."""
+        stack = torch.as_tensor(np.ascontiguousarray(images), dtype=torch.float32)
+        return self._xb_forward(
+            model, lambda engine: engine.forward_chunks(len(stack), lambda s, e: stack[s:e].to(engine.device), stack)
+        )
+
+    def _xb_curve(
+        self,
+        model: Any,
+        x_batch: np.ndarray,
+        y_batch: np.ndarray,
+        ranks: np.ndarray,
+        fills: np.ndarray,
+        steps: int,
+        insert: bool = False,
+    ) -> np.ndarray:
+        """``B×steps`` scores of class ``y`` along a ranked sequence (see ``ranked_replacement_logits``)."""
+        images = torch.as_tensor(np.ascontiguousarray(x_batch), dtype=torch.float32)
+        ranks_t, fills_t = torch.from_numpy(np.ascontiguousarray(ranks)), torch.from_numpy(fills).float()
+        logits = self._xb_forward(
+            model, lambda engine: ranked_replacement_logits(engine, images, ranks_t, fills_t, steps, insert=insert)
+        )
         return self._xb_score(model, logits, y_batch)
 
     def _xb_subsets(
         self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, subsets: np.ndarray, fills: np.ndarray
     ) -> np.ndarray:
         """``B×R`` scores of class ``y`` with each subset of features replaced (see ``subset_replacement_logits``)."""
-        engine = self._xb_engine(model)
-        before = engine.forward_samples
         images = torch.as_tensor(np.ascontiguousarray(x_batch), dtype=torch.float32)
-        logits = subset_replacement_logits(
-            engine, images, torch.from_numpy(np.ascontiguousarray(subsets)), torch.from_numpy(fills).float()
-        )
-        self.forward_samples += engine.forward_samples - before
+        subsets_t, fills_t = torch.from_numpy(np.ascontiguousarray(subsets)), torch.from_numpy(fills).float()
+        logits = self._xb_forward(model, lambda engine: subset_replacement_logits(engine, images, subsets_t, fills_t))
         return self._xb_score(model, logits, y_batch)
 
     def _xb_similarity(self, a: np.ndarray, b: np.ndarray) -> list[float]:
@@ -254,12 +271,24 @@ class _Accelerated:
         return list(np.asarray(func(a=a, b=b, batched=True)).tolist())
 
     def _xb_base(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray) -> np.ndarray:
-        engine = self._xb_engine(model)
-        before = engine.forward_samples
-        images = torch.as_tensor(np.ascontiguousarray(x_batch), dtype=torch.float32).to(engine.device)
-        logits = engine.forward_chunks(images.shape[0], lambda s, e: images[s:e], images)
-        self.forward_samples += engine.forward_samples - before
-        return self._xb_score(model, logits, y_batch)
+        """``B`` scores of class ``y`` on the unperturbed images."""
+        return self._xb_score(model, self._xb_logits(model, x_batch), y_batch)
+
+
+def group_ranks(order: np.ndarray, per_step: int) -> np.ndarray:
+    """``B×n``: the step at which each feature goes when ``order`` (``B×n``) is taken ``per_step`` at a time."""
+    b, n = order.shape
+    ranks = np.empty((b, n), dtype=np.int64)
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // per_step, (b, n)), 1)
+    return ranks
+
+
+def group_sums(flat: np.ndarray, order: np.ndarray, per_step: int) -> np.ndarray:
+    """``B×steps``: the sum of ``flat`` over each group of ``order`` taken ``per_step`` at a time, added in the
+    toolkits' order (so the sums are theirs to the last bit)."""
+    rows = np.arange(flat.shape[0])[:, None]
+    steps = -(-order.shape[1] // per_step)
+    return np.stack([flat[rows, order[:, s * per_step : (s + 1) * per_step]].sum(-1) for s in range(steps)], 1)
 
 
 def feature_sequence(
@@ -269,10 +298,8 @@ def feature_sequence(
     b = x_batch.shape[0]
     flat = a.reshape(b, -1)
     order = np.argsort(-flat if descending else flat, axis=1)  # the toolkit's call: the same ties
-    n = flat.shape[1]
-    steps = -(-n // per_step)
-    ranks = np.empty((b, n), dtype=np.int64)
-    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // per_step, (b, n)), 1)
+    steps = -(-flat.shape[1] // per_step)
+    ranks = group_ranks(order, per_step)
     fills = replacement_fills(baseline, bounds, x_batch.reshape(b, -1), ranks, steps)
     return ranks.reshape(x_batch.shape), fills, steps
 
@@ -428,10 +455,7 @@ class AcceleratedFaithfulnessEstimate(_Accelerated, quantus.FaithfulnessEstimate
         arr = x_batch.reshape(b, -1)
         fills = np.stack([call_fill(baseline, bounds, arr) for _ in range(subsets.shape[1])], 1)
         pred_deltas = y_pred[:, None] - self._xb_subsets(model, x_batch, y_batch, subsets, fills)
-        rows = np.arange(b)[:, None]
-        f = self.features_in_step
-        att_sums = np.stack([flat_a[rows, order[:, s * f : (s + 1) * f]].sum(-1) for s in range(subsets.shape[1])], 1)
-        return self._xb_similarity(att_sums, pred_deltas)
+        return self._xb_similarity(group_sums(flat_a, order, self.features_in_step), pred_deltas)
 
 
 # Quantus marks its metric classes @final; subclassing is how the result stays a quantus.MonotonicityCorrelation.
@@ -474,13 +498,10 @@ class AcceleratedMonotonicityCorrelation(_Accelerated, quantus.MonotonicityCorre
         else:
             repeated = np.repeat(subsets, samples, 1)
             preds = self._xb_subsets(model, x_batch, y_batch, repeated, fills.reshape(b, -1)).reshape(b, steps, -1)
-        rows = np.arange(b)[:, None]
-        f = self.features_in_step
         variances = np.stack(
             [np.mean((preds[:, s] - y_pred[:, None]) ** 2, axis=1) * inv_pred for s in range(steps)], 1
         )
-        atts = np.stack([flat_a[rows, order[:, s * f : (s + 1) * f]].sum(axis=1) for s in range(steps)], 1)
-        return self._xb_similarity(atts, variances)
+        return self._xb_similarity(group_sums(flat_a, order, self.features_in_step), variances)
 
 
 # Quantus marks its metric classes @final; subclassing is how the result stays a quantus.FaithfulnessCorrelation.
@@ -570,22 +591,9 @@ class AcceleratedMonotonicity(_Accelerated, quantus.Monotonicity):  # type: igno
         start = call_fill(baseline, {"low": 0.0, "high": 1.0}, arr)
         for _ in range(steps):  # the toolkit's perturb function draws once per step
             call_fill(baseline, bounds, arr)
-        ranks = np.empty((b, n), dtype=np.int64)
-        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // self.features_in_step, (b, n)), 1)
+        ranks = group_ranks(order, self.features_in_step).reshape(x_batch.shape)
         fills = np.repeat(start[:, None].astype(np.float64), steps, 1)
-        engine = self._xb_engine(model)
-        before = engine.forward_samples
-        images = torch.as_tensor(np.ascontiguousarray(x_batch), dtype=torch.float32)
-        logits = ranked_replacement_logits(
-            engine,
-            images,
-            torch.from_numpy(ranks.reshape(x_batch.shape)),
-            torch.from_numpy(fills).float(),
-            steps,
-            insert=True,
-        )
-        self.forward_samples += engine.forward_samples - before
-        preds = self._xb_score(model, logits, y_batch)
+        preds = self._xb_curve(model, x_batch, y_batch, ranks, fills, steps, insert=True)
         return list(np.all(np.diff(preds) >= 0, axis=1).tolist())
 
 
@@ -626,13 +634,11 @@ class AcceleratedSensitivityN(_Accelerated, quantus.SensitivityN):  # type: igno
         f = self.features_in_step
         steps = -(-n // f)
         y_pred = self._xb_base(model, x_batch, y_batch)
-        ranks = np.empty((b, n), dtype=np.int64)
-        np.put_along_axis(ranks, order, np.broadcast_to(np.arange(n) // f, (b, n)), 1)
+        ranks = group_ranks(order, f)
         baseline, bounds = _baseline(self)
         fills = replacement_fills(baseline, bounds, x_batch.reshape(b, -1), ranks, steps)
         preds = self._xb_curve(model, x_batch, y_batch, ranks.reshape(x_batch.shape), fills, steps)
-        rows = np.arange(b)[:, None]
-        step_sums = np.stack([flat[rows, order[:, s * f : (s + 1) * f]].sum(axis=-1) for s in range(steps)], 1)
+        step_sums = group_sums(flat, order, f)
         return [{"att_sums": np.cumsum(step_sums, axis=1), "pred_deltas": y_pred[:, None] - preds}]
 
     def custom_postprocess(self, x_batch: np.ndarray, **kwargs: Any) -> None:
@@ -796,11 +802,7 @@ class AcceleratedROAD(_Accelerated, quantus.ROAD):  # type: ignore[misc]
             for p in self.percentages
             for x, top in zip(x_batch, order[:, : int(pixels * p / 100)], strict=True)
         ]
-        engine = self._xb_engine(model)
-        before = engine.forward_samples
-        stack = torch.as_tensor(np.stack(perturbed), dtype=torch.float32)
-        logits = engine.forward_chunks(len(perturbed), lambda s, e: stack[s:e].to(engine.device), stack[:1])
-        self.forward_samples += engine.forward_samples - before
+        logits = self._xb_logits(model, np.stack(perturbed))
         predicted = logits.argmax(-1).cpu().numpy().reshape(len(self.percentages), b).T
         return [(np.asarray(y_batch).reshape(-1, 1) == predicted).astype(int)]
 
