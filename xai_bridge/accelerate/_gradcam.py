@@ -40,10 +40,9 @@ from pytorch_grad_cam.metrics.road import (
     ROADMostRelevantFirstAverage,
     neighbors_weights,
 )
-from scipy.sparse.linalg import spsolve
 
 from ..engine import Engine
-from ..engine.imputation import imputation_system
+from ..engine.imputation import solve_imputation
 from ..errors import UnsupportedMetricError
 from ..targets import check_model_ready
 
@@ -138,8 +137,8 @@ class _AssembledImputer:
         flat = img.reshape(img.shape[0], -1)
         missing = np.argwhere(mask.reshape(-1).numpy() == 0).flatten()
         values = img.numpy().reshape(img.shape[0], -1)
-        a, b = imputation_system((mask.shape[0], mask.shape[1]), missing, values, neighbors_weights)
-        solution = torch.tensor(spsolve(a, b), dtype=torch.float)
+        solved = solve_imputation((mask.shape[0], mask.shape[1]), missing, values, neighbors_weights)
+        solution = torch.tensor(solved, dtype=torch.float)
         filled = flat.clone()
         filled[:, missing] = solution.t() + self.noise * torch.randn_like(solution.t())
         return filled.reshape_as(img)

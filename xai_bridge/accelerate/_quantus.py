@@ -33,10 +33,9 @@ from quantus.functions.perturb_func import (
 )
 from quantus.helpers import asserts as qasserts
 from quantus.helpers import utils as qutils
-from scipy.sparse.linalg import spsolve
 
 from ..engine import Engine
-from ..engine.imputation import imputation_system
+from ..engine.imputation import solve_imputation
 from ..engine.sequences import ranked_replacement_logits, subset_replacement_logits
 from ..errors import ToolkitDefectWarning, UnsupportedMetricError
 from ..targets import check_model_ready
@@ -753,8 +752,7 @@ def _road_imputation(x: np.ndarray, indices: np.ndarray, noise: float) -> np.nda
     """Quantus's ``noisy_linear_imputation(arr=x, indices=indices, noise=noise)``, the same values and the same
     ``np.random.randn`` draw, with the sparse system assembled at once (:mod:`xai_bridge.engine.imputation`)."""
     flat = x.reshape(x.shape[0], -1)
-    a, b = imputation_system(x.shape[-2:], indices, flat)
-    solution = np.transpose(spsolve(a, b))
+    solution = np.transpose(solve_imputation((x.shape[-2], x.shape[-1]), indices, flat))
     out = np.copy(flat)
     out[:, indices] = solution + noise * np.random.randn(*solution.shape)
     return out.reshape(*x.shape)

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.sparse import coo_matrix, csc_matrix
+from scipy.sparse.linalg import spsolve
 
-__all__ = ["ROAD_WEIGHTS", "imputation_system"]
+__all__ = ["ROAD_WEIGHTS", "imputation_system", "solve_imputation"]
 
 #: ROAD's neighbour weights, in the order both toolkits walk them (the order fixes the rounding of ``b``).
 ROAD_WEIGHTS: tuple[tuple[tuple[int, int], float], ...] = (
@@ -84,3 +85,15 @@ def imputation_system(
     vals.append(-diagonal)
     a = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
     return csc_matrix(a), b
+
+
+def solve_imputation(
+    shape: tuple[int, int],
+    missing: np.ndarray,
+    image: np.ndarray,
+    weights: Sequence[tuple[tuple[int, int], float]] = ROAD_WEIGHTS,
+) -> np.ndarray:
+    """The values of the ``missing`` pixels without noise: ``spsolve`` of :func:`imputation_system`, as both
+    toolkits call it (``n×C``; SciPy returns ``(n,)`` for one channel)."""
+    a, b = imputation_system(shape, missing, image, weights)
+    return np.asarray(spsolve(a, b))
