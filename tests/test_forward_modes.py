@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import xai_bridge as xb
-from xai_bridge.engine import Curve, Engine, Flip, Masked, forward
+from xai_bridge.engine import Curve, Engine, Executor, Flip, Masked, forward
 from xai_bridge.engine.engine import ladder
 from xai_bridge.errors import ForwardModeWarning, UnsupportedSettingError
 
@@ -65,7 +65,7 @@ def test_graph_modes_match_eager_within_1e5(mode, data):
     if mode == "freeze":
         assert described["graph"] == "freeze"
         # short chunks (the last of a curve, the decision-flip blocks) are padded: one graph per chunk size
-        assert {key[-1][0] for key in forward._GRAPHS if key[0] == id(model)} == {7}
+        assert {key[-1][0] for key in forward.CACHE.graphs if key[0] == id(model)} == {7}
 
 
 def test_auto_decides_once_per_model_and_shape(data, monkeypatch):
@@ -81,7 +81,7 @@ def test_auto_decides_once_per_model_and_shape(data, monkeypatch):
     monkeypatch.setattr(forward.ForwardPass, "_choose", spy)
     run(Engine(model, batch_size=8, compile="auto", progress=False), images, maps)
     run(Engine(model, batch_size=8, compile="auto", progress=False), images, maps)
-    assert len(forward._AUTO) == 1  # one decision for this model, input shape and precision
+    assert len(forward.CACHE.choices) == 1  # one decision for this model, input shape and precision
     assert calls  # asked every batch, answered from the cache after the first
 
 
@@ -118,7 +118,7 @@ def test_a_graph_is_never_reused_for_another_model_or_shape(data):
     with torch.inference_mode():
         small_out, big_out = fp(images), fp(big)
         assert (big_out - a(big)).abs().max() < 1e-5 and (small_out - a(images)).abs().max() < 1e-5
-    shapes = {key[-1] for key in forward._GRAPHS if key[0] == id(a)}
+    shapes = {key[-1] for key in forward.CACHE.graphs if key[0] == id(a)}
     assert tuple(images.shape) in shapes and tuple(big.shape) in shapes
 
 
@@ -133,7 +133,7 @@ def test_a_model_that_cannot_be_traced_runs_eagerly_with_one_warning(data, monke
     engine = Engine(model, batch_size=8, compile="freeze", progress=False)
     with pytest.warns(ForwardModeWarning, match="cannot be traced and frozen.*using eager"):
         out = run(engine, images, maps)
-    ref = run(Engine(model, batch_size=8, progress=False), images, maps)
+    ref = run(Engine(model, batch_size=8, compile="eager", progress=False), images, maps)
     assert torch.equal(out[REQUESTS[2]].logits, ref[REQUESTS[2]].logits)
     assert engine.describe()["graph"] == "eager"
 
@@ -153,7 +153,7 @@ def test_inductor_falls_back_with_one_warning_when_unavailable(data, monkeypatch
     with pytest.warns(ForwardModeWarning, match="torch.compile is not available") as record:
         out = run(engine, images, maps)
     assert len([w for w in record if issubclass(w.category, ForwardModeWarning)]) == 1
-    ref = run(Engine(model, batch_size=8, progress=False), images, maps)
+    ref = run(Engine(model, batch_size=8, compile="eager", progress=False), images, maps)
     assert torch.equal(out[REQUESTS[2]].logits, ref[REQUESTS[2]].logits)
 
 
@@ -182,7 +182,7 @@ def test_bad_settings_name_the_argument_and_what_the_device_supports():
 def test_bfloat16_returns_float32_scores_close_to_float32(data):
     images, maps = data
     model = small_cnn()
-    ref = run(Engine(model, batch_size=8, progress=False), images, maps)
+    ref = run(Engine(model, batch_size=8, compile="eager", progress=False), images, maps)
     for mode in ("eager", "freeze"):
         out = run(Engine(model, batch_size=8, compile=mode, precision="bfloat16", progress=False), images, maps)
         probs = out[REQUESTS[0]].probs
@@ -194,13 +194,13 @@ def test_the_chunk_ladder_tries_sizes_within_the_budget_and_keeps_the_fastest(da
     images, maps = data
     model = small_cnn()
     sizes = []
-    original = Engine._forward
+    original = Executor._forward
 
     def spy(self, x, pad_to=None):
         sizes.append(x.shape[0])
         return original(self, x, pad_to)
 
-    monkeypatch.setattr(Engine, "_forward", spy)
+    monkeypatch.setattr(Executor, "_forward", spy)
     per_image = 2**20 // Engine(model, budget=2**20, progress=False).chunk_size(images)
     budget = 24 * per_image  # about 24 images
     engine = Engine(model, budget=budget, progress=False)
@@ -210,13 +210,13 @@ def test_the_chunk_ladder_tries_sizes_within_the_budget_and_keeps_the_fastest(da
     out = engine.run(images, maps, None, requests)
     rungs = sorted(set(ladder(cap)))
     assert set(rungs) <= set(sizes)  # every rung was tried
-    assert engine.describe()["chunk"] in rungs and not engine._ladder
+    assert engine.describe()["chunk"] in rungs and not engine.executor._ladder
     ref = Engine(model, batch_size=cap, progress=False).run(images, maps, None, requests)
     assert (out[requests[0]].probs - ref[requests[0]].probs).abs().max() < 1e-5
     assert torch.equal(out[requests[1]].steps, ref[requests[1]].steps)
     # the choice is remembered for this model and shape: a new engine skips the ladder
     again = Engine(model, budget=budget, progress=False)
-    assert again.chunk_size(images) == engine.describe()["chunk"] and not again._ladder
+    assert again.chunk_size(images) == engine.describe()["chunk"] and not again.executor._ladder
 
 
 def test_evaluate_records_how_the_forward_passes_were_computed(photos):

@@ -1,17 +1,39 @@
 """Every exception and warning type of xai-bridge, in one place.
 
-Each error says which argument is wrong and what was expected; catching the
-base classes here is enough to handle everything the host raises on bad input.
+Each error says which argument is wrong and what was expected. Every error the host raises
+derives from :class:`XaiBridgeError`, so ``except XaiBridgeError`` catches all of them; the
+errors about bad input keep ``ValueError`` or ``TypeError`` as a second base, so existing
+``except ValueError`` clauses still work. Plugin authors raise these types too:
+:class:`InvalidArgumentError` for a value that is wrong, :class:`InvalidTypeError` for an
+argument of the wrong type.
 
->>> from xai_bridge.errors import UnknownOptionError
->>> issubclass(UnknownOptionError, TypeError)
-True
+>>> from xai_bridge.errors import InvalidArgumentError, UnknownOptionError, XaiBridgeError
+>>> issubclass(UnknownOptionError, TypeError), issubclass(InvalidArgumentError, XaiBridgeError)
+(True, True)
+>>> try:
+...     raise InvalidArgumentError("targets: expected one class per image (3), got 2")
+... except ValueError as exc:
+...     print(exc)
+targets: expected one class per image (3), got 2
 """
 
 from __future__ import annotations
 
 
-class PluginError(Exception):
+class XaiBridgeError(Exception):
+    """The root of every error xai-bridge raises: ``except XaiBridgeError`` handles them all."""
+
+
+class InvalidArgumentError(XaiBridgeError, ValueError):
+    """An argument whose value is wrong (shape, range, NaN, an unknown choice); the message names it
+    and says what was expected."""
+
+
+class InvalidTypeError(XaiBridgeError, TypeError):
+    """An argument of the wrong type; the message names it and the type expected."""
+
+
+class PluginError(XaiBridgeError):
     """A plugin cannot be loaded, or registers something invalid.
 
     Raised for a broken plugin only under ``XAI_BRIDGE_STRICT_PLUGINS=1``; otherwise the
@@ -29,33 +51,33 @@ class NameConflictError(PluginError):
     """
 
 
-class UnknownNameError(KeyError, LookupError):
+class UnknownNameError(XaiBridgeError, KeyError, LookupError):
     """A name that no plugin registered; the message suggests close matches."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the sentence readable
         return str(self.args[0]) if self.args else ""
 
 
-class UnknownOptionError(TypeError):
+class UnknownOptionError(InvalidTypeError):
     """An option that an explainer or a metric does not accept; the message lists those it does."""
 
 
-class UnsupportedSettingError(ValueError):
+class UnsupportedSettingError(InvalidArgumentError):
     """A forward-pass setting (``compile=``, ``precision=``) that is unknown or that this device does not support.
 
     The message names the argument and lists what the device supports.
     """
 
 
-class ExplainerOutputError(ValueError):
+class ExplainerOutputError(InvalidArgumentError):
     """An explainer returned something that is not a finite real ``B×H×W`` map."""
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(InvalidArgumentError):
     """An image file that cannot be read or decoded."""
 
 
-class UnsupportedMetricError(TypeError):
+class UnsupportedMetricError(InvalidTypeError):
     """A toolkit metric (or one of its settings) that :func:`xai_bridge.accelerate` cannot reproduce exactly.
 
     The message names the metric or the argument; ``accelerate(metric, fallback=True)`` runs the
@@ -63,7 +85,7 @@ class UnsupportedMetricError(TypeError):
     """
 
 
-class UsageError(Exception):
+class UsageError(XaiBridgeError):
     """Bad command-line input: printed as one line by ``xai-bridge``, exit status 2."""
 
 
@@ -88,6 +110,9 @@ class MetricValueWarning(UserWarning):
 
 
 __all__ = [
+    "XaiBridgeError",
+    "InvalidArgumentError",
+    "InvalidTypeError",
     "ExplainerOutputError",
     "ForwardModeWarning",
     "ImageLoadError",

@@ -29,12 +29,13 @@ import torch
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .executor import Executor
 
 __all__ = ["ranked_replacement_logits", "subset_replacement_logits", "image_set_logits"]
 
 
 def ranked_replacement_logits(
-    engine: Engine,
+    engine: Engine | Executor,
     images: torch.Tensor,
     ranks: torch.Tensor,
     fills: torch.Tensor,
@@ -75,7 +76,7 @@ def ranked_replacement_logits(
 
 
 def subset_replacement_logits(
-    engine: Engine, images: torch.Tensor, subsets: torch.Tensor, fills: torch.Tensor
+    engine: Engine | Executor, images: torch.Tensor, subsets: torch.Tensor, fills: torch.Tensor
 ) -> torch.Tensor:
     """Logits ``B×R×K`` of every image with each of its ``R`` feature subsets replaced (one at a time).
 
@@ -123,7 +124,10 @@ def subset_replacement_logits(
 
 
 def _pair_logits(
-    engine: Engine, images: torch.Tensor, count: int, build: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    engine: Engine | Executor,
+    images: torch.Tensor,
+    count: int,
+    build: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """Logits ``B×count×K`` of the ``B·count`` images ``build(i, j)`` (image ``i[k]``, item ``j[k]``), image-major,
     made and sent through the model a chunk at a time."""
@@ -137,7 +141,7 @@ def _pair_logits(
 
 
 def image_set_logits(
-    engine: Engine, n: int, build: Callable[[int, int], torch.Tensor], sample: torch.Tensor
+    engine: Engine | Executor, n: int, build: Callable[[int, int], torch.Tensor], sample: torch.Tensor
 ) -> torch.Tensor:
     """Logits ``n×K`` of an arbitrary set of ``n`` images made by ``build(start, stop)`` (a chunk at a time)."""
     return engine.forward_chunks(n, build, sample.to(engine.device))
