@@ -274,3 +274,84 @@ def test_auto_is_the_default_and_leaves_forward_hooks_running(data):
     assert sum(seen) == engine.forward_samples > 4
     results = xb.evaluate(model, images, [], ["deletion_auc"], maps={"given": maps}, progress=False)
     assert results.forward["compile"] == "auto"
+
+
+def _stub_compile(calls, offset=0.0):
+    """A stand-in for ``torch.compile`` that records its calls and returns the model (plus ``offset``)."""
+
+    def compile(model, **kwargs):
+        calls.append(model)
+        return lambda x: model(x) + offset
+
+    return compile
+
+
+def _fixed_times(times):
+    def best_time(self, mode, x):
+        return times[mode], self._run(mode, x)
+
+    return best_time
+
+
+def test_auto_compiles_only_for_work_past_the_recorded_break_even(data, monkeypatch, tmp_path):
+    images, _ = data
+    monkeypatch.setenv("XAI_BRIDGE_CACHE_DIR", str(tmp_path))
+    model = small_cnn()
+    calls = []
+    monkeypatch.setattr(torch, "compile", _stub_compile(calls))
+    monkeypatch.setattr(forward.ForwardPass, "_best_time", _fixed_times({"eager": 3.0, "freeze": 2.0, "inductor": 1.0}))
+    signature = forward._signature(model, tuple(images.shape[1:]), images, "float32")
+    # 2 s of compile over a saving of 1 ms per input: pays off past 2,000 inputs
+    forward.CACHE.compile_records[signature] = {
+        "compile_seconds": 2.0,
+        "freeze_per_input": 2e-3,
+        "inductor_per_input": 1e-3,
+    }
+    forward.CACHE._disk_loaded = True
+    assert forward.CACHE.break_even(signature) == pytest.approx(2000)
+    short = Executor(model, batch_size=4, progress=False)
+    short.plan(1999)
+    short.logits(4, lambda s, e: images[s:e])
+    assert short.describe()["graph"] == "freeze" and not calls  # short work: no compile
+    long = Executor(model, batch_size=4, progress=False)
+    long.plan(2000)
+    out = long.logits(4, lambda s, e: images[s:e])
+    assert long.describe()["graph"] == "inductor" and len(calls) == 1
+    with torch.no_grad():
+        assert (out - model(images)).abs().max() < 1e-5
+
+
+def test_the_first_long_run_measures_and_records_the_break_even(data, monkeypatch, tmp_path):
+    images, _ = data
+    monkeypatch.setenv("XAI_BRIDGE_CACHE_DIR", str(tmp_path))
+    model = small_cnn()
+    calls = []
+    monkeypatch.setattr(torch, "compile", _stub_compile(calls))
+    monkeypatch.setattr(forward.ForwardPass, "_best_time", _fixed_times({"eager": 3.0, "freeze": 2.0, "inductor": 1.5}))
+    ex = Executor(model, batch_size=4, progress=False)
+    ex.plan(int(forward.DEFAULT_BREAK_EVEN))  # nothing measured yet: the default break-even decides
+    ex.logits(4, lambda s, e: images[s:e])
+    assert len(calls) == 1 and ex.describe()["graph"] == "inductor"
+    signature = forward._signature(model, tuple(images.shape[1:]), images, "float32")
+    record = forward.CACHE.compile_record(signature)
+    assert record["freeze_per_input"] == pytest.approx(2.0 / 4) and record["inductor_per_input"] == pytest.approx(
+        1.5 / 4
+    )
+    # a later process reads it from disk
+    fresh = forward.ProcessCache()
+    assert fresh.compile_record(signature) == pytest.approx(record)
+    assert fresh.break_even(signature) == pytest.approx(record["compile_seconds"] / (0.5 / 4))
+
+
+def test_auto_refuses_an_inductor_graph_that_is_not_exact(data, monkeypatch, tmp_path):
+    images, _ = data
+    monkeypatch.setenv("XAI_BRIDGE_CACHE_DIR", str(tmp_path))
+    model = small_cnn()
+    calls = []
+    monkeypatch.setattr(torch, "compile", _stub_compile(calls, offset=1e-2))
+    monkeypatch.setattr(forward.ForwardPass, "_best_time", _fixed_times({"eager": 3.0, "freeze": 2.0, "inductor": 1.0}))
+    ex = Executor(model, batch_size=4, progress=False)
+    ex.plan(10**9)
+    with pytest.warns(ForwardModeWarning, match="inductor graph .* differs from eager"):
+        ex.logits(4, lambda s, e: images[s:e])
+    assert calls and ex.describe()["graph"] == "freeze"

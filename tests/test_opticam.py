@@ -297,3 +297,27 @@ def test_compiled_maps_equal_the_default_within_float32_noise(tiny_resnet, small
 def test_bad_speed_options_are_named(tiny_resnet, option, value, match):
     with pytest.raises(ValueError, match=match):
         xb.get_explainer("opticam", tiny_resnet, **{option: value})
+
+
+def test_every_pass_goes_through_the_explainers_executor(tiny_resnet, small_images):
+    # The same batch as above: image 1 stops after one step, the others run 15; the working batch
+    # drops image 1 at the checkpoint after step 10. Forward: the feature pass (4), evaluations
+    # t = 0..9 on 4 images and t = 10..15 on 3; backward: steps t = 0..9 on 4, t = 10..14 on 3.
+    images = torch.cat([small_images[:1], torch.zeros(1, 3, 64, 64), small_images[1:]])
+    e = xb.get_explainer("opticam", tiny_resnet, layer="layer3", max_iter=15)
+    forward, backward = [], []
+    hooks = [
+        tiny_resnet.register_forward_hook(lambda m, i, o: forward.append(o.shape[0])),
+        tiny_resnet.register_full_backward_hook(lambda m, gi, go: backward.append(go[0].shape[0])),
+    ]
+    try:
+        e.explanation(images, target=2)
+    finally:
+        for h in hooks:
+            h.remove()
+    ex = e.executor
+    # the explainer's own logits pass (Explainer.explanation) runs outside Opti-CAM's optimisation
+    assert ex.samples == 4 + 10 * 4 + 6 * 3 == sum(forward) - 4
+    assert ex.backward_samples == 10 * 4 + 5 * 3 == sum(backward)
+    e.explain(images[:1], target=2)
+    assert ex.samples > 62  # the explainer keeps its executor across calls

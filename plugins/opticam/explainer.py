@@ -18,16 +18,15 @@ This module holds the algorithm (:func:`optimise`) and the explainer class; the 
 
 from __future__ import annotations
 
-import copy
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from xai_bridge.engine.executor import Executor
 from xai_bridge.engine.maps import normalize_maps as shared_normalize_maps
-from xai_bridge.errors import ForwardModeWarning
+from xai_bridge.errors import InvalidArgumentError, InvalidTypeError
 from xai_bridge.explainer import LayerExplainer, MapOutput, upsample
 
 OBJECTIVES = ("mask", "diff")
@@ -62,8 +61,11 @@ def normalize_maps(maps: torch.Tensor, how: str = "range") -> torch.Tensor:
     raise ValueError(f"normalization: {how!r} is not known; expected one of {NORMALIZATIONS}")
 
 
-def feature_maps(model: Any, images: torch.Tensor, target_layer: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(A, logits)``: the target layer's output ``B×K×h×w`` (detached) and the model's logits, one no-grad pass.
+def feature_maps(
+    model: Any, images: torch.Tensor, target_layer: Any, executor: Executor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, logits)``: the target layer's output ``B×K×h×w`` (detached) and the model's logits, one no-grad pass
+    (through ``executor``, counted, when one is given).
 
     The forward hook is removed before returning, whatever happens.
     """
@@ -72,7 +74,10 @@ def feature_maps(model: Any, images: torch.Tensor, target_layer: Any) -> tuple[t
     handle = target_layer.module.register_forward_hook(lambda module, args, output: captured.append(output))
     try:
         with torch.no_grad():
-            logits = model(images)
+            if executor is None:
+                logits = model(images)
+            else:
+                logits = executor.differentiable(lambda net, x: net(x), precision="float32")(images)
     finally:
         handle.remove()
     if len(captured) != 1:
@@ -100,14 +105,16 @@ def masked_forward(
     channels_last: bool = False,
     compile: bool = False,
     precision: str = "float32",
+    executor: Executor | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``forward(x, mask)``: the logits of ``x ⊙ mask``, the step Opti-CAM repeats at every iteration.
 
-    With every option off this is exactly ``model(x * mask)``. ``channels_last`` runs a
-    channels-last copy of the model (the model itself is left as it is); ``compile`` wraps the
-    step in ``torch.compile`` (eager, with a :class:`~xai_bridge.errors.ForwardModeWarning`, when
-    it cannot compile); ``precision`` is autocast for the forward pass, and the logits come back
-    as float32 either way.
+    The step runs through ``executor`` (:meth:`~xai_bridge.engine.executor.Executor.differentiable`,
+    which counts it; a new executor for ``model`` when none is given). With every option off this is
+    exactly ``model(x * mask)``. ``channels_last`` runs a channels-last copy of the model (the model
+    itself is left as it is); ``compile`` wraps the step in ``torch.compile`` (eager, with a
+    :class:`~xai_bridge.errors.ForwardModeWarning`, when it cannot compile); ``precision`` is
+    autocast for the forward pass, and the logits come back as float32 either way.
 
     >>> import torch
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(), torch.nn.Linear(72, 4)).eval()
@@ -116,46 +123,18 @@ def masked_forward(
     >>> bool((fast(x, mask) - model(x * mask)).abs().max() < 1e-5)
     True
     """
-    from xai_bridge.engine.forward import autocast, check_precision
+    from xai_bridge.engine.forward import check_precision
 
     check_precision(precision, device)
-    if not isinstance(channels_last, bool) or not isinstance(compile, bool):
-        raise ValueError(f"channels_last, compile: expected True or False, got {channels_last!r}, {compile!r}")
-    net = model
-    if channels_last:
-        net = copy.deepcopy(model)
-        for p in net.parameters():
-            p.requires_grad_(False)
-        net = net.to(memory_format=torch.channels_last)
-
-    def step(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        masked = x * mask
-        if channels_last:
-            masked = masked.contiguous(memory_format=torch.channels_last)
-        with autocast(precision, device):
-            out = net(masked)
-        return out.float()  # type: ignore[no-any-return]
-
-    if not compile:
-        return step
-    compiled = torch.compile(step)
-    state = {"failed": False}
-
-    def run(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if not state["failed"]:
-            try:
-                return compiled(x, mask)  # type: ignore[no-any-return]
-            except Exception as exc:  # noqa: BLE001 - torch.compile needs a working compiler; else eager
-                state["failed"] = True
-                warnings.warn(
-                    f"compile=True: torch.compile cannot compile Opti-CAM's masked forward pass here "
-                    f"({type(exc).__name__}); running it eagerly",
-                    ForwardModeWarning,
-                    stacklevel=2,
-                )
-        return step(x, mask)
-
-    return run
+    if executor is None:
+        executor = Executor(model, compile="eager", precision=precision)
+    return executor.differentiable(
+        lambda net, x, mask: net(x * mask),
+        channels_last=channels_last,
+        compile=compile,
+        precision=precision,
+        what="Opti-CAM's masked forward pass",
+    )
 
 
 def optimise(
@@ -174,6 +153,7 @@ def optimise(
     channels_last: bool = False,
     compile: bool = False,
     precision: str = "float32",
+    executor: Executor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run Opti-CAM on a batch; every image is its own problem and stops on its own.
 
@@ -191,9 +171,15 @@ def optimise(
     ``torch.compile`` (eager with a warning where that fails); ``precision="bfloat16"``
     (CPU, CUDA) or ``"float16"`` (CUDA) runs it under autocast, with float32 scores and
     gradients for ``u``. See :func:`masked_forward`.
-    """
 
-    features, logits = feature_maps(model, images, target_layer)
+    Every forward and backward pass goes through ``executor`` (one is made for ``model`` when
+    none is given), whose counters then hold the cost: ``samples`` (forward images, the feature
+    pass included) and ``backward_samples``.
+    """
+    if executor is None:
+        executor = Executor(model, compile="eager", precision=precision)
+
+    features, logits = feature_maps(model, images, target_layer, executor=executor)
     b, k = features.shape[:2]
     size = tuple(images.shape[-2:])
     device, dtype = features.device, features.dtype
@@ -216,7 +202,9 @@ def optimise(
     active = torch.ones(b, dtype=torch.bool, device=device)
     beta1, beta2 = _BETAS
 
-    forward = masked_forward(model, device, channels_last=channels_last, compile=compile, precision=precision)
+    forward = masked_forward(
+        model, device, channels_last=channels_last, compile=compile, precision=precision, executor=executor
+    )
 
     def evaluate(u_var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         weights = u_var.softmax(dim=1)
@@ -250,6 +238,7 @@ def optimise(
             if last:
                 break
             (grad,) = torch.autograd.grad(-value.sum(), u_var)
+            executor.count_backward(x.shape[0])
             # Adam (PyTorch's defaults, no weight decay); a stopped image keeps its u.
             step = t + 1
             m = beta1 * m + (1 - beta1) * grad
@@ -304,6 +293,8 @@ class OptiCAM(LayerExplainer):
         compile: run the masked forward pass through ``torch.compile`` (slow to start on a CPU).
         precision: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``: autocast for the
             masked forward pass (what the device supports); see :func:`masked_forward`.
+        executor: the :class:`~xai_bridge.engine.executor.Executor` that runs (and counts) every
+            forward and backward pass; by default the explainer makes one for ``model`` and keeps it.
 
     ``explain`` returns the mask ``n(up(S(u*)))`` (B×H×W in [0,1]); ``raw`` is ``S(u*)``
     at feature resolution; ``info`` holds ``masked_score``, ``masked_probability``,
@@ -333,6 +324,7 @@ class OptiCAM(LayerExplainer):
         channels_last: bool = False,
         compile: bool = False,
         precision: str = "float32",
+        executor: Executor | None = None,
         class_names: Any = None,
     ) -> None:
         super().__init__(model, layer=layer, class_names=class_names)
@@ -358,6 +350,11 @@ class OptiCAM(LayerExplainer):
 
         check_precision(precision, model_device(model))
         self.channels_last, self.compile, self.precision = channels_last, compile, precision
+        if executor is not None and not isinstance(executor, Executor):
+            raise InvalidTypeError(f"executor: expected an xai_bridge.engine.Executor, got {type(executor).__name__}")
+        if executor is not None and executor.model is not model:
+            raise InvalidArgumentError("executor: it runs another model; give one made for this explainer's model")
+        self.executor = executor if executor is not None else Executor(model, compile="eager", precision=precision)
         self.max_iter, self.lr, self.objective = max_iter, float(lr), objective
         self.normalization, self.tolerance, self.init, self.progress = (
             normalization,
@@ -382,6 +379,7 @@ class OptiCAM(LayerExplainer):
             channels_last=self.channels_last,
             compile=self.compile,
             precision=self.precision,
+            executor=self.executor,
         )
         info = {key: out[key] for key in ("masked_score", "masked_probability", "iterations", "converged", "objective")}
         info["layer"] = self.target_layer.name

@@ -149,6 +149,8 @@ class Executor:
         self.backward_samples = 0
         #: wall time inside the model's forward passes (on CUDA: the time to launch them, unless synchronised)
         self.seconds = 0.0
+        #: one-input forward passes that measured the memory of an input shape (see :meth:`chunk_size`)
+        self.probes = 0
         self._bar: Any = None
         self._chunk: int | None = None
         self._chunk_shape: tuple[int, ...] | None = None
@@ -220,9 +222,9 @@ class Executor:
     def chunk_size(self, sample: torch.Tensor) -> int:
         """Inputs per forward pass: ``batch_size``, or what fits the budget (then measured).
 
-        The cost of one input is measured once per input shape by a probe forward pass: the
-        bytes of every module output (an upper bound on live activations) plus the input, its
-        mask and its replacement.
+        The cost of one input is measured once per input shape by a probe forward pass of one
+        input (counted in :attr:`probes`, not in :attr:`samples`): the bytes of every module
+        output (an upper bound on live activations) plus the input, its mask and its replacement.
         """
         if self.batch_size is not None:
             return self.batch_size
@@ -241,6 +243,7 @@ class Executor:
             finally:
                 for h in handles:
                     h.remove()
+            self.probes += 1
             per_input = total[0] + 4 * sample[:1].numel() * sample.element_size()
             budget = self.budget if self.budget is not None else self._default_budget()
             self._chunk = max(1, min(1024, budget // max(per_input, 1)))
@@ -341,14 +344,17 @@ class Executor:
         *,
         channels_last: bool = False,
         compile: bool = False,
+        precision: str | None = None,
+        what: str = "this step",
     ) -> Callable[..., torch.Tensor]:
-        """``fn(model, *args)`` with gradients, under this executor's precision, counted.
+        """``fn(model, *args)`` with gradients, under autocast at ``precision``, counted.
 
         For explainers that optimise through the model (Opti-CAM): ``fn`` receives the model to
         call (a channels-last copy with ``channels_last=True``) and its arguments; the result is
         float32. ``compile=True`` runs ``fn`` through ``torch.compile`` (eager, with a
-        :class:`~xai_bridge.errors.ForwardModeWarning`, where that fails). Each call adds its
-        first argument's batch size to :attr:`samples`; call :meth:`count_backward` after a
+        :class:`~xai_bridge.errors.ForwardModeWarning` naming ``what``, where that fails).
+        ``precision`` defaults to the executor's. Each call adds its first argument's batch size
+        to :attr:`samples` and its time to :attr:`seconds`; call :meth:`count_backward` after a
         backward pass.
 
         >>> import torch
@@ -362,9 +368,9 @@ class Executor:
         """
         from .forward import differentiable_step
 
-        check_precision(self.forward_pass.precision, self.device)
-        run = differentiable_step(self.model, fn, channels_last=channels_last, compile=compile)
-        precision, device = self.forward_pass.precision, self.device
+        precision = check_precision(precision or self.forward_pass.precision, self.device)
+        run = differentiable_step(self.model, fn, channels_last=channels_last, compile=compile, what=what)
+        device = self.device
 
         def call(*args: Any) -> torch.Tensor:
             start = time.perf_counter()

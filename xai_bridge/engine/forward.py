@@ -494,12 +494,17 @@ class ForwardPass:
 
 
 def differentiable_step(
-    model: nn.Module, fn: Callable[..., torch.Tensor], *, channels_last: bool = False, compile: bool = False
+    model: nn.Module,
+    fn: Callable[..., torch.Tensor],
+    *,
+    channels_last: bool = False,
+    compile: bool = False,
+    what: str = "this step",
 ) -> Callable[..., torch.Tensor]:
     """``fn(net, *args)`` as a callable of ``*args`` with gradients: ``net`` is the model, or a
     channels-last copy of it (``channels_last=True``, the model itself is left as it is);
     ``compile=True`` runs it through ``torch.compile`` and falls back to eager with a
-    :class:`~xai_bridge.errors.ForwardModeWarning` where that fails.
+    :class:`~xai_bridge.errors.ForwardModeWarning` (naming ``what``) where that fails.
 
     >>> import torch
     >>> step = differentiable_step(torch.nn.Linear(2, 1), lambda net, x: net(x) * 2)
@@ -536,10 +541,11 @@ def differentiable_step(
                 return compiled(*args)
             except Exception as exc:  # noqa: BLE001 - torch.compile needs a working compiler; else eager
                 state["eager"] = True
-                _warn_once(
-                    model,
-                    f"compile=True: torch.compile cannot compile this step here ({type(exc).__name__}); "
+                warnings.warn(
+                    f"compile=True: torch.compile cannot compile {what} here ({type(exc).__name__}); "
                     "running it eagerly",
+                    ForwardModeWarning,
+                    stacklevel=3,
                 )
         return step(*args)
 
