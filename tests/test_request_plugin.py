@@ -175,3 +175,15 @@ def test_the_plugins_two_metrics_share_their_passes_through_evaluate(data, xai_b
     drop = frame[frame.metric == "shuffle_drop"].sort_values("image").value.to_numpy().copy()
     assert torch.allclose(torch.as_tensor(auc, dtype=torch.float32), curve.mean(1), atol=1e-6)
     assert torch.allclose(torch.as_tensor(drop, dtype=torch.float32), curve[:, 0] - curve[:, 4], atol=1e-6)
+
+
+def test_the_architecture_pages_request_example_runs_as_shown():
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    block = re.search(r"```python\n(from dataclasses import dataclass\n.*?class NoisyCopies.*?)```", page, re.S)
+    assert block, "docs/architecture.md lost its request-type example"
+    namespace: dict = {}
+    exec(compile(block.group(1), "docs/architecture.md", "exec"), namespace)  # its asserts are the test
+    assert namespace["engine"].forward_samples == 12
