@@ -18,8 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
+
+#: Default constraint weights λ⊥, λA, λCS; the same as :func:`~xai_bridge_builtins.dpnet.training.train`'s
+#: (a test checks it). Written here too so that building the parser imports no torch. λCS was chosen
+#: by the sweep in ``benchmarks/dpnet.py`` (docs/dpnet.md).
+LAMBDA_ORTH, LAMBDA_ASSIGN, LAMBDA_CS = 1.0, 0.1, 100.0
 
 
 def add_dpnet_parser(sub: Any) -> None:
@@ -28,7 +35,10 @@ def add_dpnet_parser(sub: Any) -> None:
     actions = p.add_subparsers(dest="dpnet_command", required=True)
 
     t = actions.add_parser(
-        "train", help="train a DP-Net (parts + global baseline) on digits, an ImageFolder or a list file"
+        "train",
+        help="train a DP-Net (parts + global baseline) on digits, an ImageFolder or a list file",
+        description="Train a DP-Net's parts, classifier and global baseline on a frozen backbone. Running the same "
+        "command again resumes after the last completed epoch.",
     )
     t.add_argument("--data", required=True, help="'digits', an ImageFolder root, or a list file of 'PATH LABEL' lines")
     t.add_argument(
@@ -38,36 +48,83 @@ def add_dpnet_parser(sub: Any) -> None:
         "--val-fraction",
         type=float,
         default=0.2,
-        help="stratified share of --data held out when --val is not given (0: none)",
+        help="stratified share of --data held out when --val is not given, 0 for none (default: %(default)s)",
     )
     t.add_argument("--out", required=True, help="folder for dpnet.pt (the model), last.pt (resume) and history.json")
     t.add_argument(
         "--backbone",
         default="efficientnet-lite0",
-        help="efficientnet-lite0 (embedded ImageNet weights) or a torchvision model name",
+        help="efficientnet-lite0 (embedded ImageNet weights) or a torchvision model name (default: %(default)s)",
     )
     t.add_argument("--backbone-weights", help="state_dict file of a torchvision backbone (default: random weights)")
     t.add_argument("--layer", help="dotted name of the feature layer (default: the architecture's last feature block)")
-    t.add_argument("--parts-per-class", type=int, default=10, help="q: parts per class (paper: 10)")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lambda-orth", type=float, default=1.0, help="λ⊥ of the orthogonality loss (0 disables)")
-    t.add_argument("--lambda-assign", type=float, default=0.1, help="λA of the assignment loss (0 disables)")
-    t.add_argument("--lambda-cs", type=float, default=1.0, help="λCS of the class-specificity loss (0 disables)")
-    t.add_argument("--init", choices=("kmeans", "random"), default="kmeans", help="part initialisation")
+    t.add_argument(
+        "--parts-per-class",
+        type=int,
+        default=10,
+        help="q, parts per class; the model has q × classes parts (default: %(default)s)",
+    )
+    t.add_argument("--epochs", type=int, default=30, help="total training epochs (default: %(default)s)")
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: %(default)s)")
+    t.add_argument(
+        "--batch-size", type=int, default=64, help="training images per optimiser step (default: %(default)s)"
+    )
+    t.add_argument(
+        "--lambda-orth",
+        type=float,
+        default=LAMBDA_ORTH,
+        help="λ⊥ of the orthogonality loss, 0 disables it (default: %(default)s)",
+    )
+    t.add_argument(
+        "--lambda-assign",
+        type=float,
+        default=LAMBDA_ASSIGN,
+        help="λA of the assignment loss, 0 disables it (default: %(default)s)",
+    )
+    t.add_argument(
+        "--lambda-cs",
+        type=float,
+        default=LAMBDA_CS,
+        help="λCS of the class-specific loss (the share of a class's |V_c| off its own parts), 0 disables it "
+        "(default: %(default)s)",
+    )
+    t.add_argument(
+        "--init",
+        choices=("kmeans", "random"),
+        default="kmeans",
+        help="part initialisation: per-class k-means on training regions, or N(0, 1) (default: %(default)s)",
+    )
     t.add_argument("--size", type=int, help="image side fed to the backbone (default: 128 for digits, 224 otherwise)")
-    t.add_argument("--cache-dir", help="features cache folder (default OUT/features)")
-    t.add_argument("--cache-dtype", choices=("float32", "float16", "bfloat16"), default="float32")
-    t.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for feature extraction")
+    t.add_argument("--cache-dir", help="features cache folder (default: OUT/features)")
+    t.add_argument(
+        "--cache-dtype",
+        choices=("float32", "float16", "bfloat16"),
+        default="float32",
+        help="storage dtype of cached features; float16 halves the disk (default: %(default)s)",
+    )
+    t.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
+    t.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="DataLoader worker processes for feature extraction (default: %(default)s)",
+    )
     t.add_argument(
         "--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)"
     )
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the part initialisation, the heads and the batch order (default: %(default)s)",
+    )
     t.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars (they are shown only when stderr is a terminal anyway)",
+    )
     t.set_defaults(func=cmd_dpnet_train)
 
     e = actions.add_parser("explain", help="figures of a trained DP-Net: an image's top parts, a class's parts")
@@ -144,32 +201,34 @@ def cmd_dpnet_train(args: argparse.Namespace) -> int:
     device = torch_device(args.device)
     out = Path(args.out)
     try:
-        result = train(
-            args.backbone,
-            args.data,
-            val_data=args.val,
-            val_fraction=args.val_fraction,
-            layer=args.layer,
-            parts_per_class=args.parts_per_class,
-            epochs=args.epochs,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            batch_size=args.batch_size,
-            lambda_orth=args.lambda_orth,
-            lambda_assign=args.lambda_assign,
-            lambda_cs=args.lambda_cs,
-            init=args.init,
-            seed=args.seed,
-            image_size=args.size,
-            backbone_weights=args.backbone_weights,
-            cache_dir=args.cache_dir or out / "features",
-            cache_dtype=args.cache_dtype,
-            checkpoint_dir=out,
-            resume=not args.no_resume,
-            device=device,
-            num_workers=args.workers,
-            progress=not args.quiet,
-        )
+        with warnings.catch_warnings():  # said below, in one plain line, with the numbers of every epoch
+            warnings.filterwarnings("ignore", message="DP-Net: .* near chance")
+            result = train(
+                args.backbone,
+                args.data,
+                val_data=args.val,
+                val_fraction=args.val_fraction,
+                layer=args.layer,
+                parts_per_class=args.parts_per_class,
+                epochs=args.epochs,
+                lr=args.lr,
+                weight_decay=args.weight_decay,
+                batch_size=args.batch_size,
+                lambda_orth=args.lambda_orth,
+                lambda_assign=args.lambda_assign,
+                lambda_cs=args.lambda_cs,
+                init=args.init,
+                seed=args.seed,
+                image_size=args.size,
+                backbone_weights=args.backbone_weights,
+                cache_dir=args.cache_dir or out / "features",
+                cache_dtype=args.cache_dtype,
+                checkpoint_dir=out,
+                resume=not args.no_resume,
+                device=device,
+                num_workers=args.workers,
+                progress=False if args.quiet else None,
+            )
     except (ValueError, TypeError) as exc:
         message = str(exc)
         for name, flag in (
@@ -197,12 +256,33 @@ def cmd_dpnet_train(args: argparse.Namespace) -> int:
             if "val_parts_accuracy" in row
             else ""
         )
+        own = f"   own-part share {row['own_share']:.1f}%" if "own_share" in row else ""
         print(
             f"epoch {row['epoch']:>3}  loss {row['loss']:.4f}  "
-            f"train global {row['global_accuracy']:.2f}%  parts {row['parts_accuracy']:.2f}%{val}"
+            f"train global {row['global_accuracy']:.2f}%  parts {row['parts_accuracy']:.2f}%{val}{own}"
         )
+    _print_own_share(model)
     print(f"wrote {result.checkpoint} and {out / 'history.json'}")
     return 0
+
+
+def _print_own_share(model: Any) -> None:
+    """One line: the share of each class's |V_c| on its own parts, against chance; a warning when near chance."""
+    from .model import near_chance, own_part_share
+
+    shares = own_part_share(model.classifier.weight.detach(), model.parts_per_class)
+    share, chance = float(shares.mean()), 1.0 / model.num_classes
+    print(
+        f"own-part share: {100 * share:.1f}% of each class's |V_c| is on its own parts "
+        f"(mean over {model.num_classes} classes, lowest {100 * float(shares.min()):.1f}%; chance {100 * chance:.1f}%)"
+    )
+    if near_chance(share, model.num_classes):
+        print(
+            "warning: the own-part share is near chance, so the parts are not specific to their classes "
+            "(a class's logit reads other classes' parts as much as its own); train with a larger --lambda-cs "
+            "or more --epochs",
+            file=sys.stderr,
+        )
 
 
 def _target(value: str | None) -> Any:
@@ -273,6 +353,7 @@ def cmd_dpnet_explain(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    _print_own_share(model)
     report: dict[str, Any] = {"model": str(args.model), "images": {}, "classes": {}}
     for name, image in images:
         image = image.to(device)
@@ -317,7 +398,7 @@ def cmd_dpnet_explain(args: argparse.Namespace) -> int:
         report["classes"][label] = {"parts": ranked.top(model.num_parts), "own_share": ranked.own_share}
         print(
             f"class {label}: top parts {', '.join(f'{p} ({w:+.2f})' for p, w in ranked.top(args.top_parts))}; "
-            f"{100 * ranked.own_share:.0f}% of |V_c| on its own parts -> {path}"
+            f"{100 * ranked.own_share:.0f}% of |V_c| on its own parts (chance {100 / model.num_classes:.0f}%) -> {path}"
         )
     (out / "parts.json").write_text(json.dumps(report, indent=2))
     return 0

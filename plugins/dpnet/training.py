@@ -2,7 +2,12 @@
 
 Loss (each λ an option; 0 disables its term)::
 
-    CE(V b + bias, y) + λ⊥ L⊥(U) + λA LA(S) + λCS LCS(V)        (defaults λ⊥ = 1, λA = 0.1, λCS = 1)
+    CE(V b + bias, y) + λ⊥ L⊥(U) + λA LA(S) + λCS LCS(V)        (defaults λ⊥ = 1, λA = 0.1, λCS = 100)
+
+``LCS`` is the share of a class's ``|V_c|`` off its own parts (in ``[0, 1]``), so λCS = 100 makes
+one point of that share cost one nat; the default was chosen by the sweep in
+``benchmarks/dpnet.py``, the smallest λCS of the sweep whose classes put most of their weight on
+their own parts with no loss of accuracy (docs/dpnet.md has the table).
 
 plus the cross-entropy of the global baseline head, trained alongside on the same features
 (its parameters are disjoint from the parts', and Adam is per parameter, so the global head
@@ -38,7 +43,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +66,9 @@ from .model import (
     backbone_from_name,
     class_specific_loss,
     head_state,
+    near_chance,
     orthogonality_loss,
+    own_part_share,
     positive_int,
     read_checkpoint,
     save_dpnet,
@@ -94,7 +103,9 @@ class TrainResult:
         history: one dict per completed epoch: ``epoch`` (1-based), ``loss`` (total), ``ce``,
             ``orth``, ``assign``, ``cs`` (unweighted loss terms, mean over batches), ``global_ce``,
             ``parts_accuracy`` / ``global_accuracy`` (training, %), ``val_parts_accuracy`` /
-            ``val_global_accuracy`` (when there is validation data), ``seconds``.
+            ``val_global_accuracy`` (when there is validation data), ``own_share`` (the mean over
+            classes of the share of ``|V_c|`` on the class's own parts at the end of the epoch, %;
+            chance is ``100/C``), ``seconds``.
         resumed_from: epochs found in the checkpoint (0 for a fresh run).
         checkpoint: ``dpnet.pt`` (the final model) when a checkpoint folder was given.
         train_features, val_features: the feature sets trained and validated on.
@@ -290,7 +301,7 @@ def train(
     batch_size: int = 64,
     lambda_orth: float = 1.0,
     lambda_assign: float = 0.1,
-    lambda_cs: float = 1.0,
+    lambda_cs: float = 100.0,
     init: str = "kmeans",
     kmeans_regions: int = 4096,
     seed: int = 0,
@@ -303,7 +314,7 @@ def train(
     device: Any = None,
     feature_batch_size: int = 64,
     num_workers: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> TrainResult:
     """Train a DP-Net's parts, classifier and global baseline head on a frozen backbone.
 
@@ -329,10 +340,17 @@ def train(
         checkpoint_dir: folder for ``last.pt`` (every epoch) and ``dpnet.pt`` (at the end).
         resume: continue from ``checkpoint_dir/last.pt`` when it exists.
         device: where the backbone and heads run (default: the model's device).
-        progress: tqdm bars (feature extraction, epochs, batches).
+        progress: one tqdm bar per stage (feature extraction, then epochs, with the loss, the
+            accuracies and the own-part share of the last epoch); ``None`` (default) shows them
+            only when stderr is a terminal, so logs and pipes stay clean.
+
+    A warning says so when the trained classifier's own-part share is near chance (less than a
+    quarter of the way from ``1/C`` to 1, :func:`~xai_bridge_builtins.dpnet.model.near_chance`):
+    then its parts are not specific to their classes, and ``lambda_cs`` is too weak for this data.
     """
     from tqdm.auto import tqdm
 
+    progress = sys.stderr.isatty() if progress is None else bool(progress)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs: expected a non-negative integer, got {epochs!r}")
     positive_int(batch_size, "batch_size", "training samples per batch")
@@ -462,10 +480,7 @@ def train(
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         sums: dict[str, float] = {}
         batches = 0
-        batch_bar = tqdm(
-            range(0, n, batch_size), desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=not progress
-        )
-        for i in batch_bar:
+        for i in range(0, n, batch_size):
             rows = order[i : i + batch_size]
             x = train_fs.features[rows].to(device, torch.float32)
             y = train_fs.labels[rows].to(device)
@@ -473,20 +488,25 @@ def train(
             batches += 1
             for k, v in numbers.items():
                 sums[k] = sums.get(k, 0.0) + v
-            batch_bar.set_postfix(loss=f"{sums['parts_loss'] / batches:.3f}")
         row: dict[str, float] = {
             "epoch": epoch + 1,
             "loss": sums["parts_loss"] / batches,
             **{k: sums[k] / batches for k in ("ce", "orth", "assign", "cs", "global_ce")},
             "parts_accuracy": 100.0 * sums["correct_parts"] / n,
             "global_accuracy": 100.0 * sums["correct_global"] / n,
+            "own_share": _own_share(net),
         }
         if val_fs is not None:
             acc = evaluate(net, val_fs, device=device)
             row.update(val_parts_accuracy=acc["parts_accuracy"], val_global_accuracy=acc["global_accuracy"])
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
-        epoch_bar.set_postfix({k: f"{v:.1f}" for k, v in row.items() if k.endswith("accuracy")})
+        epoch_bar.set_postfix(
+            {
+                "loss": f"{row['loss']:.3f}",
+                **{k: f"{v:.1f}" for k, v in row.items() if k.endswith(("accuracy", "share"))},
+            }
+        )
         if last_path is not None:
             atomic_save(
                 {
@@ -501,8 +521,22 @@ def train(
                 last_path,
             )
     net.eval()
+    share = _own_share(net)
+    if epochs > 0 and near_chance(share / 100.0, net.num_classes):
+        warnings.warn(
+            f"DP-Net: {share:.1f} % of each class's |V_c| is on its own parts, near chance "
+            f"({100.0 / net.num_classes:.1f} %): the parts are not specific to their classes. "
+            f"Raise lambda_cs (now {lambdas['lambda_cs']:g}) or train longer.",
+            stacklevel=2,
+        )
     final = save_dpnet(net, folder / "dpnet.pt", history) if folder is not None else None
     return TrainResult(net, history, resumed_from, final, train_fs, val_fs)
+
+
+def _own_share(model: DPNet) -> float:
+    """The mean over classes of the share of ``|V_c|`` on class ``c``'s own parts, in %."""
+    with torch.no_grad():
+        return 100.0 * float(own_part_share(model.classifier.weight, model.parts_per_class).mean())
 
 
 def _labels_of(dataset: Any) -> torch.Tensor:
