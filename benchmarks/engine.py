@@ -7,12 +7,16 @@
     per-metric calls (a per-image per-step loop: Quantus has none of these at whole-pixel steps);
 (d) peak memory (the peak RSS of a fresh process during the run, reset after warm-up) as
     images × steps grows under a fixed budget;
-(e) the demo metrics in float32, through the frozen graph and in bfloat16: max |Δ| and rankings.
+(e) the demo metrics in float32, through the frozen graph and in bfloat16: max |Δ| and rankings;
+(f) ``auto`` told the work: a long run (past the inductor break-even) and a short run against the
+    model's float32 peak; the first compile of each fast path in a fresh process, with and without
+    torch's on-disk inductor cache (freeze, inductor, ``torch.export`` + ahead-of-time inductor).
 
 Run::
 
     python benchmarks/engine.py                  # 16 photos, 224² (about 15 minutes on 2 CPU cores)
     python benchmarks/engine.py --images 4 --quick
+    python benchmarks/engine.py --parts f          # (f) alone: about 10 minutes on 2 CPU cores
     python benchmarks/engine.py --device cuda
 
 Quantus counts C×H×W features per step and requires ``features_in_step`` to divide H·W, so
@@ -365,6 +369,116 @@ def part_d(budget: str, sizes: list[tuple[int, int]]) -> list[dict[str, float]]:
     return rows
 
 
+# -- (f) -------------------------------------------------------------------------------------------
+def _compile_child(kind: str, batch: int, package: str) -> None:
+    """In a fresh process: build ``kind``'s fast path for one chunk shape, then time it; prints one JSON line."""
+    from xai_bridge.engine import forward
+
+    model = xb.default_model()
+    x = photos(batch, 224, torch.device("cpu"))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        if kind == "freeze":
+            run = forward._freeze(model, x)
+            run(x)
+        elif kind == "inductor":
+            run = torch.compile(model, dynamic=False)
+            run(x)
+        elif kind == "aot-compile":  # torch.export + AOTInductor, packaged to a file
+            with torch.no_grad():
+                exported = torch.export.export(model, (x,))
+            torch._inductor.aoti_compile_and_package(exported, package_path=package)
+            run = torch._inductor.aoti_load_package(package)
+            run(x)
+        else:  # "aot-load": a later process loads the package and pays no compile
+            run = torch._inductor.aoti_load_package(package)
+            run(x)
+    first = time.perf_counter() - start
+    with torch.inference_mode():
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            out = run(x)
+            best = min(best, time.perf_counter() - t)
+        diff = float((out.float() - model(x)).abs().max())
+    print(json.dumps({"kind": kind, "first_s": first, "img_s": batch / best, "max_abs_diff": diff}))
+
+
+def part_f(model, images, maps, step: int, batch: int, long_images: int) -> dict[str, Any]:
+    """(f): the fast paths' first-run cost in fresh processes, then ``auto`` on a short and a long run.
+
+    First runs: each path in a new process, timed from nothing to the first output (inductor twice: with an
+    empty ``TORCHINDUCTOR_CACHE_DIR`` and again with the cache the first process left). Then, in this process:
+    the model's float32 peak at the chunk ``batch`` (the best of eager, freeze and inductor), ``auto`` on a
+    short run (4 images × one deletion curve, nothing planned) and on a long run (``long_images`` images,
+    planned, past the break-even), each as a fraction of that peak, and the short run in eager for comparison.
+    """
+    import tempfile
+
+    from xai_bridge.engine import Executor, ForwardPass
+    from xai_bridge.engine import forward as fw
+
+    out: dict[str, Any] = {"first_run": {}}
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as pkg:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        package = os.path.join(pkg, "model.pt2")
+        for kind, label in (
+            ("freeze", "freeze"),
+            ("inductor", "inductor, empty on-disk cache"),
+            ("inductor", "inductor, warm on-disk cache"),
+            ("aot-compile", "export + AOT compile"),
+            ("aot-load", "AOT package loaded"),
+        ):
+            proc = subprocess.run(
+                [sys.executable, __file__, "--compile-child", kind, str(batch), package],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            if proc.returncode:
+                out["first_run"][label] = {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
+            else:
+                out["first_run"][label] = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"    (f) {label}: {out['first_run'][label]}", flush=True)
+
+    x = images[:1].expand(batch, -1, -1, -1).contiguous()
+    peak = {}
+    for mode in ("eager", "freeze", "inductor"):
+        fp = ForwardPass(model, compile=mode)
+        with torch.inference_mode():
+            fp(x)
+            best = float("inf")
+            for _ in range(3):
+                t = time.perf_counter()
+                for _ in range(4):
+                    fp(x)
+                best = min(best, (time.perf_counter() - t) / 4)
+        peak[mode] = batch / best
+    out["model_img_s_at_chunk"] = peak
+    top = max(peak.values())
+    req = Curve(step=step)
+
+    def engine_rate(n: int, planned: bool, compile: str = "auto") -> tuple[float, dict[str, Any]]:
+        ex = Executor(model, batch_size=batch, compile=compile, progress=False)
+        sub, sub_maps = images[:n], maps[:n]
+        if planned:
+            ex.plan(n * (-(-224 * 224 // step) + 2))
+        t, _ = timed(lambda: Engine(ex).run(sub, sub_maps, None, [req]))
+        return ex.samples / t, ex.describe()
+
+    fw.clear_cache()
+    out["short_eager"] = engine_rate(4, planned=False, compile="eager")[0]
+    fw.clear_cache()
+    rate, how = engine_rate(4, planned=False)
+    out["short_auto"] = {"img_s": rate, "fraction_of_peak": rate / top, "forward": how}
+    fw.clear_cache()  # the long run pays its own compile (counted: its rate includes it)
+    rate, how = engine_rate(long_images, planned=True)
+    out["long_auto"] = {"img_s": rate, "fraction_of_peak": rate / top, "forward": how, "images": long_images}
+    rate, how = engine_rate(long_images, planned=True)  # the same process again: the graph is kept
+    out["long_auto_again"] = {"img_s": rate, "fraction_of_peak": rate / top, "forward": how}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=16)
@@ -385,10 +499,16 @@ def main(argv: list[str] | None = None) -> int:
         help="(e): explainers whose maps are scored",
     )
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--chunk", type=int, default=8, help="(f): the chunk every fast path is built and timed at")
+    parser.add_argument("--long-images", type=int, default=256, help="(f): images of the long run (× 225 steps)")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--compile-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         _memory_child(int(args.memory_child[0]), int(args.memory_child[1]), args.memory_child[2])
+        return 0
+    if args.compile_child:
+        _compile_child(args.compile_child[0], int(args.compile_child[1]), args.compile_child[2])
         return 0
     device = torch.device(args.device)
     model = xb.default_model().to(device)
@@ -452,6 +572,27 @@ def main(argv: list[str] | None = None) -> int:
                     f"{'CHANGED' if v['ranking_changed'] else 'same'}"
                     for k, v in row.items()
                 )
+            )
+    if "f" in args.parts:
+        long_images = args.long_images
+        reps = -(-long_images // images.shape[0])
+        long_set = torch.cat([images] * reps)[:long_images]
+        long_maps = torch.cat([maps] * reps)[:long_images]
+        figures["f"] = f = part_f(model, long_set, long_maps, args.step, args.chunk, long_images)
+        print(
+            f"(f) model at chunk {args.chunk}: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in f["model_img_s_at_chunk"].items())
+        )
+        print(
+            f"    short run (4 images, nothing planned): eager {f['short_eager']:.1f} img/s, auto "
+            f"{f['short_auto']['img_s']:.1f} img/s ({f['short_auto']['fraction_of_peak']:.0%} of peak, "
+            f"{f['short_auto']['forward']['graph']})"
+        )
+        for key in ("long_auto", "long_auto_again"):
+            r = f[key]
+            print(
+                f"    {key} ({long_images} images, planned): {r['img_s']:.1f} img/s = {r['fraction_of_peak']:.0%} "
+                f"of peak ({r['forward']['graph']})"
             )
     if args.json:
         with open(args.json, "w") as fh:
