@@ -592,8 +592,8 @@ def test_imputation_system_equals_both_toolkits_assembly():
     from quantus.functions.perturb_func import noisy_linear_imputation
 
     from xai_bridge.accelerate._gradcam import _AssembledImputer
-    from xai_bridge.accelerate._quantus import _road_imputation
     from xai_bridge.engine.imputation import imputation_system
+    from xai_bridge.engine.plans import road_imputation
 
     rng = np.random.default_rng(0)
     image = rng.random((3, 9, 7)).astype(np.float32)
@@ -610,4 +610,4 @@ def test_imputation_system_equals_both_toolkits_assembly():
     np.random.seed(2)
     expected_q = noisy_linear_imputation(arr=image, indices=order, noise=0.01)
     np.random.seed(2)
-    assert np.array_equal(_road_imputation(image, order, 0.01), expected_q)
+    assert np.array_equal(road_imputation(image, order, 0.01), expected_q)
