@@ -49,7 +49,7 @@ from typing import Any
 
 from ..errors import UnsupportedMetricError
 
-__all__ = ["accelerate", "supported_metrics"]
+__all__ = ["accelerate", "supported_metrics", "QuantusBridge", "GradCamBridge"]
 
 #: Toolkit metrics that are not accelerated yet: accelerate() names them and offers fallback=True.
 NOT_YET = {
@@ -133,6 +133,20 @@ def accelerate(
         if fallback:
             return metric
         raise
+
+
+def __getattr__(name: str) -> Any:
+    """``QuantusBridge`` and ``GradCamBridge``: the mixins an accelerated metric class derives from (see
+    docs/extending-the-engine.md); their toolkit is imported when they are first asked for."""
+    if name == "QuantusBridge":
+        from ._quantus import QuantusBridge
+
+        return QuantusBridge
+    if name == "GradCamBridge":
+        from ._gradcam import GradCamBridge
+
+        return GradCamBridge
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):

@@ -49,7 +49,7 @@ from ._bridge import Bridge
 __all__ = ["ACCELERATED"]
 
 
-class _GradCam(Bridge):
+class GradCamBridge(Bridge):
     """The bridge on grad-cam's side: the checks of its call, its target scores, its perturbations."""
 
     _xb_ndims = (4,)  # cams are H×W maps: images only
@@ -153,7 +153,7 @@ def _fast_imputation(perturbation: Any) -> Any:
     return fast
 
 
-class _EngineConfidence(_GradCam, PerturbationConfidenceMetric):
+class _EngineConfidence(GradCamBridge, PerturbationConfidenceMetric):
     """grad-cam's ``PerturbationConfidenceMetric.__call__`` on the engine."""
 
     def __call__(
@@ -190,7 +190,7 @@ class _EngineConfidence(_GradCam, PerturbationConfidenceMetric):
 
 
 def _averager_diffs(
-    state: _GradCam,
+    state: GradCamBridge,
     averager: AveragerAcrossThresholds,
     engine: Engine,
     input_tensor: torch.Tensor,
@@ -204,7 +204,7 @@ def _averager_diffs(
     return [state._xb_scores(targets, lg) - base for lg in logits]
 
 
-class _EngineAverager(_GradCam, AveragerAcrossThresholds):
+class _EngineAverager(GradCamBridge, AveragerAcrossThresholds):
     """grad-cam's ``AveragerAcrossThresholds`` with one pass over the unperturbed images."""
 
     def __call__(
@@ -248,7 +248,7 @@ class AcceleratedROADLeastRelevantFirstAverage(ROADLeastRelevantFirstAverage, _E
     """grad-cam's ``ROADLeastRelevantFirstAverage``: one base pass instead of one per percentile."""
 
 
-class AcceleratedROADCombined(_GradCam, ROADCombined):
+class AcceleratedROADCombined(GradCamBridge, ROADCombined):
     """grad-cam's ``ROADCombined`` (Rong et al. 2022): ``(LeRF − MoRF) / 2`` averaged over percentiles, one base
     pass for both orders (grad-cam runs it 2 × 9 times).
 

@@ -108,7 +108,7 @@ def _baseline(
     return baseline, bounds
 
 
-class _Quantus(Bridge):
+class QuantusBridge(Bridge):
     """The bridge on Quantus's side: its call, the checks of its batch, its scores of class ``y``."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -209,9 +209,10 @@ class _AUC:
     evaluation_scores: Any
 
     @property
-    def get_auc_score(self) -> float:
-        """The mean over the curves of ``evaluation_scores`` of their trapezoid area (unit spacing)."""
-        return float(np.mean([auc(np.asarray(curve, dtype=np.float64)) for curve in self.evaluation_scores]))
+    def get_auc_score(self) -> Any:
+        """The mean over the curves of ``evaluation_scores`` of their trapezoid area (unit spacing), a
+        ``np.float64`` as the toolkit's."""
+        return np.float64(np.mean([auc(np.asarray(curve)) for curve in self.evaluation_scores]))
 
 
 def _patch_sequence(
@@ -223,7 +224,7 @@ def _patch_sequence(
 
 
 # Quantus marks its metric classes @final; subclassing is how the result stays a quantus.PixelFlipping.
-class AcceleratedPixelFlipping(_AUC, _Quantus, quantus.PixelFlipping):  # type: ignore[misc]
+class AcceleratedPixelFlipping(_AUC, QuantusBridge, quantus.PixelFlipping):  # type: ignore[misc]
     """Quantus ``PixelFlipping`` (Bach et al. 2015) on the engine: same order, same fills, same curve.
 
     Example::
@@ -247,7 +248,7 @@ class AcceleratedPixelFlipping(_AUC, _Quantus, quantus.PixelFlipping):  # type: 
 
 
 # Quantus marks its metric classes @final; subclassing is how the result stays a quantus.RegionPerturbation.
-class AcceleratedRegionPerturbation(_AUC, _Quantus, quantus.RegionPerturbation):  # type: ignore[misc]
+class AcceleratedRegionPerturbation(_AUC, QuantusBridge, quantus.RegionPerturbation):  # type: ignore[misc]
     """Quantus ``RegionPerturbation`` (Samek et al. 2017) on the engine: ``f(x) − f(x^{(k)})`` per region.
 
     Example::
@@ -272,7 +273,7 @@ class AcceleratedRegionPerturbation(_AUC, _Quantus, quantus.RegionPerturbation):
 
 
 # Quantus marks its metric classes @final; subclassing is how the result stays a quantus.Selectivity.
-class AcceleratedSelectivity(_AUC, _Quantus, quantus.Selectivity):  # type: ignore[misc]
+class AcceleratedSelectivity(_AUC, QuantusBridge, quantus.Selectivity):  # type: ignore[misc]
     """Quantus ``Selectivity`` (Montavon et al. 2018) on the engine: the score after each patch removed.
 
     Example::
@@ -296,7 +297,7 @@ class AcceleratedSelectivity(_AUC, _Quantus, quantus.Selectivity):  # type: igno
 
 
 # Quantus marks its metric classes @final; subclassing is how the result stays a quantus.FaithfulnessEstimate.
-class AcceleratedFaithfulnessEstimate(_Quantus, quantus.FaithfulnessEstimate):  # type: ignore[misc]
+class AcceleratedFaithfulnessEstimate(QuantusBridge, quantus.FaithfulnessEstimate):  # type: ignore[misc]
     """Quantus ``FaithfulnessEstimate`` (Alvarez-Melis and Jaakkola 2018, "Towards robust interpretability with
     self-explaining neural networks") on the engine: the correlation of each group's attribution sum with the score
     drop when that group alone is replaced, groups of ``features_in_step`` in attribution order.
@@ -326,7 +327,7 @@ class AcceleratedFaithfulnessEstimate(_Quantus, quantus.FaithfulnessEstimate):  
 
 
 # Quantus marks its metric classes @final; subclassing is how the result stays a quantus.MonotonicityCorrelation.
-class AcceleratedMonotonicityCorrelation(_Quantus, quantus.MonotonicityCorrelation):  # type: ignore[misc]
+class AcceleratedMonotonicityCorrelation(QuantusBridge, quantus.MonotonicityCorrelation):  # type: ignore[misc]
     """Quantus ``MonotonicityCorrelation`` (Nguyen and Rodríguez Martínez 2020, "On quantitative aspects of model
     interpretability") on the engine: the rank correlation of each group's attribution sum with the variance of the
     score when that group alone is replaced, groups of ``features_in_step`` in ascending attribution order.
@@ -372,7 +373,7 @@ class AcceleratedMonotonicityCorrelation(_Quantus, quantus.MonotonicityCorrelati
 
 
 # Quantus marks its metric classes @final; subclassing is how the result stays a quantus.FaithfulnessCorrelation.
-class AcceleratedFaithfulnessCorrelation(_Quantus, quantus.FaithfulnessCorrelation):  # type: ignore[misc]
+class AcceleratedFaithfulnessCorrelation(QuantusBridge, quantus.FaithfulnessCorrelation):  # type: ignore[misc]
     """Quantus ``FaithfulnessCorrelation`` (Bhatt, Weller and Moura 2020, "Evaluating and aggregating feature-based
     model explanations") on the engine: the correlation of random subsets' attribution sums with the score drop when
     the subset is replaced, ``nr_runs`` subsets of ``subset_size`` features drawn with the toolkit's NumPy calls.
@@ -417,7 +418,7 @@ def _warn_defect_once(name: str, message: str) -> None:
 
 
 # Quantus marks its metric classes @final; subclassing is how the result stays a quantus.Monotonicity.
-class AcceleratedMonotonicity(_Quantus, quantus.Monotonicity):  # type: ignore[misc]
+class AcceleratedMonotonicity(QuantusBridge, quantus.Monotonicity):  # type: ignore[misc]
     """Monotonicity (Arya et al. 2019, "One explanation does not fit all: a toolkit and taxonomy of AI
     explainability techniques"): starting from the baseline image, the features are *inserted* (given back their
     values) ``features_in_step`` at a time in ascending attribution order; the explanation is monotonic when the
@@ -461,7 +462,7 @@ class AcceleratedMonotonicity(_Quantus, quantus.Monotonicity):  # type: ignore[m
 
 
 # Quantus marks its metric classes @final; subclassing is how the result stays a quantus.SensitivityN.
-class AcceleratedSensitivityN(_Quantus, quantus.SensitivityN):  # type: ignore[misc]
+class AcceleratedSensitivityN(QuantusBridge, quantus.SensitivityN):  # type: ignore[misc]
     """Sensitivity-n (Ancona et al. 2018, "Towards better understanding of gradient-based attribution methods for
     deep neural networks"): for each ``n``, the correlation across images of the score drop when a set ``S`` of
     ``n`` features is removed with the sum of the attributions over the same ``S``.
@@ -520,7 +521,7 @@ def _noise_keyword(metric: Any) -> float:
     return float(keywords.get("noise", 0.01))
 
 
-class AcceleratedIROF(_Quantus, quantus.IROF):  # type: ignore[misc]
+class AcceleratedIROF(QuantusBridge, quantus.IROF):  # type: ignore[misc]
     """IROF (Rieger and Hansen 2020, "IROF: a low resource evaluation metric for explanation methods") on the
     engine: the image is cut into superpixels (the toolkit's ``get_superpixel_segments``), which are replaced
     one more per step in descending order of their mean attribution; the score is the area over the curve of the
@@ -571,7 +572,7 @@ class AcceleratedIROF(_Quantus, quantus.IROF):  # type: ignore[misc]
         return irof_scores(preds / y_pred[:, None], counts)  # the toolkit divides in float32
 
 
-class AcceleratedROAD(_Quantus, quantus.ROAD):  # type: ignore[misc]
+class AcceleratedROAD(QuantusBridge, quantus.ROAD):  # type: ignore[misc]
     """ROAD (Rong et al. 2022, "A consistent and efficient evaluation strategy for attribution methods"): for each
     percentage ``p``, the ``p`` % most relevant pixels are replaced by the toolkit's noisy linear imputation and the
     score is the fraction of images whose predicted class is still ``y``. The imputation solves the toolkit's own
@@ -625,7 +626,7 @@ class AcceleratedROAD(_Quantus, quantus.ROAD):  # type: ignore[misc]
 
 
 # Quantus marks its metric classes @final; subclassing is how the result stays a quantus.Infidelity.
-class AcceleratedInfidelity(_Quantus, quantus.Infidelity):  # type: ignore[misc]
+class AcceleratedInfidelity(QuantusBridge, quantus.Infidelity):  # type: ignore[misc]
     """Infidelity (Yeh et al. 2019, "On the (in)fidelity and sensitivity of explanations") as Quantus computes it:
     for each patch size, square patches are replaced one more per step in the toolkit's block order, and
     ``loss_func`` compares the score drops with the attribution-weighted input changes ``Σ a·(x − x̃)``, averaged
