@@ -381,8 +381,10 @@ def test_sensitivity_n_is_the_published_pairing(data_name, series, digits):
 
 
 def test_infidelity_on_series_is_quantus_s_patches_of_the_series(series):
-    """Quantus 0.6.0 fails on series (its padding assumes images); the accelerated metric computes its definition
-    with the series seen as ``B×C×1×T``: equal to Quantus on the same data given as images of height 1."""
+    """Quantus 0.6.0 fails on series (its padding assumes images); the accelerated metric sees a series as
+    ``B×C×1×T`` edge-padded to the patch height, as Quantus pads images. Reference: Quantus itself on that padded
+    image (the series repeated on 4 rows, the attributions on the first row only, the model reading the first row),
+    where no padding is needed."""
 
     def make():
         return quantus.Infidelity(
@@ -397,15 +399,17 @@ def test_infidelity_on_series_is_quantus_s_patches_of_the_series(series):
         ours = xb.accelerate(make())(**series, device="cpu")
     model = series["model"]
 
-    class AsImage(torch.nn.Module):  # the series model, fed images of height 1
+    class FirstRow(torch.nn.Module):  # the series model, reading the first row of an image
         def forward(self, x):
             return model(x[:, :, 0])
 
+    a_rows = np.zeros((10, 1, 4, 100))
+    a_rows[:, :, 0] = series["a_batch"]
     images = {
         **series,
-        "model": AsImage().eval(),
-        "x_batch": series["x_batch"][:, :, None],
-        "a_batch": series["a_batch"][:, :, None],
+        "model": FirstRow().eval(),
+        "x_batch": np.repeat(series["x_batch"][:, :, None], 4, axis=2),
+        "a_batch": a_rows,
     }
     np.random.seed(3)
     theirs = make()(**images, device="cpu", channel_first=True)

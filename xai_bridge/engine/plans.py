@@ -265,15 +265,20 @@ def patch_sequence(
     return np.ascontiguousarray(ranks.reshape(shape)), fills, steps
 
 
+def superpixel_segments(img: np.ndarray, method: str) -> np.ndarray:
+    """``H×W`` superpixel labels of the ``H×W×C`` image ``img``: scikit-image's ``slic`` (labels from 0) or
+    ``felzenszwalb`` with their defaults, the segmentation Quantus calls."""
+    from skimage.segmentation import felzenszwalb, slic
+
+    return np.asarray(slic(img, start_label=0) if method == "slic" else felzenszwalb(img))
+
+
 def segment_ranks(x_batch: np.ndarray, a: np.ndarray, method: str) -> tuple[np.ndarray, list[int]]:
     """``B×H×W`` step at which each pixel's superpixel is removed in IROF, and each image's number of superpixels.
 
-    The superpixels are scikit-image's ``slic`` (labels from 0) or ``felzenszwalb`` on the ``H×W×C`` image in
-    double precision, the segmentation Quantus calls, ordered by their mean attribution over all channels,
-    descending, with ``np.argsort``'s ties (Rieger and Hansen 2020).
+    The superpixels are :func:`superpixel_segments` of the ``H×W×C`` image in double precision, ordered by their
+    mean attribution over all channels, descending, with ``np.argsort``'s ties (Rieger and Hansen 2020).
     """
-    from skimage.segmentation import felzenszwalb, slic
-
     if x_batch.ndim != 4:
         raise LayoutError(f"x_batch: superpixels need images B×C×H×W, got shape {tuple(x_batch.shape)}")
     if method not in ("slic", "felzenszwalb"):
@@ -281,8 +286,7 @@ def segment_ranks(x_batch: np.ndarray, a: np.ndarray, method: str) -> tuple[np.n
     b, _, h, w = x_batch.shape
     counts, ranks = [], np.empty((b, h, w), dtype=np.int64)
     for i, (x, ai) in enumerate(zip(x_batch, a, strict=True)):
-        img = np.moveaxis(x, 0, -1).astype("double")
-        segments = slic(img, start_label=0) if method == "slic" else felzenszwalb(img)
+        segments = superpixel_segments(np.moveaxis(x, 0, -1).astype("double"), method)
         count = len(np.unique(segments))
         if count < 2:
             raise InvalidArgumentError(f"x_batch: image {i} has {count} superpixel; IROF needs more than one")
