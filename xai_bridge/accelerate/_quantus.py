@@ -410,10 +410,10 @@ class AcceleratedFaithfulnessCorrelation(QuantusBridge, quantus.FaithfulnessCorr
 _WARNED: set[str] = set()
 
 
-def _warn_defect_once(name: str, message: str) -> None:
-    """One :class:`~xai_bridge.errors.ToolkitDefectWarning` per metric class and process."""
-    if name not in _WARNED:
-        _WARNED.add(name)
+def _warn_defect_once(name: str, message: str, key: str | None = None) -> None:
+    """One :class:`~xai_bridge.errors.ToolkitDefectWarning` per metric class (or ``key``) and process."""
+    if (key or name) not in _WARNED:
+        _WARNED.add(key or name)
         warnings.warn(f"{name}: {message} (see docs/quantus.md, 'Toolkit defects')", ToolkitDefectWarning, stacklevel=3)
 
 
@@ -653,12 +653,18 @@ class AcceleratedInfidelity(QuantusBridge, quantus.Infidelity):  # type: ignore[
     def evaluate_batch(  # type: ignore[override]
         self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, a_batch: np.ndarray, **kwargs: Any
     ) -> np.ndarray:
-        h, w = x_batch.shape[-2:] if x_batch.ndim == 4 else (1, x_batch.shape[-1])
-        if x_batch.ndim == 3 or any(h % p or w % p for p in self.perturb_patch_sizes):
+        if x_batch.ndim == 3:
             _warn_defect_once(
                 "Infidelity",
-                "Quantus 0.6.0 fails on series B×C×T and when the image size is not a multiple of the patch size; "
-                "padding the input with its edge values as the toolkit intends (a series as B×C×1×T)",
+                "Quantus 0.6.0 fails on series B×C×T (its padding assumes images); padding the series seen as "
+                "B×C×1×T with its edge values, as the toolkit pads images",
+                key="Infidelity series",
+            )
+        elif any(x_batch.shape[-2] % p or x_batch.shape[-1] % p for p in self.perturb_patch_sizes):
+            _warn_defect_once(
+                "Infidelity",
+                "Quantus 0.6.0 fails when the image size is not a multiple of the patch size; padding the image "
+                "with its edge values as the toolkit intends",
             )
         a = self._xb_inputs(x_batch, y_batch, a_batch)
         baseline, bounds = _baseline(self)
