@@ -4,9 +4,11 @@ For each supported metric, on the default model and ``--images`` photos at 224²
 the accelerated time, their ratio, the max |Δ| between the results, the forward samples each sent
 through the model, the share of the toolkit's time spent inside forward passes, and the accelerated time over
 the time of its own forward passes. Where the toolkit fails (IROF and ROAD on colour images), its error is
-printed and the accelerated metric is timed alone. Then the suite: every Quantus metric the toolkit can run
-through ``quantus.evaluate``, toolkit vs accelerated, and the metrics registered in xai-bridge through one
-``xb.evaluate`` pass (shared sequences) vs ``quantus.evaluate`` of the same toolkit metrics.
+printed and the accelerated metric is timed alone. Then the 1-D row: the layout-free Quantus metrics through
+``quantus.evaluate`` on Quantus's ``ConvNet1D`` and ``--series`` series ``3×100``. Then the suite: every
+Quantus metric the toolkit can run through ``quantus.evaluate``, toolkit vs accelerated, and the metrics
+registered in xai-bridge through one ``xb.evaluate`` pass (shared sequences) vs ``quantus.evaluate`` of the
+same toolkit metrics.
 
 The toolkit runs on a copy of the model that carries the forward-time meter (hooks); the accelerated metrics
 run on the unhooked model, in the engine's default graph mode (``auto`` runs eagerly while hooks are
@@ -153,6 +155,7 @@ def main() -> None:
         "--only", default="", help="run only the metrics whose name contains one of these, comma-separated"
     )
     parser.add_argument("--no-suite", action="store_true", help="skip the quantus.evaluate run of all Quantus metrics")
+    parser.add_argument("--series", type=int, default=32, help="series for the 1-D row (Quantus's ConvNet1D), 0: none")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     inputs_on_cuda[0] = args.device.startswith("cuda")
@@ -223,6 +226,8 @@ def main() -> None:
         delta = _delta(theirs, ours)
         rows.append(_row(f"grad-cam {name}", t1, t2, delta, n1, fast.forward_samples, f1 / t1, _engine_seconds(fast)))
 
+    if args.series:
+        rows.append(series_row(args.series, args.device, timed))
     if args.no_suite:
         return
     suite = quantus_metrics()
@@ -263,6 +268,48 @@ def main() -> None:
             engine.forward_seconds,
         )
     )
+
+
+def series_metrics() -> dict[str, object]:
+    """The layout-free Quantus metrics on series, with the parameters of Quantus's own 1-D test cases."""
+    quiet = {"disable_warnings": True}
+    return {
+        "PixelFlipping": quantus.PixelFlipping(features_in_step=10, perturb_baseline="mean", **quiet),
+        "RegionPerturbation": quantus.RegionPerturbation(patch_size=7, perturb_baseline="mean", **quiet),
+        "Selectivity": quantus.Selectivity(patch_size=7, perturb_baseline="mean", abs=True, **quiet),
+        "FaithfulnessEstimate": quantus.FaithfulnessEstimate(features_in_step=10, perturb_baseline="uniform", **quiet),
+        "MonotonicityCorrelation": quantus.MonotonicityCorrelation(
+            features_in_step=10, nr_samples=10, perturb_baseline="uniform", abs=True, **quiet
+        ),
+        "FaithfulnessCorrelation": quantus.FaithfulnessCorrelation(
+            nr_runs=10, subset_size=10, perturb_baseline="mean", **quiet
+        ),
+    }
+
+
+def series_row(n: int, device: str, timed) -> tuple:
+    """The 1-D row: ``quantus.evaluate`` of :func:`series_metrics` on Quantus's ``ConvNet1D`` and ``n`` series
+    ``3×100`` (its test fixture's shape), toolkit vs accelerated."""
+    from quantus.helpers.model.models import ConvNet1D
+
+    torch.manual_seed(0)
+    net = ConvNet1D(n_channels=3, n_classes=10).to(device).eval()
+    rng = np.random.RandomState(0)
+    x, y, a = rng.randn(n, 3, 100).astype(np.float32), rng.randint(0, 10, n), rng.uniform(0, 0.01, (n, 1, 100))
+    kwargs = dict(xai_methods={"gradcam": a}, x_batch=x, y_batch=y)
+    toolkit_net = copy.deepcopy(net)  # the toolkit's copy carries the forward-time meter
+    meter = ForwardMeter(toolkit_net)
+    suite = series_metrics()
+    np.random.seed(0)
+    start = time.perf_counter()
+    theirs = _flat(quantus.evaluate(metrics=suite, model=toolkit_net, **kwargs))
+    t1, n1, f1 = time.perf_counter() - start, meter.samples, meter.seconds
+    fast = {k: xb.accelerate(m) for k, m in series_metrics().items()}
+    np.random.seed(0)
+    ours, t2, _, _ = timed(lambda: _flat(quantus.evaluate(metrics=fast, model=net, **kwargs)))
+    n2 = sum(m.forward_samples for m in fast.values())
+    label = f"quantus.evaluate, the {len(suite)} layout-free metrics on {n} series 3×100 (ConvNet1D)"
+    return _row(label, t1, t2, _delta(theirs, ours), n1, n2, f1 / t1, _engine_seconds(fast))
 
 
 def _delta(theirs: np.ndarray, ours: np.ndarray) -> tuple[float, float]:

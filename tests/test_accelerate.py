@@ -436,11 +436,13 @@ def test_irof_hand_worked_and_the_toolkit_defects(monkeypatch, fresh_warnings):
     """x = (1, 2, 3, 4) in one 2×2 image, segments {0, 1} (top row) and {2, 3}, a ranks the bottom row first,
     logit = w·x with w = (1, 1, 1, 1), black baseline = the image's minimum 1. Curve (score / 10): remove the
     bottom row → (1 + 2 + 1 + 1) / 10 = 0.5, then the top row → 4 / 10 = 0.4; IROF = 2 − (0.5 + 0.4) / 2 = 1.55."""
+    from xai_bridge.engine import plans
     from xai_bridge.errors import ToolkitDefectWarning
 
     segments = np.array([[0, 0], [1, 1]])
     monkeypatch.setattr(quantus.helpers.utils, "get_superpixel_segments", lambda img, segmentation_method: segments)
     monkeypatch.setattr(quantus.helpers.asserts, "assert_nr_segments", lambda nr_segments: None)
+    monkeypatch.setattr(plans, "superpixel_segments", lambda img, method: segments)  # the engine's own planner
     x = np.arange(1, 5, dtype=np.float32).reshape(1, 1, 2, 2)
     a = np.array([0.1, 0.1, 0.9, 0.9], dtype=np.float32).reshape(1, 1, 2, 2)
     metric = quantus.IROF(perturb_baseline="black", normalise=False, return_aggregate=False, disable_warnings=True)
@@ -592,8 +594,8 @@ def test_imputation_system_equals_both_toolkits_assembly():
     from quantus.functions.perturb_func import noisy_linear_imputation
 
     from xai_bridge.accelerate._gradcam import _AssembledImputer
-    from xai_bridge.accelerate._quantus import _road_imputation
     from xai_bridge.engine.imputation import imputation_system
+    from xai_bridge.engine.plans import road_imputation
 
     rng = np.random.default_rng(0)
     image = rng.random((3, 9, 7)).astype(np.float32)
@@ -610,4 +612,4 @@ def test_imputation_system_equals_both_toolkits_assembly():
     np.random.seed(2)
     expected_q = noisy_linear_imputation(arr=image, indices=order, noise=0.01)
     np.random.seed(2)
-    assert np.array_equal(_road_imputation(image, order, 0.01), expected_q)
+    assert np.array_equal(road_imputation(image, order, 0.01), expected_q)

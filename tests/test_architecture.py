@@ -128,3 +128,54 @@ def test_builtin_subpackage_inits_only_register(path):
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     heavy = [ast.unparse(n) for n in top if any(x in ast.unparse(n) for x in ("torch", "numpy", "captum", "quantus"))]
     assert heavy == []
+
+
+TOOLKITS = ("quantus", "pytorch_grad_cam")
+
+
+def _module_level_imports(path: Path) -> list[tuple[int, str]]:
+    """The modules ``path`` imports when it is imported: top-level statements, and those nested in top-level
+    ``try``/``if``/``with`` blocks (not function or class bodies)."""
+    tree = ast.parse(path.read_text())
+    found: list[tuple[int, str]] = []
+    pending: list[ast.stmt] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.append((node.lineno, node.module or ""))
+        elif isinstance(node, (ast.Try, ast.If, ast.With)):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                for child in getattr(node, field, []):
+                    pending += child.body if isinstance(child, ast.ExceptHandler) else [child]
+    return found
+
+
+def test_only_the_toolkit_bridges_import_a_toolkit_at_module_level():
+    """Quantus and pytorch-grad-cam are imported at module level only by ``accelerate/`` and ``adapters/``: the
+    planners, the engine and the registered metrics run without them."""
+    bridges = (HOST / "accelerate", HOST / "adapters")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for path in sorted([*HOST.rglob("*.py"), *(ROOT / "plugins").rglob("*.py")])
+        if not any(path.is_relative_to(b) for b in bridges)
+        for line, target in _module_level_imports(path)
+        if target.split(".")[0] in TOOLKITS
+    ]
+    assert offenders == [], "a toolkit imported outside accelerate/ and adapters/:\n" + "\n".join(offenders)
+    assert _module_level_imports(HOST / "accelerate" / "_quantus.py"), "the check is live"
+    assert any(t == "quantus" for _, t in _module_level_imports(HOST / "accelerate" / "_quantus.py"))
+
+
+def test_the_engine_imports_no_toolkit_anywhere():
+    """The planners (``engine/plans.py``) and the rest of the engine import no toolkit, not even in a function."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for path in sorted((HOST / "engine").rglob("*.py"))
+        for line, target in _imports(path)
+        if target.split(".")[0] in (*TOOLKITS, "captum")
+    ]
+    assert offenders == [], "\n".join(offenders)

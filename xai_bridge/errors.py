@@ -100,6 +100,11 @@ class ToolkitDefectWarning(UserWarning):
     """
 
 
+class ToolkitFallbackWarning(UserWarning):
+    """An accelerated toolkit metric made with ``fallback=True`` ran the toolkit's own code for one call (a model
+    or an input layout the engine cannot take); the message says why."""
+
+
 class ForwardModeWarning(UserWarning):
     """A requested graph mode could not be used (a model that cannot be traced, no compiler, a graph
     that differs from eager); the forward passes run eagerly instead and the message says why."""
@@ -121,6 +126,7 @@ __all__ = [
     "PluginError",
     "PluginLoadWarning",
     "ToolkitDefectWarning",
+    "ToolkitFallbackWarning",
     "UnknownNameError",
     "UnknownOptionError",
     "UnsupportedMetricError",

@@ -31,13 +31,14 @@ Example::
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from xai_bridge.engine import Ranked
+from xai_bridge.engine.plans import QuantusOrder, attribution_changes, auc, infidelity, irof_scores
+from xai_bridge.errors import InvalidArgumentError
 from xai_bridge.metric import Metric, MetricContext
 
 _BASELINES = ("black", "white", "mean")
@@ -48,60 +49,10 @@ def _check_baseline(perturb_baseline: Any) -> str | float:
         return perturb_baseline.lower()
     if isinstance(perturb_baseline, numbers.Real) and not isinstance(perturb_baseline, bool):
         return float(perturb_baseline)
-    raise ValueError(
+    raise InvalidArgumentError(
         f"perturb_baseline: expected one of {list(_BASELINES)} or a number, got {perturb_baseline!r} "
         "(a random baseline needs NumPy's global random state: use xb.accelerate on the Quantus metric)"
     )
-
-
-@dataclass(frozen=True)
-class QuantusOrder:
-    """The planner of a :class:`~xai_bridge.engine.Ranked` request: Quantus's order and fill values.
-
-    Attributes:
-        unit: ``"features"`` (``size`` channel features per step, Pixel-Flipping), ``"patches"``
-            (``size × size`` patches over all channels, Quantus's padding; Region Perturbation, Selectivity,
-            Infidelity) or ``"segments"`` (the superpixels of ``segmentation``, one per step; IROF).
-        size: features per step, or the patch side (unused for segments).
-        order: ``"morf"``, ``"lerf"`` or ``"raster"`` (patches in the toolkit's block order).
-        baseline: ``"black"``, ``"white"``, ``"mean"`` (evaluated on the current image at every step,
-            as Quantus does) or a number.
-        abs: rank the absolute attributions (Quantus's ``abs=True``).
-    """
-
-    unit: str
-    size: int
-    order: str
-    baseline: str | float
-    abs: bool = False
-    segmentation: str = "slic"
-
-    def __call__(self, images: torch.Tensor, maps: torch.Tensor, steps: int | None) -> tuple[Any, Any, int]:
-        from xai_bridge.accelerate._quantus import feature_sequence, patch_sequence, replacement_fills, segment_ranks
-
-        x = images.detach().float().cpu().numpy()
-        a = maps.detach().float().cpu().numpy()[:, None]
-        if self.abs:
-            a = np.abs(a)
-        a = np.broadcast_to(a, x.shape)
-        bounds = {"low": 0.0, "high": 1.0}
-        state = np.random.get_state()  # a baseline string draws as Quantus does; leave the caller's state alone
-        try:
-            if self.unit == "segments":
-                pixel_ranks, counts = segment_ranks(x, a, self.segmentation)
-                s = max(counts)
-                ranks = np.repeat(pixel_ranks[:, None], x.shape[1], 1)
-                flat = x.reshape(x.shape[0], -1)
-                fills = replacement_fills(self.baseline, bounds, flat, ranks.reshape(flat.shape), s, draw=False)
-            elif self.unit == "features":
-                ranks, fills, s = feature_sequence(self.size, self.baseline, bounds, x, a, self.order == "morf")
-                if steps is not None and steps < s:
-                    ranks, fills, s = ranks, fills[:, :steps], steps
-            else:
-                ranks, fills, s = patch_sequence(self.size, self.baseline, bounds, x, a, self.order, steps)
-        finally:
-            np.random.set_state(state)
-        return torch.from_numpy(np.ascontiguousarray(ranks)), torch.from_numpy(np.ascontiguousarray(fills)).float(), s
 
 
 class _QuantusCurve(Metric):
@@ -142,9 +93,7 @@ class _QuantusCurve(Metric):
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
         values = self.curve_values(ctx).double()
-        if values.shape[1] < 2:
-            return torch.zeros(values.shape[0], dtype=torch.float64, device=values.device)
-        return torch.trapezoid(values, dx=1.0, dim=1)  # Quantus's calculate_auc
+        return torch.as_tensor(auc(values.cpu().numpy()), device=values.device)  # Quantus's calculate_auc
 
 
 class PixelFlipping(_QuantusCurve):
@@ -172,7 +121,7 @@ class PixelFlipping(_QuantusCurve):
     ) -> None:
         super().__init__(protocol, perturb_baseline=perturb_baseline, abs=abs, softmax=softmax)
         if int(features_in_step) < 1:
-            raise ValueError(f"features_in_step: expected a positive integer, got {features_in_step!r}")
+            raise InvalidArgumentError(f"features_in_step: expected a positive integer, got {features_in_step!r}")
         self.features_in_step = int(features_in_step)
 
     def _size(self) -> int:
@@ -206,12 +155,12 @@ class RegionPerturbation(_QuantusCurve):
     ) -> None:
         super().__init__(protocol, perturb_baseline=perturb_baseline, abs=abs, softmax=softmax)
         if order not in ("morf", "lerf"):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"order: expected 'morf' or 'lerf', got {order!r} (a random order needs NumPy's global random "
                 "state: use xb.accelerate on the Quantus metric)"
             )
         if int(patch_size) < 1 or int(regions_evaluation) < 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"patch_size, regions_evaluation: expected positive integers, got {patch_size!r}, "
                 f"{regions_evaluation!r}"
             )
@@ -254,7 +203,7 @@ class Selectivity(_QuantusCurve):
     ) -> None:
         super().__init__(protocol, perturb_baseline=perturb_baseline, abs=abs, softmax=softmax)
         if int(patch_size) < 1:
-            raise ValueError(f"patch_size: expected a positive integer, got {patch_size!r}")
+            raise InvalidArgumentError(f"patch_size: expected a positive integer, got {patch_size!r}")
         self.patch_size = int(patch_size)
 
     def _size(self) -> int:
@@ -291,7 +240,9 @@ class Infidelity(_QuantusCurve):
         super().__init__(protocol, perturb_baseline=perturb_baseline, abs=abs, softmax=softmax)
         sizes = tuple(int(p) for p in np.atleast_1d(perturb_patch_sizes))
         if not sizes or min(sizes) < 1:
-            raise ValueError(f"perturb_patch_sizes: expected positive patch sides, got {perturb_patch_sizes!r}")
+            raise InvalidArgumentError(
+                f"perturb_patch_sizes: expected positive patch sides, got {perturb_patch_sizes!r}"
+            )
         self.perturb_patch_sizes, self.normalise = sizes, bool(normalise)
 
     def _planner(self, size: int) -> QuantusOrder:
@@ -301,26 +252,23 @@ class Infidelity(_QuantusCurve):
         return [Ranked(self._planner(size)) for size in self.perturb_patch_sizes]
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
-        from xai_bridge.accelerate._quantus import attribution_changes
-
         x = ctx.images.detach().float().cpu().numpy()
         a = ctx.maps.detach().float().cpu().numpy()[:, None].astype(np.float64)
         if self.normalise:
-            peak = np.abs(a).reshape(a.shape[0], -1).max(1).reshape(-1, 1, 1, 1)
+            peak = np.abs(a).reshape(a.shape[0], -1).max(1).reshape(-1, *([1] * (a.ndim - 1)))
             a = np.divide(a, peak, out=np.zeros_like(a), where=peak > 0)
         if self.abs:
             a = np.abs(a)
         a = np.broadcast_to(a, x.shape)
         base = ctx.logits.float()
         base = (base.softmax(-1) if self.softmax else base).gather(-1, ctx.targets.view(-1, 1))
-        losses = []
+        drops, changes = [], []
         for size in self.perturb_patch_sizes:
             result = ctx[Ranked(self._planner(size))]  # the scores and the plan they followed
-            drops = (base - result.get("probability" if self.softmax else "logit")).double().cpu().numpy()
+            drops.append((base - result.get("probability" if self.softmax else "logit")).double().cpu().numpy())
             ranks, fills = result.ranks.cpu().numpy(), result.fills.cpu().numpy()
-            changes = attribution_changes(x, a, ranks, fills, fills.shape[1])
-            losses.append(np.mean((drops - changes) ** 2, axis=1))
-        return torch.as_tensor(np.mean(losses, axis=0), dtype=torch.float64, device=ctx.logits.device)
+            changes.append(attribution_changes(x, a, ranks, fills, fills.shape[1]))
+        return torch.as_tensor(infidelity(drops, changes), dtype=torch.float64, device=ctx.logits.device)
 
 
 class IROF(_QuantusCurve):
@@ -350,7 +298,9 @@ class IROF(_QuantusCurve):
     ) -> None:
         super().__init__(protocol, perturb_baseline=perturb_baseline, abs=abs, softmax=softmax)
         if segmentation_method not in ("slic", "felzenszwalb"):
-            raise ValueError(f"segmentation_method: expected 'slic' or 'felzenszwalb', got {segmentation_method!r}")
+            raise InvalidArgumentError(
+                f"segmentation_method: expected 'slic' or 'felzenszwalb', got {segmentation_method!r}"
+            )
         self.segmentation_method = segmentation_method
 
     def _size(self) -> int:
@@ -364,13 +314,10 @@ class IROF(_QuantusCurve):
         base = ctx.logits.float()
         base = (base.softmax(-1) if self.softmax else base).gather(-1, ctx.targets.view(-1, 1))
         result = ctx[self.request()]
-        curves = (
-            result.get("probability" if self.softmax else "logit") / base
-        ).double()  # float32 division, as Quantus
+        curves = result.get("probability" if self.softmax else "logit") / base  # float32 division, as Quantus
         ranks = result.ranks.reshape(result.ranks.shape[0], -1)  # the plan the engine followed: the segments
         counts = [int(r.max()) + 1 for r in ranks]  # each image's own curve length
-        values = [n - torch.trapezoid(curves[i, :n], dx=1.0) for i, n in enumerate(counts)]
-        return torch.stack(values).to(torch.float64)
+        return torch.as_tensor(irof_scores(curves.cpu().numpy(), counts), device=base.device)
 
 
 METRICS: dict[str, type[Metric]] = {

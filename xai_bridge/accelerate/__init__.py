@@ -11,7 +11,16 @@ toolkit's (within float32 batch-size noise, about 1e-6).
 
 A configuration that cannot be reproduced exactly (a user's own ``perturb_func``, a metric not
 listed below) raises :class:`~xai_bridge.errors.UnsupportedMetricError` naming the argument;
-``fallback=True`` then returns the metric unchanged, so the toolkit's code runs.
+``fallback=True`` then returns the metric unchanged, so the toolkit's code runs. What only a call
+can tell (a TensorFlow model, an input layout the metric's planner does not take) is decided at
+each call: with ``fallback=True`` that call runs the toolkit's own code with one
+:class:`~xai_bridge.errors.ToolkitFallbackWarning` saying why, otherwise it raises
+:class:`~xai_bridge.errors.UnsupportedMetricError` naming the argument.
+
+Inputs are ``B×C×…``: images ``B×C×H×W`` and series ``B×C×T`` for every metric whose definition
+does not depend on the layout (patches of a series are Quantus's ``B×C×1×T`` view); IROF and
+ROAD need images. The orders, fills and formulas are :mod:`xai_bridge.engine.plans`, shared with
+the registered metrics.
 
 Supported: Quantus ``PixelFlipping``, ``RegionPerturbation`` (``order`` ``"morf"``, ``"lerf"``,
 ``"random"``, with the same NumPy draws), ``Selectivity``, ``FaithfulnessEstimate``,
@@ -40,7 +49,7 @@ from typing import Any
 
 from ..errors import UnsupportedMetricError
 
-__all__ = ["accelerate", "supported_metrics"]
+__all__ = ["accelerate", "supported_metrics", "QuantusBridge", "GradCamBridge"]
 
 #: Toolkit metrics that are not accelerated yet: accelerate() names them and offers fallback=True.
 NOT_YET = {
@@ -83,7 +92,9 @@ def accelerate(
     Args:
         metric: a configured instance of a supported Quantus or pytorch-grad-cam metric.
         fallback: when the metric or one of its settings cannot be reproduced exactly, return
-            ``metric`` itself (the toolkit's own code runs) instead of raising.
+            ``metric`` itself (the toolkit's own code runs) instead of raising; when a call brings a model or
+            an input layout the engine cannot take, run the toolkit's own code for that call (one
+            :class:`~xai_bridge.errors.ToolkitFallbackWarning`) instead of raising.
         budget: memory for one chunk of perturbed images (see :class:`~xai_bridge.engine.Engine`).
         batch_size: fixed number of images per forward pass instead of the budget.
 
@@ -93,7 +104,7 @@ def accelerate(
 
     Raises:
         UnsupportedMetricError: the metric type or a setting (named in the message) is not
-            supported and ``fallback`` is False.
+            supported and ``fallback`` is False (at a call: the model or the input layout).
 
     Example::
 
@@ -117,11 +128,25 @@ def accelerate(
                 f"metric: expected an instance of a supported toolkit metric ({', '.join(supported_metrics())}), "
                 f"got {type(metric).__module__}.{type(metric).__name__}; pass fallback=True to run it unchanged"
             )
-        return make(metric, budget=budget, batch_size=batch_size)
+        return make(metric, budget=budget, batch_size=batch_size, fallback=fallback)
     except UnsupportedMetricError:
         if fallback:
             return metric
         raise
+
+
+def __getattr__(name: str) -> Any:
+    """``QuantusBridge`` and ``GradCamBridge``: the mixins an accelerated metric class derives from (see
+    docs/extending-the-engine.md); their toolkit is imported when they are first asked for."""
+    if name == "QuantusBridge":
+        from ._quantus import QuantusBridge
+
+        return QuantusBridge
+    if name == "GradCamBridge":
+        from ._gradcam import GradCamBridge
+
+        return GradCamBridge
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):

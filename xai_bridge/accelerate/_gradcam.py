@@ -43,53 +43,50 @@ from pytorch_grad_cam.metrics.road import (
 
 from ..engine import Engine
 from ..engine.imputation import solve_imputation
-from ..errors import UnsupportedMetricError
-from ..targets import check_model_ready
+from ..errors import InvalidArgumentError, UnsupportedMetricError
+from ._bridge import Bridge
 
 __all__ = ["ACCELERATED"]
 
 
-class _EngineState:
-    _xb_budget: Any = None
-    _xb_batch_size: int | None = None
-    _xb_engine_obj: Engine | None = None
-    forward_samples: int = 0
+class GradCamBridge(Bridge):
+    """The bridge on grad-cam's side: the checks of its call, its target scores, its perturbations."""
 
-    def _xb_engine(self, model: torch.nn.Module) -> Engine:
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
-        check_model_ready(model)
-        engine = self._xb_engine_obj
-        if engine is None or engine.model is not model:
-            engine = Engine(model, budget=self._xb_budget, batch_size=self._xb_batch_size, progress=False)
-            self._xb_engine_obj = engine
-        return engine
+    _xb_ndims = (4,)  # cams are H×W maps: images only
+
+    def _xb_call(self, run: Callable[..., np.ndarray], args: tuple[Any, ...]) -> np.ndarray:
+        """``run(engine, input_tensor, cams, targets, *args[4:])`` for grad-cam's call
+        ``(input_tensor, cams, targets, model, …)``, or grad-cam's own ``__call__`` where the engine cannot take
+        it (see ``Bridge._xb_dispatch``)."""
+        input_tensor, cams, targets, model = args[:4]
+        reason = self._xb_refusal(model, input_tensor, "input_tensor")
+        if reason is None and not isinstance(input_tensor, torch.Tensor):
+            reason = f"input_tensor: expected a torch.Tensor B×C×H×W, got {type(input_tensor).__name__}"
+
+        def on_engine() -> np.ndarray:
+            engine = self._xb_engine(model)
+            checked = self._xb_check(input_tensor, cams, targets)
+            return run(engine, input_tensor, checked, targets, *args[4:])
+
+        return self._xb_dispatch(reason, on_engine, lambda toolkit: toolkit(*args))
 
     @staticmethod
     def _xb_check(input_tensor: torch.Tensor, cams: Any, targets: Sequence[Callable]) -> np.ndarray:
-        if not isinstance(input_tensor, torch.Tensor) or input_tensor.ndim != 4:
-            raise ValueError(
-                "input_tensor: expected a torch.Tensor B×C×H×W, got "
-                f"{getattr(input_tensor, 'shape', type(input_tensor).__name__)}"
-            )
         cams = np.asarray(cams)
         b, _, h, w = input_tensor.shape
         if cams.shape != (b, h, w):
-            raise ValueError(f"cams: expected one H×W map per image, shape {(b, h, w)}, got {cams.shape}")
+            raise InvalidArgumentError(f"cams: expected one H×W map per image, shape {(b, h, w)}, got {cams.shape}")
         if not np.isfinite(cams).all():
             bad = np.nonzero(~np.isfinite(cams.reshape(b, -1)).all(1))[0].tolist()
-            raise ValueError(f"cams: map(s) {bad} contain NaN or inf; check the explainer")
+            raise InvalidArgumentError(f"cams: map(s) {bad} contain NaN or inf; check the explainer")
         if len(targets) != b:
-            raise ValueError(f"targets: expected one target per image ({b}), got {len(targets)}")
+            raise InvalidArgumentError(f"targets: expected one target per image ({b}), got {len(targets)}")
         return cams
 
     def _xb_logits(
         self, engine: Engine, n: int, build: Callable[[int, int], torch.Tensor], sample: torch.Tensor
     ) -> torch.Tensor:
-        before = engine.forward_samples
-        out = engine.forward_chunks(n, build, sample)
-        self.forward_samples += engine.forward_samples - before
-        return out
+        return self._xb_forward(engine.model, lambda e: e.forward_chunks(n, build, sample))
 
     @staticmethod
     def _xb_scores(targets: Sequence[Callable], logits: torch.Tensor) -> np.ndarray:
@@ -156,7 +153,7 @@ def _fast_imputation(perturbation: Any) -> Any:
     return fast
 
 
-class _EngineConfidence(_EngineState, PerturbationConfidenceMetric):
+class _EngineConfidence(GradCamBridge, PerturbationConfidenceMetric):
     """grad-cam's ``PerturbationConfidenceMetric.__call__`` on the engine."""
 
     def __call__(
@@ -168,8 +165,19 @@ class _EngineConfidence(_EngineState, PerturbationConfidenceMetric):
         return_visualization: bool = False,
         return_diff: bool = True,
     ) -> np.ndarray:
-        engine = self._xb_engine(model)
-        cams = self._xb_check(input_tensor, cams, targets)
+        return self._xb_call(
+            self._xb_confidence, (input_tensor, cams, targets, model, return_visualization, return_diff)
+        )
+
+    def _xb_confidence(
+        self,
+        engine: Engine,
+        input_tensor: torch.Tensor,
+        cams: np.ndarray,
+        targets: list[Callable],
+        return_visualization: bool,
+        return_diff: bool,
+    ) -> np.ndarray:
         if return_visualization:
             raise UnsupportedMetricError(
                 "return_visualization: the accelerated metric does not keep the perturbed images; "
@@ -182,7 +190,7 @@ class _EngineConfidence(_EngineState, PerturbationConfidenceMetric):
 
 
 def _averager_diffs(
-    state: _EngineState,
+    state: GradCamBridge,
     averager: AveragerAcrossThresholds,
     engine: Engine,
     input_tensor: torch.Tensor,
@@ -196,14 +204,17 @@ def _averager_diffs(
     return [state._xb_scores(targets, lg) - base for lg in logits]
 
 
-class _EngineAverager(_EngineState, AveragerAcrossThresholds):
+class _EngineAverager(GradCamBridge, AveragerAcrossThresholds):
     """grad-cam's ``AveragerAcrossThresholds`` with one pass over the unperturbed images."""
 
     def __call__(
         self, input_tensor: torch.Tensor, cams: np.ndarray, targets: list[Callable], model: torch.nn.Module
     ) -> np.ndarray:
-        engine = self._xb_engine(model)
-        cams = self._xb_check(input_tensor, cams, targets)
+        return self._xb_call(self._xb_average, (input_tensor, cams, targets, model))
+
+    def _xb_average(
+        self, engine: Engine, input_tensor: torch.Tensor, cams: np.ndarray, targets: list[Callable]
+    ) -> np.ndarray:
         base = self._xb_base(engine, input_tensor, targets)
         diffs = _averager_diffs(self, self, engine, input_tensor, cams, targets, base)
         return np.mean(np.asarray(diffs, np.float32), axis=0)
@@ -237,7 +248,7 @@ class AcceleratedROADLeastRelevantFirstAverage(ROADLeastRelevantFirstAverage, _E
     """grad-cam's ``ROADLeastRelevantFirstAverage``: one base pass instead of one per percentile."""
 
 
-class AcceleratedROADCombined(_EngineState, ROADCombined):
+class AcceleratedROADCombined(GradCamBridge, ROADCombined):
     """grad-cam's ``ROADCombined`` (Rong et al. 2022): ``(LeRF − MoRF) / 2`` averaged over percentiles, one base
     pass for both orders (grad-cam runs it 2 × 9 times).
 
@@ -252,8 +263,11 @@ class AcceleratedROADCombined(_EngineState, ROADCombined):
     def __call__(
         self, input_tensor: torch.Tensor, cams: np.ndarray, targets: list[Callable], model: torch.nn.Module
     ) -> np.ndarray:
-        engine = self._xb_engine(model)
-        cams = self._xb_check(input_tensor, cams, targets)
+        return self._xb_call(self._xb_combined, (input_tensor, cams, targets, model))
+
+    def _xb_combined(
+        self, engine: Engine, input_tensor: torch.Tensor, cams: np.ndarray, targets: list[Callable]
+    ) -> np.ndarray:
         base = self._xb_base(engine, input_tensor, targets)
         # grad-cam runs LeRF first: the same order keeps torch's noise draws the same
         lerf = _averager_diffs(self, self.lerf_averager, engine, input_tensor, cams, targets, base)
@@ -261,18 +275,15 @@ class AcceleratedROADCombined(_EngineState, ROADCombined):
         return (np.mean(np.asarray(lerf, np.float32), axis=0) - np.mean(np.asarray(morf, np.float32), axis=0)) / 2
 
 
-def _make(cls: type) -> Callable[..., Any]:
-    def make(metric: Any, *, budget: Any = None, batch_size: int | None = None) -> Any:
+def _make(cls: type[Bridge]) -> Callable[..., Any]:
+    def make(metric: Any, *, budget: Any = None, batch_size: int | None = None, fallback: bool = False) -> Any:
         perturbation = getattr(metric, "perturbation", None)
         if isinstance(metric, CamMultImageConfidenceChange) and perturbation is not multiply_tensor_with_cam:
             raise UnsupportedMetricError(
                 f"perturbation: {type(metric).__name__} is accelerated with grad-cam's multiply_tensor_with_cam only, "
                 f"got {perturbation!r}; pass fallback=True to run the toolkit's own code"
             )
-        out: Any = object.__new__(cls)  # the same configuration, not re-initialised (no warnings, no new draws)
-        out.__dict__.update(copy.copy(metric.__dict__))
-        out._xb_budget, out._xb_batch_size, out._xb_engine_obj, out.forward_samples = budget, batch_size, None, 0
-        return out
+        return cls.bridge(metric, budget=budget, batch_size=batch_size, fallback=fallback)
 
     return make
 

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..errors import InvalidArgumentError
+
 if TYPE_CHECKING:
     from .engine import Engine
     from .executor import Executor
@@ -47,8 +49,8 @@ def ranked_replacement_logits(
 
     Args:
         engine: the :class:`~xai_bridge.engine.Engine` whose model and chunking are used.
-        images: ``B×C×H×W``.
-        ranks: ``B×C×H×W`` integer step of each feature's replacement (``≥ steps``: never).
+        images: ``B×C×…`` (images ``B×C×H×W``, series ``B×C×T``, any layout).
+        ranks: the images' shape: integer step of each feature's replacement (``≥ steps``: never).
         fills: ``B×steps`` replacement value of the features replaced at each step.
         steps: the number of steps (one forward sample per image and step).
         insert: the reverse sequence: image ``i`` after step ``s`` is
@@ -56,21 +58,20 @@ def ranked_replacement_logits(
             features of rank ``≤ s`` are revealed (Monotonicity's insertion of features).
     """
     if ranks.shape != images.shape:
-        raise ValueError(f"ranks: expected the images' shape {tuple(images.shape)}, got {tuple(ranks.shape)}")
+        raise InvalidArgumentError(f"ranks: expected the images' shape {tuple(images.shape)}, got {tuple(ranks.shape)}")
     b = images.shape[0]
     if fills.shape != (b, steps):
-        raise ValueError(f"fills: expected shape {(b, steps)}, got {tuple(fills.shape)}")
-    device = engine.device
-    images = images.to(device)
-    ranks = ranks.to(device=device, dtype=torch.long)
-    fills = fills.to(device=device, dtype=images.dtype)
+        raise InvalidArgumentError(f"fills: expected shape {(b, steps)}, got {tuple(fills.shape)}")
+    images, ranks, fills = _on_device(engine, images, ranks, fills)
+
+    column = (-1,) + (1,) * (images.ndim - 1)  # one value per input, broadcast over its features
 
     def build(i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         r = ranks[i]
         if insert:
-            return torch.where(r <= t.view(-1, 1, 1, 1), images[i], fills[i, t].view(-1, 1, 1, 1))
+            return torch.where(r <= t.view(column), images[i], fills[i, t].view(column))
         fill = fills[i].gather(1, r.clamp(max=steps - 1).flatten(1)).view_as(r)
-        return torch.where(r <= t.view(-1, 1, 1, 1), fill, images[i])
+        return torch.where(r <= t.view(column), fill, images[i])
 
     return _pair_logits(engine, images, steps, build)
 
@@ -80,7 +81,7 @@ def subset_replacement_logits(
 ) -> torch.Tensor:
     """Logits ``B×R×K`` of every image with each of its ``R`` feature subsets replaced (one at a time).
 
-    Image ``(i, r)`` is ``x[i]`` with the flat features ``subsets[i, r]`` (indices into ``C·H·W``)
+    Image ``(i, r)`` is ``x[i]`` with the flat features ``subsets[i, r]`` (indices into one input's flattened features)
     set to ``fills[i, r]``; the other features keep their values. Subsets of different sizes
     are padded by repeating one of their own indices. This is the request of the metrics that
     perturb disjoint groups in attribution order or random subsets, each from the unperturbed
@@ -88,8 +89,8 @@ def subset_replacement_logits(
 
     Args:
         engine: the :class:`~xai_bridge.engine.Engine` whose model and chunking are used.
-        images: ``B×C×H×W``.
-        subsets: ``B×R×k`` integer indices into the flattened ``C×H×W`` features.
+        images: ``B×C×…`` (any layout).
+        subsets: ``B×R×k`` integer indices into the flattened features of one input.
         fills: ``B×R`` replacement value of each subset.
 
     Example::
@@ -102,17 +103,16 @@ def subset_replacement_logits(
         torch.Size([2, 3, 4])
     """
     if subsets.ndim != 3 or subsets.shape[0] != images.shape[0]:
-        raise ValueError(f"subsets: expected B×R×k indices with B={images.shape[0]}, got {tuple(subsets.shape)}")
+        raise InvalidArgumentError(
+            f"subsets: expected B×R×k indices with B={images.shape[0]}, got {tuple(subsets.shape)}"
+        )
     b, r = subsets.shape[:2]
     if fills.shape != (b, r):
-        raise ValueError(f"fills: expected shape {(b, r)}, got {tuple(fills.shape)}")
+        raise InvalidArgumentError(f"fills: expected shape {(b, r)}, got {tuple(fills.shape)}")
     n = images[0].numel()
     if subsets.numel() and (int(subsets.min()) < 0 or int(subsets.max()) >= n):
-        raise ValueError(f"subsets: indices must be in [0, {n}) (the features of one image)")
-    device = engine.device
-    images = images.to(device)
-    subsets = subsets.to(device=device, dtype=torch.long)
-    fills = fills.to(device=device, dtype=images.dtype)
+        raise InvalidArgumentError(f"subsets: indices must be in [0, {n}) (the features of one image)")
+    images, subsets, fills = _on_device(engine, images, subsets, fills)
 
     def build(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         idx = subsets[i, j]
@@ -121,6 +121,15 @@ def subset_replacement_logits(
         return flat.view(-1, *images.shape[1:])
 
     return _pair_logits(engine, images, r, build)
+
+
+def _on_device(
+    engine: Engine | Executor, images: torch.Tensor, index: torch.Tensor, fills: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``images``, integer ``index`` and ``fills`` (in the images' dtype) on the engine's device."""
+    device = engine.device
+    images = images.to(device)
+    return images, index.to(device=device, dtype=torch.long), fills.to(device=device, dtype=images.dtype)
 
 
 def _pair_logits(
