@@ -20,7 +20,7 @@ from torch import nn
 
 from .engine import Engine
 from .engine.maps import check_maps, normalize_maps
-from .errors import MetricValueWarning
+from .errors import InvalidArgumentError, InvalidTypeError, MetricValueWarning
 from .metric import Metric, MetricContext
 from .protocols import Protocol, get_protocol
 from .results import Results
@@ -34,7 +34,9 @@ def as_metric(metric: str | Metric) -> Metric:
 
         return get_metric(metric)
     if not isinstance(metric, Metric) or not hasattr(metric, "compute"):
-        raise TypeError(f"metrics: expected names or Metric objects from get_metric(), got {type(metric).__name__}")
+        raise InvalidTypeError(
+            f"metrics: expected names or Metric objects from get_metric(), got {type(metric).__name__}"
+        )
     return metric
 
 
@@ -52,7 +54,7 @@ def _grid_protocol(protocol: Protocol, images: torch.Tensor, raw: torch.Tensor |
     else:
         h, w = raw.shape[-2:]
         if height % h or width % w or height // h != width // w:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"protocol level='grid': the explainer's {h}×{w} map does not tile {height}×{width} images in square "
                 "cells; set protocol cell=... (pixels per cell side) to rank blocks of the upsampled map instead"
             )
@@ -75,7 +77,7 @@ def soft_masks(protocol: Protocol, maps: torch.Tensor, raw: torch.Tensor | None 
         return normalize_maps(maps, constant)
     raw = check_maps(raw, name="raw").to(maps.device)
     if raw.shape[0] != maps.shape[0]:
-        raise ValueError(f"raw: {raw.shape[0]} raw maps for {maps.shape[0]} maps")
+        raise InvalidArgumentError(f"raw: {raw.shape[0]} raw maps for {maps.shape[0]} maps")
     height, width = maps.shape[-2:]
     return upsample(normalize_maps(raw, constant), (height, width), protocol.resize)
 
@@ -86,17 +88,17 @@ def _check_inputs(
     if protocol.space == "pixel":
         lo, hi = float(images.min()), float(images.max())
         if lo < -1e-6 or hi > 1 + 1e-6:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"images: values in [{lo:.3g}, {hi:.3g}] but protocol {protocol.name!r} masks in pixel space [0, 1] "
                 "(black = 0); pass unnormalised images (the model normalises) or use space='normalized'"
             )
     for m in metrics:
         if "boxes" in getattr(m, "needs", ()) and boxes is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"boxes: metric {m.name!r} needs ground-truth boxes per image (xai_bridge.data.photo_boxes())"
             )
         if "explainer" in getattr(m, "needs", ()) and explainer is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"explainer: metric {m.name!r} re-explains images, so it needs an explainer, not maps only"
             )
 
@@ -119,9 +121,13 @@ def to_input_resolution(
     if isinstance(maps, torch.Tensor) and maps.ndim == 3 and tuple(maps.shape[-2:]) != size:
         small = check_maps(maps, name="maps")
         if small.shape[0] != images.shape[0]:
-            raise ValueError(f"maps: {small.shape[0]} maps for {images.shape[0]} images; expected one map per image")
+            raise InvalidArgumentError(
+                f"maps: {small.shape[0]} maps for {images.shape[0]} images; expected one map per image"
+            )
         if any(s > big for s, big in zip(small.shape[-2:], size, strict=True)):
-            raise ValueError(f"maps: {tuple(small.shape[-2:])} is larger than the images {size}; expected ≤ {size}")
+            raise InvalidArgumentError(
+                f"maps: {tuple(small.shape[-2:])} is larger than the images {size}; expected ≤ {size}"
+            )
         return upsample(small.to(images.device), size, mode=protocol.resize), small  # type: ignore[arg-type]
     return check_maps(maps, images), raw
 
@@ -193,7 +199,9 @@ def score_maps(
     if raw is not None:
         raw = check_maps(raw, name="raw").to(engine.device)
         if raw.shape[0] != images.shape[0]:
-            raise ValueError(f"raw: {raw.shape[0]} raw maps for {images.shape[0]} images; expected one per image")
+            raise InvalidArgumentError(
+                f"raw: {raw.shape[0]} raw maps for {images.shape[0]} images; expected one per image"
+            )
     protocol = _grid_protocol(protocol, images, raw)
     if base_logits is None:
         base_logits = engine.forward_chunks(images.shape[0], lambda s, e: images[s:e], images)
@@ -201,7 +209,9 @@ def score_maps(
         targets = labels
     targets = resolve_targets(targets, images.shape[0], logits=base_logits, device=engine.device)
     if (targets >= base_logits.shape[1]).any():
-        raise ValueError(f"targets: class indices must be in [0, {base_logits.shape[1]}), got {targets.tolist()}")
+        raise InvalidArgumentError(
+            f"targets: class indices must be in [0, {base_logits.shape[1]}), got {targets.tolist()}"
+        )
     per_metric = [(m, m.protocol or protocol) for m in metric_objs]
     requests = [r for m, p in per_metric for r in m.requests(_grid_protocol(p, images, raw))]
     normalized = soft_masks(protocol, maps, raw)
@@ -296,7 +306,7 @@ def evaluate(
         its ``forward`` says how the engine's forward passes were computed.
     """
     if engine is not None and (compile is not None or precision is not None):
-        raise ValueError("compile, precision: give them to the Engine you pass as engine=, not to evaluate()")
+        raise InvalidArgumentError("compile, precision: give them to the Engine you pass as engine=, not to evaluate()")
     check_model_ready(model)
     check_images(images)
     protocol = get_protocol(protocol)
@@ -304,14 +314,14 @@ def evaluate(
     b = images.shape[0]
     ids = [str(i) for i in range(b)] if image_ids is None else [str(i) for i in image_ids]
     if len(ids) != b:
-        raise ValueError(f"image_ids: {len(ids)} names for {b} images")
+        raise InvalidArgumentError(f"image_ids: {len(ids)} names for {b} images")
     if len(set(ids)) != b:
-        raise ValueError("image_ids: names must be unique (they key the rows)")
+        raise InvalidArgumentError("image_ids: names must be unique (they key the rows)")
     engine = engine or Engine(model, compile=compile or "auto", precision=precision, progress=False)
     images = images.to(engine.device)
     label_t = None if labels is None else torch.as_tensor(labels, device=engine.device).long().view(-1)
     if label_t is not None and label_t.numel() != b:
-        raise ValueError(f"labels: {label_t.numel()} labels for {b} images")
+        raise InvalidArgumentError(f"labels: {label_t.numel()} labels for {b} images")
     base_logits = engine.forward_chunks(b, lambda s, e: images[s:e], images)
     if targets is None and protocol.target == "label" and label_t is not None:
         targets = label_t
@@ -326,7 +336,7 @@ def evaluate(
             named.append((e, get_explainer(e, model)))
         else:
             if not hasattr(e, "explanation"):
-                raise TypeError(
+                raise InvalidTypeError(
                     f"explainers: expected names or explainers from get_explainer(), got {type(e).__name__}"
                 )
             named.append((getattr(e, "name", type(e).__name__), e))

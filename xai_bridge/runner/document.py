@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidArgumentError
 from ..results import Results
 from ..stats import reliability, verdicts
 from .figures import (
@@ -147,7 +148,7 @@ def write_report(
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     if not results.rows:
-        raise ValueError("results: no rows to report; did every image fail to load?")
+        raise InvalidArgumentError("results: no rows to report; did every image fail to load?")
     title = title or (plan.config.title if plan is not None else "xai-bridge benchmark")
     doc = _Doc()
     doc.h(1, title)

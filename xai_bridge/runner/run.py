@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidArgumentError
 from ..results import Results
 from .data import Item, Source, load_batch, open_source
 from .store import CurveRecord, RowRecord, Store, merge_curves
@@ -121,7 +122,7 @@ def parse_spec(spec: Any, what: str) -> tuple[str, dict[str, Any], str | None]:
         for pair in filter(None, (p.strip() for p in rest.split(","))):
             key, sep, value = pair.partition("=")
             if not sep or not key.strip().isidentifier():
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"{what}: {spec!r} has option {pair!r}; "
                     "expected NAME:KEY=VALUE,KEY=VALUE (e.g. opticam:max_iter=20)"
                 )
@@ -137,7 +138,7 @@ def parse_spec(spec: Any, what: str) -> tuple[str, dict[str, Any], str | None]:
         and isinstance(spec[1], dict)
     ):
         return spec[0], dict(spec[1]), (spec[2] if len(spec) == 3 else None)
-    raise ValueError(
+    raise InvalidArgumentError(
         f"{what}: expected 'name', 'name:key=value,...', (name, options) or (name, options, label); got {spec!r}"
     )
 
@@ -150,7 +151,7 @@ def _explainer_entries(specs: Sequence[Any], model: Any) -> list[Entry]:
     import xai_bridge as xb
 
     if not specs:
-        raise ValueError("explainers: none given; name at least one (see `xai-bridge plugins`)")
+        raise InvalidArgumentError("explainers: none given; name at least one (see `xai-bridge plugins`)")
     entries = []
     for spec in specs:
         name, options, label = parse_spec(spec, "explainers")
@@ -165,7 +166,7 @@ def _metric_entries(specs: Sequence[Any]) -> list[Entry]:
     import xai_bridge as xb
 
     if not specs:
-        raise ValueError("metrics: none given; name at least one (see `xai-bridge plugins`)")
+        raise InvalidArgumentError("metrics: none given; name at least one (see `xai-bridge plugins`)")
     entries = []
     for spec in specs:
         name, options, label = parse_spec(spec, "metrics")
@@ -185,7 +186,7 @@ def _unique(entries: Sequence[Entry], what: str) -> None:
         seen: dict[str, Entry] = {}
         for e in entries:
             if getattr(e, attr) in seen:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"{what}: {getattr(e, attr)!r} is given twice; give each a different label, e.g. ({e.name!r}, "
                     f"{e.options!r}, 'my-label')"
                 )
@@ -206,7 +207,7 @@ def model_fingerprint(model: Any) -> str:
 def split_batches(items: Sequence[Item], batch_size: int) -> list[list[Item]]:
     """``ceil(n / batch_size)`` batches of near-equal size (9 images, size 4 → 3, 3, 3)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        raise InvalidArgumentError(f"batch_size: expected a positive integer, got {batch_size!r}")
     n = len(items)
     count = max(1, math.ceil(n / batch_size))
     base, extra = divmod(n, count)
@@ -247,9 +248,9 @@ class Plan:
         else:
             model = config.model
         if not hasattr(model, "state_dict") or not callable(model):
-            raise ValueError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
+            raise InvalidArgumentError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
         if getattr(model, "training", False):
-            raise ValueError(
+            raise InvalidArgumentError(
                 "model: is in training mode; call model.eval() first (dropout/batch-norm change the scores)"
             )
         if device is None and config.device is not None:
@@ -262,7 +263,7 @@ class Plan:
         check_compile(config.compile)
         check_precision(config.precision, model_device(self.model))
         if isinstance(config.size, bool) or not isinstance(config.size, int) or config.size < 8:
-            raise ValueError(f"size: expected an image side ≥ 8 pixels, got {config.size!r}")
+            raise InvalidArgumentError(f"size: expected an image side ≥ 8 pixels, got {config.size!r}")
         self.source: Source = config.images if isinstance(config.images, Source) else open_source(config.images)
         self.explainers = _explainer_entries(config.explainers, self.model)
         self.metrics = _metric_entries(config.metrics)

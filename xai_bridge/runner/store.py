@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidArgumentError
+
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """
@@ -95,7 +97,7 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if self.path.is_dir():
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"store: {self.path} is a directory; expected a file such as {self.path / 'benchmark.sqlite'}"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +110,7 @@ class Store:
             if found is None:
                 self._conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             elif found[0] != SCHEMA_VERSION:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"store: {self.path} has schema {found[0]}, this xai-bridge writes {SCHEMA_VERSION}; use a "
                     "new --store file"
                 )
