@@ -117,6 +117,8 @@ class MetricSpec:
         try:
             if getattr(metric, "name", None) in (None, ""):
                 metric.name = self.name
+            # how it was configured: evaluate() keys two configurations of one metric apart by it
+            metric.spec_options = dict(options)
         except AttributeError:  # pragma: no cover
             pass
         return metric
