@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,8 @@ class BenchmarkConfig:
         precision: ``"float32"``, ``"bfloat16"`` or ``"float16"`` autocast for the engine's forward
             passes. It changes scores, so a reduced precision is part of the configuration hash.
         progress: progress bars (stderr).
+        score: the scoring function (default :func:`xai_bridge.evaluation.score`, the one
+            :func:`xai_bridge.evaluate` uses; tests put a stand-in with its signature here).
         notes: lines the report shows under its settings (e.g. why iteration counts are small).
         title: the report's title.
     """
@@ -81,6 +83,7 @@ class BenchmarkConfig:
     compile: str = "auto"
     precision: str = "float32"
     progress: bool = True
+    score: Callable[..., Any] | None = None
     notes: list[str] = field(default_factory=list)
     title: str = "xai-bridge benchmark"
 
@@ -358,7 +361,7 @@ class Plan:
                 for explainer, metrics in pending:
                     bar.set_postfix_str(f"batch {index + 1}/{len(self.batches)} {explainer.label}", refresh=False)
                     explanation, cost = explain(batch_in, explainer.obj)
-                    scored = score(
+                    scored = (self.config.score or score)(
                         batch_in,
                         explanation.maps,
                         [(m.label, m.obj) for m in metrics],
