@@ -179,3 +179,22 @@ def test_gradcam_cost_counts_its_forward_and_backward_passes_on_the_model():
     out = xb.evaluate(model, x, [xb.get_explainer("gradcam", model, layer="0")], ["average_drop"], progress=False)
     cost = out.costs["gradcam"]
     assert cost["forward"] == 1.0 and cost["backward"] == 1.0  # one forward and one backward pass per image
+
+
+def test_metric_registrations_read_direction_category_and_needs_from_the_class():
+    for spec in xb.list_metrics():
+        if spec.provider.plugin != "metrics" and not spec.provider.builtin:
+            continue
+        cls = spec.resolve_class()
+        if cls is None:
+            continue
+        assert (spec.higher_is_better, spec.category, spec.needs) == (
+            cls.higher_is_better,
+            cls.category,
+            tuple(cls.needs),
+        ), spec.name
+    spec = xb.metric_spec("region_perturbation")
+    lerf = xb.get_metric("region_perturbation", order="lerf")
+    view = spec.configured(lerf)
+    assert view["higher_is_better"] is lerf.higher_is_better is False and view["options"] == {"order": "lerf"}
+    assert spec.higher_is_better is True  # the class's default order, MoRF

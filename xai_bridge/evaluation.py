@@ -20,7 +20,7 @@ from torch import nn
 
 from .engine import Engine
 from .engine.maps import check_maps, normalize_maps
-from .errors import InvalidArgumentError, InvalidTypeError, MetricValueWarning
+from .errors import InvalidArgumentError, InvalidTypeError, MetricValueWarning, PluginError
 from .metric import Metric, MetricContext
 from .protocols import Protocol, get_protocol
 from .results import Results
@@ -515,7 +515,7 @@ def score(
             try:
                 values = metric.compute(ctx)
                 if not isinstance(values, torch.Tensor) or values.shape != (images.shape[0],):
-                    raise RuntimeError(
+                    raise PluginError(
                         f"metric {key!r}: compute() returned {getattr(values, 'shape', values)!r}; "
                         "expected one value per image"
                     )

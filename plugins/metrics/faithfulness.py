@@ -280,6 +280,8 @@ class Delta(Metric):
     """
 
     name = "delta"
+    #: the default wrapped metric's (deletion_auc); an instance takes its wrapped metric's
+    higher_is_better = False
 
     def __init__(
         self, protocol: Any = None, metric: Any = "deletion_auc", k: int = 5, seed: int = 0, **options: Any
@@ -489,3 +491,12 @@ METRICS: dict[str, type[Metric]] = {
 } | LOCALISATION
 
 __all__ = ["METRICS", "saliency_per_step"]
+
+# the localisation classes by name, for the registration (``module:Class``)
+OfficialMetric = LOCALISATION["official_metric"]
+LocalisationError = LOCALISATION["localisation_error"]
+PixelF1 = LOCALISATION["pixel_f1"]
+BoxAccuracy = LOCALISATION["box_accuracy"]
+PointingGame = LOCALISATION["pointing_game"]
+EnergyPointingGame = LOCALISATION["energy_pointing_game"]
+SaliencyMetric = LOCALISATION["saliency_metric"]
