@@ -28,11 +28,13 @@ from .targets import Target, check_images, check_model_ready, resolve_targets
 
 
 def as_metric(metric: str | Metric) -> Metric:
-    """A configured metric from a name or an object."""
+    """A configured metric from a name, a spec ``"name:key=value,..."`` or an object."""
     if isinstance(metric, str):
         from .api import get_metric
+        from .runner.run import parse_spec
 
-        return get_metric(metric)
+        name, options, _ = parse_spec(metric, "metrics")
+        return get_metric(name, **options)
     if not isinstance(metric, Metric) or not hasattr(metric, "compute"):
         raise InvalidTypeError(
             f"metrics: expected names or Metric objects from get_metric(), got {type(metric).__name__}"
@@ -143,8 +145,8 @@ def keyed_metrics(metrics: Sequence[str | Metric] | Mapping[str, str | Metric]) 
 
     Two metrics that would get one key are refused (no value is ever written twice under one key).
 
-    >>> [k for k, _ in keyed_metrics(["average_drop", "deletion_auc:step=0.1"])]
-    ['average_drop', 'deletion_auc:step=0.1']
+    >>> [k for k, _ in keyed_metrics(["average_drop", "delta:metric=n_morf"])]
+    ['average_drop', 'delta:metric=n_morf']
     """
     if isinstance(metrics, Mapping):
         pairs = [(str(k), as_metric(m)) for k, m in metrics.items()]
