@@ -61,52 +61,37 @@ def make_folder(root: Path, n: int = 6, corrupt: bool = False, size: int = 24) -
 
 
 class FakeEvaluate:
-    """Stands in for xai_bridge.evaluate: values from the pixels (and the batch, like Δ), curves, optional kill."""
+    """Stands in for xai_bridge.evaluation.score: values from the pixels (and the batch, like Δ), curves, kill."""
 
     def __init__(self, kill_after: int | None = None, bonus: dict[tuple[str, str], float] | None = None) -> None:
         self.calls: list[tuple[tuple[str, ...], str, tuple[str, ...]]] = []
         self.kill_after = kill_after
         self.bonus = bonus or {}
 
-    def __call__(
-        self,
-        model,
-        images,
-        explainers,
-        metrics,
-        protocol=None,
-        targets=None,
-        *,
-        labels=None,
-        image_ids=None,
-        batch_size=None,
-        progress=True,
-        **kw,
-    ):
+    def __call__(self, batch, maps, metrics, *, raw=None, explainer=None, errors="raise"):
+        import torch
+
+        from xai_bridge.evaluation import Scored
+
         if self.kill_after is not None and len(self.calls) >= self.kill_after:
             raise RuntimeError("killed")
-        (explainer,) = explainers
         name = explainer.name
-        self.calls.append((tuple(image_ids), name, tuple(m.name for m in metrics)))
-        out = Results(
-            protocols={protocol.name: protocol.as_dict()}, directions={m.name: m.higher_is_better for m in metrics}
-        )
+        images, image_ids = batch.images, batch.ids
+        self.calls.append((tuple(image_ids), name, tuple(key for key, _ in metrics)))
+        out = Scored()
         batch_mean = float(images.mean())
-        for m in metrics:
-            for k, image in enumerate(image_ids):
-                value = (
+        for key, m in metrics:
+            out.values[key] = torch.tensor(
+                [
                     float(images[k].mean()) * (1 + len(name))
                     + 0.1 * batch_mean
                     + self.bonus.get((name, m.name), 0.0) * (1 + 0.01 * k)
-                )
-                out.rows.append(
-                    {"image": image, "explainer": name, "metric": m.name, "value": value, "protocol": protocol.name}
-                )
+                    for k in range(len(image_ids))
+                ]
+            )
             if m.name in ("insertion_auc", "deletion_auc"):
-                out.curves[(name, m.name)] = {
-                    "fractions": [0.0, 0.5, 1.0],
-                    "mean": [batch_mean, 0.5, len(image_ids) / 10],
-                }
+                values = torch.tensor([batch_mean, 0.5, len(image_ids) / 10]).expand(len(image_ids), 3)
+                out.curves[key] = {"fractions": torch.tensor([0.0, 0.5, 1.0]), "values": values}
         return out
 
 
@@ -121,7 +106,7 @@ def config(tmp_path, model, images, fake, **kw):
         store=tmp_path / "store" / "b.sqlite",
         out=None,
         progress=False,
-        evaluate=fake,
+        score=fake,
         grid_images=2,
     )
     base.update(kw)

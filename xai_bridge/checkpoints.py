@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from .errors import InvalidArgumentError
+
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
@@ -43,10 +45,10 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"path: no {what} at {str(path)!r}")
+        raise InvalidArgumentError(f"path: no {what} at {str(path)!r}")
     state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, dict) or state.get("format") != format:
-        raise ValueError(f"path: {str(path)!r} is not a {what} (expected format {format!r})")
+        raise InvalidArgumentError(f"path: {str(path)!r} is not a {what} (expected format {format!r})")
     return state
 
 
@@ -68,14 +70,14 @@ def check_resume(
     ValueError: checkpoint_dir: 'last.pt' was trained with another recipe or data (lr=0.1); use the same options...
     """
     if config_diff:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"checkpoint_dir: {str(path)!r} holds a {what} of another configuration "
             f"(differs in {', '.join(config_diff)}); use another folder or resume=False"
         )
     changed = [k for k in recipe_keys if saved_recipe.get(k) != recipe.get(k)]
     if changed:
         saved = ", ".join(f"{k}={saved_recipe.get(k)!r}" for k in changed)
-        raise ValueError(
+        raise InvalidArgumentError(
             f"checkpoint_dir: {str(path)!r} was trained with another recipe or data ({saved}); "
             "use the same options, another folder, or resume=False"
         )

@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from importlib import resources
 
+from .errors import InvalidArgumentError
 from .registry import suggest
 
 
@@ -53,4 +54,4 @@ def class_index(name: str, class_names: Sequence[str] | None = None) -> int:
         return table[key]
     close = suggest(key, table, n=5)
     hint = f" Close matches: {', '.join(repr(c) for c in close)}." if close else ""
-    raise ValueError(f"target: no class named {name!r}.{hint}")
+    raise InvalidArgumentError(f"target: no class named {name!r}.{hint}")

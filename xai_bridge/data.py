@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from .errors import ImageLoadError
+from .errors import ImageLoadError, InvalidArgumentError
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
@@ -107,7 +107,7 @@ def sample_images(
     if unknown:
         from .registry import did_you_mean
 
-        raise ValueError(
+        raise InvalidArgumentError(
             f"names: no embedded photo called {unknown[0]!r}.{did_you_mean(unknown[0], PHOTOS)} Available: "
             f"{', '.join(PHOTOS)}"
         )
@@ -171,7 +171,7 @@ def photo_boxes(names: Sequence[str] | None = None) -> list[list[list[int]]]:
     names = list(PHOTOS) if names is None else list(names)
     unknown = [n for n in names if n not in table]
     if unknown:
-        raise ValueError(f"names: no boxes for {unknown}; annotated photos: {', '.join(table)}")
+        raise InvalidArgumentError(f"names: no boxes for {unknown}; annotated photos: {', '.join(table)}")
     return [[entry["box"] for entry in table[n]] for n in names]
 
 
@@ -202,9 +202,9 @@ def digits(size: int = 32, channels: int = 3) -> tuple[torch.Tensor, torch.Tenso
     from sklearn.datasets import load_digits
 
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"size: expected an integer ≥ 8 (the digits are 8×8), got {size!r}")
+        raise InvalidArgumentError(f"size: expected an integer ≥ 8 (the digits are 8×8), got {size!r}")
     if channels not in (1, 3):
-        raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
+        raise InvalidArgumentError(f"channels: expected 1 or 3, got {channels!r}")
     raw = load_digits()
     images = torch.from_numpy(raw.images).float()[:, None] / 16.0
     if size != 8:
@@ -226,7 +226,7 @@ def digits_split(
     from sklearn.model_selection import train_test_split
 
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction: expected a fraction in (0, 1), got {test_fraction!r}")
+        raise InvalidArgumentError(f"test_fraction: expected a fraction in (0, 1), got {test_fraction!r}")
     images, labels = digits(size, channels)
     index = np.arange(labels.shape[0])
     train_idx, test_idx = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=labels.numpy())
@@ -252,11 +252,11 @@ def image_folder(
 
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(
+        raise InvalidArgumentError(
             f"data: {str(root)!r} is not a folder; expected an ImageFolder root with one sub-folder of images per class"
         )
     if normalize not in ("none", "imagenet"):
-        raise ValueError(f"normalize: expected 'none' or 'imagenet', got {normalize!r}")
+        raise InvalidArgumentError(f"normalize: expected 'none' or 'imagenet', got {normalize!r}")
     steps: list[Any] = (
         [transforms.Resize(size), transforms.CenterCrop(size)] if crop else [transforms.Resize((size, size))]
     )
@@ -266,7 +266,7 @@ def image_folder(
     try:
         return datasets.ImageFolder(str(root), transform=transforms.Compose(steps))
     except (FileNotFoundError, RuntimeError) as exc:
-        raise ValueError(f"data: {str(root)!r} is not a usable ImageFolder ({exc})") from exc
+        raise InvalidArgumentError(f"data: {str(root)!r} is not a usable ImageFolder ({exc})") from exc
 
 
 def image_folder_split(
@@ -279,7 +279,7 @@ def image_folder_split(
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(
+        raise InvalidArgumentError(
             f"data: {str(root)!r} is not a folder (expected an ImageFolder tree: one sub-folder of images per "
             "class, or 'digits')"
         )
@@ -288,11 +288,11 @@ def image_folder_split(
         train = image_folder(root / "train", size, crop=False)
         return train, image_folder(held_out, size, crop=False), list(train.classes)  # type: ignore[attr-defined]
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction!r}")
+        raise InvalidArgumentError(f"val_fraction: expected a number in (0, 1), got {val_fraction!r}")
     full = image_folder(root, size, crop=False)
     count = len(full)  # type: ignore[arg-type]
     if count < 2:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"data: {str(root)!r} holds {count} image(s); at least 2 are needed to split off a validation set"
         )
     n_val = max(1, round(count * val_fraction))

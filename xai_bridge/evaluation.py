@@ -20,7 +20,7 @@ from torch import nn
 
 from .engine import Engine
 from .engine.maps import check_maps, normalize_maps
-from .errors import MetricValueWarning
+from .errors import InvalidArgumentError, InvalidTypeError, MetricValueWarning, PluginError
 from .metric import Metric, MetricContext
 from .protocols import Protocol, get_protocol
 from .results import Results
@@ -28,13 +28,17 @@ from .targets import Target, check_images, check_model_ready, resolve_targets
 
 
 def as_metric(metric: str | Metric) -> Metric:
-    """A configured metric from a name or an object."""
+    """A configured metric from a name, a spec ``"name:key=value,..."`` or an object."""
     if isinstance(metric, str):
         from .api import get_metric
+        from .runner.run import parse_spec
 
-        return get_metric(metric)
+        name, options, _ = parse_spec(metric, "metrics")
+        return get_metric(name, **options)
     if not isinstance(metric, Metric) or not hasattr(metric, "compute"):
-        raise TypeError(f"metrics: expected names or Metric objects from get_metric(), got {type(metric).__name__}")
+        raise InvalidTypeError(
+            f"metrics: expected names or Metric objects from get_metric(), got {type(metric).__name__}"
+        )
     return metric
 
 
@@ -52,7 +56,7 @@ def _grid_protocol(protocol: Protocol, images: torch.Tensor, raw: torch.Tensor |
     else:
         h, w = raw.shape[-2:]
         if height % h or width % w or height // h != width // w:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"protocol level='grid': the explainer's {h}×{w} map does not tile {height}×{width} images in square "
                 "cells; set protocol cell=... (pixels per cell side) to rank blocks of the upsampled map instead"
             )
@@ -75,30 +79,9 @@ def soft_masks(protocol: Protocol, maps: torch.Tensor, raw: torch.Tensor | None 
         return normalize_maps(maps, constant)
     raw = check_maps(raw, name="raw").to(maps.device)
     if raw.shape[0] != maps.shape[0]:
-        raise ValueError(f"raw: {raw.shape[0]} raw maps for {maps.shape[0]} maps")
+        raise InvalidArgumentError(f"raw: {raw.shape[0]} raw maps for {maps.shape[0]} maps")
     height, width = maps.shape[-2:]
     return upsample(normalize_maps(raw, constant), (height, width), protocol.resize)
-
-
-def _check_inputs(
-    protocol: Protocol, images: torch.Tensor, metrics: Sequence[Metric], boxes: Any, explainer: Any
-) -> None:
-    if protocol.space == "pixel":
-        lo, hi = float(images.min()), float(images.max())
-        if lo < -1e-6 or hi > 1 + 1e-6:
-            raise ValueError(
-                f"images: values in [{lo:.3g}, {hi:.3g}] but protocol {protocol.name!r} masks in pixel space [0, 1] "
-                "(black = 0); pass unnormalised images (the model normalises) or use space='normalized'"
-            )
-    for m in metrics:
-        if "boxes" in getattr(m, "needs", ()) and boxes is None:
-            raise ValueError(
-                f"boxes: metric {m.name!r} needs ground-truth boxes per image (xai_bridge.data.photo_boxes())"
-            )
-        if "explainer" in getattr(m, "needs", ()) and explainer is None:
-            raise ValueError(
-                f"explainer: metric {m.name!r} re-explains images, so it needs an explainer, not maps only"
-            )
 
 
 def to_input_resolution(
@@ -119,9 +102,13 @@ def to_input_resolution(
     if isinstance(maps, torch.Tensor) and maps.ndim == 3 and tuple(maps.shape[-2:]) != size:
         small = check_maps(maps, name="maps")
         if small.shape[0] != images.shape[0]:
-            raise ValueError(f"maps: {small.shape[0]} maps for {images.shape[0]} images; expected one map per image")
+            raise InvalidArgumentError(
+                f"maps: {small.shape[0]} maps for {images.shape[0]} images; expected one map per image"
+            )
         if any(s > big for s, big in zip(small.shape[-2:], size, strict=True)):
-            raise ValueError(f"maps: {tuple(small.shape[-2:])} is larger than the images {size}; expected ≤ {size}")
+            raise InvalidArgumentError(
+                f"maps: {tuple(small.shape[-2:])} is larger than the images {size}; expected ≤ {size}"
+            )
         return upsample(small.to(images.device), size, mode=protocol.resize), small  # type: ignore[arg-type]
     return check_maps(maps, images), raw
 
@@ -141,11 +128,415 @@ def warn_non_finite(metric: str, explainer: str, image_ids: Sequence[str], value
         )
 
 
+def _spec_key(name: str, options: Mapping[str, Any]) -> str:
+    """``name`` or ``name:key=value,...`` (options sorted): how a configured component is written as a spec."""
+    if not options:
+        return name
+    return name + ":" + ",".join(f"{k}={v!r}" for k, v in sorted(options.items()))
+
+
+def keyed_metrics(metrics: Sequence[str | Metric] | Mapping[str, str | Metric]) -> list[tuple[str, Metric]]:
+    """``(key, metric)`` pairs: the key is what the caller asked for, and names the metric's rows.
+
+    * a mapping ``{label: metric or spec}``: the labels;
+    * a spec string (``"average_drop"``, ``"pixel_flipping:features_in_step=3584"``): the string as given;
+    * a configured metric: its ``name``, or, when several configurations of one metric are given, its
+      spec (``pixel_flipping:features_in_step=3584``, from the options it was made with).
+
+    Two metrics that would get one key are refused (no value is ever written twice under one key).
+
+    >>> [k for k, _ in keyed_metrics(["average_drop", "delta:metric=n_morf"])]
+    ['average_drop', 'delta:metric=n_morf']
+    """
+    if isinstance(metrics, Mapping):
+        pairs = [(str(k), as_metric(m)) for k, m in metrics.items()]
+    elif isinstance(metrics, (str, Metric)) or not isinstance(metrics, Sequence):
+        raise InvalidTypeError(
+            f"metrics: expected a list of names or Metric objects, or a {{label: metric}} dict, got "
+            f"{type(metrics).__name__}"
+        )
+    else:
+        objs = [as_metric(m) for m in metrics]
+        names = [m.name for m in objs]
+        pairs = []
+        for given, obj in zip(metrics, objs, strict=True):
+            if isinstance(given, str):
+                pairs.append((given.strip(), obj))
+            elif names.count(obj.name) == 1:
+                pairs.append((obj.name, obj))
+            else:
+                pairs.append((_spec_key(obj.name, getattr(obj, "spec_options", {})), obj))
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise InvalidArgumentError(
+                f"metrics: {key!r} is given twice (two metrics would write the same rows); give each a label: "
+                f"metrics={{'label-1': metric_1, 'label-2': metric_2}}"
+            )
+        seen.add(key)
+    return pairs
+
+
+@dataclasses.dataclass
+class Batch:
+    """One batch's inputs, validated once at the boundary (:func:`prepare`), and its unperturbed logits.
+
+    Attributes:
+        model: the classifier (eval mode).
+        images: ``B×C×H×W`` on the engine's device.
+        ids: one unique name per image.
+        protocol: the evaluation's protocol.
+        targets: ``(B,)`` classes explained and scored (resolved once).
+        logits: ``B×K`` logits of the unperturbed images (one forward pass per image, through the executor).
+        labels: ``(B,)`` ground-truth classes or ``None``.
+        boxes: per image, ground-truth boxes or ``None``.
+        engine: the engine (and its :class:`~xai_bridge.engine.executor.Executor`) every forward pass runs on.
+    """
+
+    model: nn.Module
+    images: torch.Tensor
+    ids: list[str]
+    protocol: Protocol
+    targets: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor | None
+    boxes: Sequence[Any] | None
+    engine: Engine
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[0])
+
+
+def prepare(
+    model: nn.Module,
+    images: torch.Tensor,
+    protocol: str | Protocol | None = None,
+    targets: Target = None,
+    *,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    boxes: Sequence[Any] | None = None,
+    image_ids: Sequence[str] | None = None,
+    engine: Engine | None = None,
+    base_logits: torch.Tensor | None = None,
+) -> Batch:
+    """Check a batch once and compute its unperturbed logits once: the input of :func:`explain` and :func:`score`.
+
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).eval()
+    >>> batch = prepare(model, torch.rand(2, 3, 2, 2), targets=1)
+    >>> batch.targets.tolist(), batch.engine.executor.samples
+    ([1, 1], 2)
+    """
+    check_model_ready(model)
+    check_images(images)
+    protocol = get_protocol(protocol)
+    b = images.shape[0]
+    ids = [str(i) for i in range(b)] if image_ids is None else [str(i) for i in image_ids]
+    if len(ids) != b:
+        raise InvalidArgumentError(f"image_ids: {len(ids)} names for {b} images")
+    if len(set(ids)) != b:
+        raise InvalidArgumentError("image_ids: names must be unique (they key the rows)")
+    engine = engine or Engine(model, progress=False)
+    images = images.to(engine.device)
+    if protocol.space == "pixel":
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise InvalidArgumentError(
+                f"images: values in [{lo:.3g}, {hi:.3g}] but protocol {protocol.name!r} masks in pixel space [0, 1] "
+                "(black = 0); pass unnormalised images (the model normalises) or use space='normalized'"
+            )
+    label_t = None if labels is None else torch.as_tensor(labels, device=engine.device).long().view(-1)
+    if label_t is not None and label_t.numel() != b:
+        raise InvalidArgumentError(f"labels: {label_t.numel()} labels for {b} images")
+    if boxes is not None and len(boxes) != b:
+        raise InvalidArgumentError(f"boxes: {len(boxes)} entries for {b} images; expected one list of boxes per image")
+    if base_logits is None:
+        base_logits = engine.forward_chunks(b, lambda s, e: images[s:e], images)
+    base_logits = base_logits.to(engine.device).float()
+    if targets is None and protocol.target == "label" and label_t is not None:
+        targets = label_t
+    target_t = resolve_targets(targets, b, logits=base_logits, device=engine.device)
+    if (target_t >= base_logits.shape[1]).any():
+        raise InvalidArgumentError(
+            f"targets: class indices must be in [0, {base_logits.shape[1]}), got {target_t.tolist()}"
+        )
+    return Batch(model, images, ids, protocol, target_t, base_logits, label_t, boxes, engine)
+
+
+@dataclasses.dataclass
+class Cost:
+    """What explaining (or scoring) a batch cost: wall seconds and the model's passes, per image.
+
+    >>> Cost(images=4, seconds=2.0, forward=8, backward=4).per_image()
+    {'seconds': 0.5, 'forward': 2.0, 'backward': 1.0}
+    """
+
+    images: int
+    seconds: float = 0.0
+    forward: int = 0
+    backward: int = 0
+
+    def per_image(self) -> dict[str, float]:
+        n = max(self.images, 1)
+        return {"seconds": self.seconds / n, "forward": self.forward / n, "backward": self.backward / n}
+
+
+class _PassCounter:
+    """Counts the inputs of the model's top-level forward calls, and those whose gradient flows back.
+
+    How an explainer that does not run through the executor (e.g. pytorch-grad-cam) is costed:
+    a forward hook adds each call's batch size; when the output carries gradients, a tensor hook on
+    it adds the batch size again when a backward pass reaches it. Calls under ``inference_mode``
+    are the executor's own (it counts them) and are left out.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.forward = 0
+        self.backward = 0
+        self._handle = model.register_forward_hook(self._hook)
+
+    def _hook(self, _module: nn.Module, args: Any, out: Any) -> None:
+        if torch.is_inference_mode_enabled() or not args or not isinstance(args[0], torch.Tensor):
+            return
+        n = int(args[0].shape[0]) if args[0].ndim else 1
+        self.forward += n
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+
+            def count_backward(grad: torch.Tensor, n: int = n) -> None:
+                self.backward += n
+
+            out.register_hook(count_backward)
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+def _accepts(fn: Any, option: str) -> bool:
+    import inspect
+
+    try:
+        return option in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def make_explainer(name: str, model: nn.Module, engine: Engine | None = None) -> Any:
+    """The registered explainer ``name`` for ``model``, sharing ``engine``'s executor when its factory takes one.
+
+    A name may carry options: ``"opticam:max_iter=20"``.
+    """
+    from .api import explainer_spec
+    from .runner.run import parse_spec
+
+    base, options, _ = parse_spec(name, "explainers")
+    spec = explainer_spec(base)
+    if engine is not None and "executor" not in options and _accepts(spec.factory, "executor"):
+        options["executor"] = engine.executor
+    return spec.create(model, **options)
+
+
+def explain(batch: Batch, explainer: Any) -> tuple[Any, Cost]:
+    """The explainer's :class:`~xai_bridge.explainer.Explanation` of the batch, and what it cost.
+
+    The batch's logits and targets are handed in (no second unperturbed pass; an explainer whose
+    ``explanation`` takes no ``logits=`` runs its own). Cost: wall seconds; forward and backward
+    inputs from the executor's counters when the explainer runs through it, else counted on the
+    model (:class:`_PassCounter`).
+    """
+    import time
+
+    ex = batch.engine.executor
+    counter = _PassCounter(batch.model)
+    before = ex.counters()
+    sync = torch.cuda.synchronize if batch.images.device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    try:
+        if _accepts(explainer.explanation, "logits"):
+            out = explainer.explanation(batch.images, target=batch.targets, logits=batch.logits)
+        else:
+            out = explainer.explanation(batch.images, target=batch.targets)
+        sync()
+    finally:
+        counter.close()
+    seconds = time.perf_counter() - start
+    after = ex.counters()
+    forward, backward = after[0] - before[0], after[1] - before[1]
+    if forward == 0 and backward == 0:
+        forward, backward = counter.forward, counter.backward
+    return out, Cost(batch.size, seconds, forward, backward)
+
+
+@dataclasses.dataclass
+class Scored:
+    """What :func:`score` returns for one explainer on one batch, keyed by the caller's metric keys.
+
+    Attributes:
+        values: key → ``(B,)`` values, for the metrics that computed.
+        curves: key → per-image curve ``{"fractions", "values"}`` of progressive metrics.
+        errors: key → ``"ErrorType: message"`` for the metrics that raised (the others keep their values).
+        forward: key → forward inputs of the engine runs the metric read (a run shared by several
+            metrics is counted for each of them).
+    """
+
+    values: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    curves: dict[str, dict[str, torch.Tensor]] = dataclasses.field(default_factory=dict)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    forward: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def _check_needs(metrics: Sequence[tuple[str, Metric]], boxes: Any, explainer: Any) -> None:
+    for key, m in metrics:
+        if "boxes" in getattr(m, "needs", ()) and boxes is None:
+            raise InvalidArgumentError(
+                f"boxes: metric {key!r} needs ground-truth boxes per image (xai_bridge.data.photo_boxes())"
+            )
+        if "explainer" in getattr(m, "needs", ()) and explainer is None:
+            raise InvalidArgumentError(
+                f"explainer: metric {key!r} re-explains images, so it needs an explainer, not maps only"
+            )
+
+
+def score(
+    batch: Batch,
+    maps: torch.Tensor,
+    metrics: Sequence[tuple[str, Metric]],
+    *,
+    raw: torch.Tensor | None = None,
+    explainer: Any = None,
+    errors: str = "raise",
+) -> Scored:
+    """Score one explainer's maps of a batch with keyed metrics: THE scoring function.
+
+    :func:`evaluate`, :func:`score_maps`, the benchmark runner and
+    :meth:`MetricContext.rescore <xai_bridge.metric.MetricContext.rescore>` all score through it.
+    Metrics are grouped by the protocol they run under (their own ``protocol=`` or the batch's):
+    each group takes its masks, constant-map policy, grid and requests from its protocol. Within a
+    group, metrics whose requests share a key share one engine run.
+
+    Args:
+        batch: from :func:`prepare`.
+        maps: ``B×H×W`` maps (or coarser ``B×h×w``, upsampled with the protocol's resize).
+        metrics: ``(key, metric)`` pairs (:func:`keyed_metrics`).
+        raw: the maps at the explainer's own resolution, when known.
+        explainer: the explainer that made ``maps`` (metrics that re-explain).
+        errors: ``"raise"`` (the first metric error propagates) or ``"record"`` (it is kept in
+            :attr:`Scored.errors` for that metric, and the others are computed).
+    """
+    if errors not in ("raise", "record"):
+        raise InvalidArgumentError(f"errors: expected 'raise' or 'record', got {errors!r}")
+    _check_needs(metrics, batch.boxes, explainer)
+    engine, images = batch.engine, batch.images
+    maps, raw = to_input_resolution(maps, images, batch.protocol, raw)
+    maps = maps.to(engine.device)
+    if raw is not None:
+        raw = check_maps(raw, name="raw").to(engine.device)
+        if raw.shape[0] != images.shape[0]:
+            raise InvalidArgumentError(
+                f"raw: {raw.shape[0]} raw maps for {images.shape[0]} images; expected one per image"
+            )
+    out = Scored()
+
+    def fail(key: str, exc: Exception) -> None:
+        if errors == "raise":
+            raise exc
+        out.errors[key] = f"{type(exc).__name__}: {exc}"
+
+    groups: dict[str, tuple[Protocol, list[tuple[str, Metric]]]] = {}
+    for key, metric in metrics:
+        p = metric.protocol or batch.protocol
+        ident = repr(sorted(p.as_dict().items()))
+        groups.setdefault(ident, (p, []))[1].append((key, metric))
+    for p, members in groups.values():
+        try:
+            gp = _grid_protocol(p, images, raw)
+            normalized = soft_masks(gp, maps, raw)
+        except Exception as exc:
+            for key, _ in members:
+                fail(key, exc)
+            continue
+        wanted: dict[str, list[Any]] = {}
+        for key, metric in members:
+            try:
+                wanted[key] = list(metric.requests(gp))
+            except Exception as exc:
+                fail(key, exc)
+        # metrics whose requests share a key share a run (a Flip reads its Curve's results by key)
+        clusters: list[tuple[set[Any], list[str]]] = []
+        for key, reqs in wanted.items():
+            keys = {r.key for r in reqs}
+            joined = [c for c in clusters if c[0] & keys]
+            merged = (set(keys).union(*(c[0] for c in joined)), [k for c in joined for k in c[1]] + [key])
+            clusters = [c for c in clusters if not any(c is j for j in joined)] + [merged]
+        results: dict[Any, Any] = {}
+        for _, keys_in in clusters:
+            reqs = [r for k in keys_in for r in wanted[k]]
+            before = engine.executor.counters()[0]
+            try:
+                if reqs:
+                    results.update(
+                        engine.run(
+                            images,
+                            maps,
+                            batch.targets,
+                            reqs,
+                            constant_maps=gp.constant_maps,
+                            base_logits=batch.logits,
+                            masks=normalized,
+                            grid=raw if gp.level == "grid" else None,
+                        )
+                    )
+            except Exception as exc:
+                for k in keys_in:
+                    fail(k, exc)
+                keys_in = []
+            spent = engine.executor.counters()[0] - before
+            for k in keys_in:
+                out.forward[k] = spent
+        for key, metric in members:
+            if key not in wanted or key in out.errors:
+                continue
+            ctx = MetricContext(
+                model=batch.model,
+                images=images,
+                maps=maps,
+                normalized_maps=normalized,
+                targets=batch.targets,
+                logits=batch.logits,
+                protocol=gp,
+                results=results,
+                explainer=explainer,
+                labels=batch.labels,
+                boxes=batch.boxes,
+                engine=engine,
+                raw=raw,
+                batch=batch,
+            )
+            before = engine.executor.counters()[0]
+            try:
+                values = metric.compute(ctx)
+                if not isinstance(values, torch.Tensor) or values.shape != (images.shape[0],):
+                    raise PluginError(
+                        f"metric {key!r}: compute() returned {getattr(values, 'shape', values)!r}; "
+                        "expected one value per image"
+                    )
+                curve = metric.curves(ctx)
+            except Exception as exc:
+                fail(key, exc)
+                continue
+            out.values[key] = values.detach().float()
+            out.forward[key] = out.forward.get(key, 0) + engine.executor.counters()[0] - before
+            if curve is not None:
+                out.curves[key] = curve
+    return out
+
+
 def score_maps(
     model: nn.Module,
     images: torch.Tensor,
     maps: torch.Tensor,
-    metrics: Sequence[str | Metric],
+    metrics: Sequence[str | Metric] | Mapping[str, str | Metric],
     protocol: str | Protocol | None = None,
     targets: Target = None,
     *,
@@ -157,15 +548,16 @@ def score_maps(
     raw: torch.Tensor | None = None,
     curves: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Score given ``maps`` (``B×H×W``) with ``metrics``: ``{metric name: values (B,)}``.
+    """Score given ``maps`` (``B×H×W``) with ``metrics``: ``{metric key: values (B,)}``.
 
-    Every metric's engine requests go through one :class:`~xai_bridge.engine.Engine` run.
+    :func:`prepare` then :func:`score`; keys as :func:`keyed_metrics` gives them (the spec
+    string, the label, or the metric's name).
 
     Args:
         model: classifier in eval mode.
         images: ``B×C×H×W`` in the protocol's masking space.
         maps: ``B×H×W`` saliency maps at input resolution, one per image.
-        metrics: names, or configured metrics from :func:`~xai_bridge.get_metric`.
+        metrics: names, configured metrics from :func:`~xai_bridge.get_metric`, or ``{label: metric}``.
         protocol: a preset name or a :class:`~xai_bridge.protocols.Protocol` (``None``: ``"default"``).
         targets: classes to score; ``None`` = the label when the protocol says so and
             ``labels`` are given, else the predicted class.
@@ -179,79 +571,62 @@ def score_maps(
         curves: a dict that receives each progressive metric's per-image curve.
 
     Returns:
-        ``{metric name: (B,) float tensor}``.
+        ``{metric key: (B,) float tensor}``.
     """
-    check_model_ready(model)
-    check_images(images)
-    protocol = get_protocol(protocol)
-    metric_objs = [as_metric(m) for m in metrics]
-    _check_inputs(protocol, images, metric_objs, boxes, explainer)
-    engine = engine or Engine(model, progress=False)
-    images = images.to(engine.device)
-    maps, raw = to_input_resolution(maps, images, protocol, raw)
-    maps = maps.to(engine.device)
-    if raw is not None:
-        raw = check_maps(raw, name="raw").to(engine.device)
-        if raw.shape[0] != images.shape[0]:
-            raise ValueError(f"raw: {raw.shape[0]} raw maps for {images.shape[0]} images; expected one per image")
-    protocol = _grid_protocol(protocol, images, raw)
-    if base_logits is None:
-        base_logits = engine.forward_chunks(images.shape[0], lambda s, e: images[s:e], images)
-    if targets is None and protocol.target == "label" and labels is not None:
-        targets = labels
-    targets = resolve_targets(targets, images.shape[0], logits=base_logits, device=engine.device)
-    if (targets >= base_logits.shape[1]).any():
-        raise ValueError(f"targets: class indices must be in [0, {base_logits.shape[1]}), got {targets.tolist()}")
-    per_metric = [(m, m.protocol or protocol) for m in metric_objs]
-    requests = [r for m, p in per_metric for r in m.requests(_grid_protocol(p, images, raw))]
-    normalized = soft_masks(protocol, maps, raw)
-    results = engine.run(
-        images,
-        maps,
-        targets,
-        requests,
-        constant_maps=protocol.constant_maps,
-        base_logits=base_logits,
-        masks=normalized,
-        grid=raw if protocol.level == "grid" else None,
+    keyed = keyed_metrics(metrics)
+    batch = prepare(
+        model, images, protocol, targets, labels=labels, boxes=boxes, engine=engine, base_logits=base_logits
     )
-    out: dict[str, torch.Tensor] = {}
-    for metric, p in per_metric:
-        ctx = MetricContext(
-            model=model,
-            images=images,
-            maps=maps,
-            normalized_maps=normalized,
-            targets=targets,
-            logits=base_logits,
-            protocol=_grid_protocol(p, images, raw),
-            results=results,
-            explainer=explainer,
-            labels=labels,
-            boxes=boxes,
-            engine=engine,
-            scorer=score_maps,
-            raw=raw,
+    scored = score(batch, maps, keyed, raw=raw, explainer=explainer)
+    if curves is not None:
+        curves.update(scored.curves)
+    return scored.values
+
+
+def keyed_explainers(
+    explainers: Sequence[Any] | Mapping[str, Any], maps: Mapping[str, Any] | None, model: nn.Module, engine: Engine
+) -> list[tuple[str, Any]]:
+    """``(key, explainer or None)``: ``None`` for the keys of ``maps`` (scored as given, nothing is run).
+
+    A key both listed and in ``maps``: the given maps win, and that explainer is not run.
+    """
+    given = dict(maps or {})
+    if isinstance(explainers, Mapping):
+        items: list[tuple[str | None, Any]] = [(str(k), e) for k, e in explainers.items()]
+    elif isinstance(explainers, str) or not isinstance(explainers, Sequence):
+        raise InvalidTypeError(
+            f"explainers: expected a list of names or explainers, or a {{label: explainer}} dict, got "
+            f"{type(explainers).__name__}"
         )
-        values = metric.compute(ctx)
-        if not isinstance(values, torch.Tensor) or values.shape != (images.shape[0],):
-            raise RuntimeError(
-                f"metric {metric.name!r}: compute() returned {getattr(values, 'shape', values)!r}; "
-                "expected one value per image"
+    else:
+        items = [(None, e) for e in explainers]
+    out: list[tuple[str, Any]] = []
+    for label, e in items:
+        if isinstance(e, str):
+            key = label or e.strip()
+            out.append((key, None if key in given else make_explainer(e, model, engine)))
+        elif hasattr(e, "explanation"):
+            out.append((label or str(getattr(e, "name", type(e).__name__)), e))
+        else:
+            raise InvalidTypeError(
+                f"explainers: expected names or explainers from get_explainer(), got {type(e).__name__}"
             )
-        out[metric.name] = values.detach().float()
-        if curves is not None:
-            curve = metric.curves(ctx)
-            if curve is not None:
-                curves[metric.name] = curve
+    keys = [k for k, _ in out]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise InvalidArgumentError(
+                f"explainers: {key!r} is given twice; give each a label: explainers={{'label-1': ..., 'label-2': ...}}"
+            )
+    out = [(k, None if k in given else e) for k, e in out]
+    out += [(k, None) for k in given if k not in keys]
     return out
 
 
 def evaluate(
     model: nn.Module,
     images: torch.Tensor,
-    explainers: Sequence[Any],
-    metrics: Sequence[str | Metric],
+    explainers: Sequence[Any] | Mapping[str, Any],
+    metrics: Sequence[str | Metric] | Mapping[str, str | Metric],
     protocol: str | Protocol | None = None,
     targets: Target = None,
     *,
@@ -263,16 +638,20 @@ def evaluate(
     engine: Engine | None = None,
     compile: str | None = None,
     precision: str | None = None,
+    errors: str = "record",
     progress: bool = True,
 ) -> Results:
-    """Evaluate explainers with metrics: one row per image × explainer × metric.
+    """Evaluate explainers with metrics: one row per image × explainer × metric key.
 
     Args:
         model: classifier in eval mode (on any device; images are moved to it).
         images: ``B×C×H×W`` in the protocol's masking space ([0, 1] for pixel space).
-        explainers: names, or configured explainers from :func:`~xai_bridge.get_explainer`.
-            Each explains every image once; all metrics share its maps.
-        metrics: names, or configured metrics from :func:`~xai_bridge.get_metric`.
+        explainers: names (``"opticam:max_iter=20"`` with options), configured explainers from
+            :func:`~xai_bridge.get_explainer`, or ``{label: explainer}``. Each explains every image
+            once; all metrics share its maps.
+        metrics: names or specs (``"pixel_flipping:features_in_step=3584"``), configured metrics from
+            :func:`~xai_bridge.get_metric`, or ``{label: metric}``. Rows are keyed by what was given
+            (see :func:`keyed_metrics`): two configurations of one metric are two columns.
         protocol: a preset name (``"default"``, ``"opticam"``, ``"rise"``, ``"tutorial"``,
             ``"deepmaps"``, ``"quantus"``) or a :class:`~xai_bridge.protocols.Protocol`.
         targets: classes to explain and score; ``None`` = the label when the protocol says so
@@ -280,7 +659,8 @@ def evaluate(
         labels: ground-truth classes (OM, ``target="label"`` protocols).
         image_ids: names for the rows (default ``"0"``, ``"1"``, …).
         boxes: per image, a list of ``[x0, y0, x1, y1]`` boxes (localisation metrics).
-        maps: precomputed ``{explainer name: B×H×W}`` maps (those explainers are not run).
+        maps: precomputed ``{explainer key: B×H×W}`` maps. They are scored as given and nothing is
+            run for that key, also when the same key is listed in ``explainers`` (the given maps win).
         batch_size: images per explanation batch.
         engine: a configured :class:`~xai_bridge.engine.Engine` (memory budget, graph mode, precision).
         compile: graph mode of the engine's forward passes (``"auto"`` by default: the faster of eager and
@@ -288,108 +668,116 @@ def evaluate(
             :mod:`xai_bridge.engine.forward`); not with ``engine``.
         precision: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"`` autocast for the
             engine's forward passes (explainers are not affected); not with ``engine``.
+        errors: ``"record"`` (default): a metric that raises on a batch gets its error recorded in
+            :attr:`Results.errors <xai_bridge.results.Results.errors>` (and a warning), the other metrics
+            keep their values; ``"raise"``: the error propagates.
         progress: progress bar over explainers.
 
     Returns:
         A :class:`~xai_bridge.results.Results`: its ``rows`` (image, explainer, metric, value,
-        protocol), the mean curves, ``summary()``, ``to_frame()``, ``to_csv()``, ``to_json()``;
+        protocol), the mean curves, the errors, the costs (explainer seconds and passes per image,
+        metric forward inputs per image), ``summary()``, ``to_frame()``, ``to_csv()``, ``to_json()``;
         its ``forward`` says how the engine's forward passes were computed.
     """
     if engine is not None and (compile is not None or precision is not None):
-        raise ValueError("compile, precision: give them to the Engine you pass as engine=, not to evaluate()")
-    check_model_ready(model)
-    check_images(images)
-    protocol = get_protocol(protocol)
-    metric_objs = [as_metric(m) for m in metrics]
-    b = images.shape[0]
-    ids = [str(i) for i in range(b)] if image_ids is None else [str(i) for i in image_ids]
-    if len(ids) != b:
-        raise ValueError(f"image_ids: {len(ids)} names for {b} images")
-    if len(set(ids)) != b:
-        raise ValueError("image_ids: names must be unique (they key the rows)")
+        raise InvalidArgumentError("compile, precision: give them to the Engine you pass as engine=, not to evaluate()")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    keyed = keyed_metrics(metrics)
     engine = engine or Engine(model, compile=compile or "auto", precision=precision, progress=False)
-    images = images.to(engine.device)
-    label_t = None if labels is None else torch.as_tensor(labels, device=engine.device).long().view(-1)
-    if label_t is not None and label_t.numel() != b:
-        raise ValueError(f"labels: {label_t.numel()} labels for {b} images")
-    base_logits = engine.forward_chunks(b, lambda s, e: images[s:e], images)
-    if targets is None and protocol.target == "label" and label_t is not None:
-        targets = label_t
-    target_t = resolve_targets(targets, b, logits=base_logits, device=engine.device)
-    _check_inputs(protocol, images, metric_objs, boxes, explainer=True)
-
-    from .api import get_explainer
-
-    named: list[tuple[str, Any]] = []
-    for e in explainers:
-        if isinstance(e, str):
-            named.append((e, get_explainer(e, model)))
-        else:
-            if not hasattr(e, "explanation"):
-                raise TypeError(
-                    f"explainers: expected names or explainers from get_explainer(), got {type(e).__name__}"
-                )
-            named.append((getattr(e, "name", type(e).__name__), e))
-    for name in maps or {}:
-        named.append((name, None))
-
-    out = Results(protocols={protocol.name: protocol.as_dict()})
-    for m in metric_objs:
-        out.directions[m.name] = m.higher_is_better
+    # one check, one unperturbed pass and one target resolution for the whole call
+    whole = prepare(model, images, protocol, targets, labels=labels, boxes=boxes, image_ids=image_ids, engine=engine)
+    named = keyed_explainers(explainers, maps, model, engine)
+    _check_needs(keyed, whole.boxes, explainer=True)
+    engine.executor.plan(whole.size * max(1, len(named)) * max(1, len(keyed)))
+    given = {k: to_input_resolution(maps[k], whole.images, whole.protocol) for k, e in named if e is None and maps}
+    out = Results(protocols={whole.protocol.name: whole.protocol.as_dict()})
+    for key, metric in keyed:
+        out.directions[key] = metric.higher_is_better
+        if metric.curve_kind is not None:
+            out.curve_kinds[key] = metric.curve_kind
     iterator: Any = named
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(named, desc="evaluate", unit="explainer")
     for name, explainer in iterator:
-        raw = None
-        if explainer is None:
-            assert maps is not None  # named only when maps were given
-            given, raw = to_input_resolution(maps[name], images, protocol)
-            explained = given.to(engine.device)
-        else:
-            parts = [
-                explainer.explanation(images[s : s + batch_size], target=target_t[s : s + batch_size])
-                for s in range(0, b, batch_size)
-            ]
-            explained = torch.cat([p.maps for p in parts])
-            raw = None if parts[0].raw is None else torch.cat([p.raw for p in parts if p.raw is not None])
-        curves: dict[str, dict[str, torch.Tensor]] = {}
-        scores = score_maps(
-            model,
-            images,
-            explained,
-            metric_objs,
-            protocol,
-            target_t,
-            labels=label_t,
-            boxes=boxes,
-            explainer=explainer,
-            engine=engine,
-            base_logits=base_logits,
-            raw=raw,
-            curves=curves,
-        )
-        for metric_name, values in scores.items():
-            warn_non_finite(metric_name, name, ids, values)
-            for image, value in zip(ids, values.cpu().tolist(), strict=True):
+        cost = Cost(0)
+        metric_forward: dict[str, int] = {}
+        curve_parts: dict[str, list[dict[str, torch.Tensor]]] = {}
+        values: dict[str, list[torch.Tensor]] = {}
+        for s in range(0, whole.size, batch_size):
+            part = _slice(whole, s, s + batch_size)
+            if explainer is None:
+                explained, raw = given[name][0][s : s + batch_size], _cut(given[name][1], s, s + batch_size)
+            else:
+                exp, c = explain(part, explainer)
+                explained, raw = exp.maps, exp.raw
+                cost = Cost(
+                    cost.images + c.images,
+                    cost.seconds + c.seconds,
+                    cost.forward + c.forward,
+                    cost.backward + c.backward,
+                )
+            scored = score(part, explained, keyed, raw=raw, explainer=explainer, errors=errors)
+            for k, err in scored.errors.items():
+                out.errors.append({"images": part.ids, "explainer": name, "metric": k, "error": err})
+                warnings.warn(
+                    f"metric {k!r} failed for explainer {name!r} on images {', '.join(part.ids)}: {err}",
+                    MetricValueWarning,
+                    stacklevel=2,
+                )
+            for k, v in scored.values.items():
+                values.setdefault(k, []).append(v)
+            for k, n in scored.forward.items():
+                metric_forward[k] = metric_forward.get(k, 0) + n
+            for k, c2 in scored.curves.items():
+                curve_parts.setdefault(k, []).append(c2)
+        for key, _ in keyed:
+            if key not in values:
+                continue
+            ids = [i for s in range(0, whole.size, batch_size) for i in whole.ids[s : s + batch_size]]
+            got = torch.cat(values[key])
+            if got.shape[0] != whole.size:  # a batch of this metric failed: its images have no rows
+                ids = [i for s, part in _parts_ok(out.errors, name, key, whole, batch_size) for i in part]
+            warn_non_finite(key, name, ids, got)
+            for image, value in zip(ids, got.cpu().tolist(), strict=True):
                 out.rows.append(
-                    {
-                        "image": image,
-                        "explainer": name,
-                        "metric": metric_name,
-                        "value": value,
-                        "protocol": protocol.name,
-                    }
+                    {"image": image, "explainer": name, "metric": key, "value": value, "protocol": whole.protocol.name}
                 )
         out.families[name] = getattr(explainer, "family", "other") if explainer is not None else "other"
-        for metric in metric_objs:
-            if metric.curve_kind is not None:
-                out.curve_kinds[metric.name] = metric.curve_kind
-        for metric_name, c in curves.items():
-            out.curves[(name, metric_name)] = {
-                "fractions": c["fractions"].cpu().tolist(),
-                "mean": c["values"].mean(0).cpu().tolist(),
-            }
+        if explainer is not None:
+            out.costs[name] = {"images": whole.size, **cost.per_image()} if whole.size else {}
+        for key, n in metric_forward.items():
+            out.metric_costs.setdefault(key, {})[name] = n / whole.size
+        for key, parts in curve_parts.items():
+            fractions = parts[0]["fractions"]
+            mean = torch.cat([p["values"] for p in parts]).mean(0)
+            out.curves[(name, key)] = {"fractions": fractions.cpu().tolist(), "mean": mean.cpu().tolist()}
     out.forward = engine.describe()
     return out
+
+
+def _cut(t: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+    return None if t is None else t[start:stop]
+
+
+def _slice(batch: Batch, start: int, stop: int) -> Batch:
+    """Images ``start:stop`` of a prepared batch (nothing checked or computed again)."""
+    return dataclasses.replace(
+        batch,
+        images=batch.images[start:stop],
+        ids=batch.ids[start:stop],
+        targets=batch.targets[start:stop],
+        logits=batch.logits[start:stop],
+        labels=_cut(batch.labels, start, stop),
+        boxes=None if batch.boxes is None else list(batch.boxes)[start:stop],
+    )
+
+
+def _parts_ok(
+    errors: Sequence[dict[str, Any]], explainer: str, metric: str, whole: Batch, batch_size: int
+) -> list[tuple[int, list[str]]]:
+    failed = {tuple(e["images"]) for e in errors if e["explainer"] == explainer and e["metric"] == metric}
+    parts = [(s, whole.ids[s : s + batch_size]) for s in range(0, whole.size, batch_size)]
+    return [(s, ids) for s, ids in parts if tuple(ids) not in failed]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ExplainerOutputError
+from .errors import ExplainerOutputError, InvalidArgumentError, InvalidTypeError
 from .layers import TargetLayer, find_layer
 from .targets import Target, check_images, check_model_ready, resolve_targets
 
@@ -128,7 +128,7 @@ class Explainer:
 
     def __init__(self, model: nn.Module, *, class_names: Sequence[str] | None = None) -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
+            raise InvalidTypeError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
         self.model = model
         self.class_names = class_names
 
@@ -148,28 +148,39 @@ class Explainer:
         raise NotImplementedError(f"{type(self).__name__} must implement attribute(images, targets)")
 
     # -- the public API -------------------------------------------------------------------
-    def explanation(self, images: torch.Tensor, target: Target = None) -> Explanation:
+    def explanation(
+        self, images: torch.Tensor, target: Target = None, *, logits: torch.Tensor | None = None
+    ) -> Explanation:
         """Maps plus everything around them (raw maps, targets, logits, extras).
 
         Args:
             images: ``B×C×H×W`` float images the model takes.
             target: the class to explain: ``None`` (each image's predicted class), a class
                 index, a class name, one index or name per image, or a ``(B,)`` tensor.
+            logits: the ``B×K`` logits of ``images`` when the caller has computed them already
+                (:func:`~xai_bridge.evaluate` passes the ones it scores with), so the unperturbed
+                forward pass is not run twice; ``None`` runs it here.
 
         Returns:
             An :class:`Explanation` whose maps are ``B×H×W`` at the input resolution.
 
         Raises:
-            TypeError: images that are not a floating-point tensor.
-            ValueError: a model in training mode, images that are not ``B×C×H×W``, or a
+            InvalidTypeError: images that are not a floating-point tensor.
+            InvalidArgumentError: a model in training mode, images that are not ``B×C×H×W``, or a
                 target out of range or not a known class name.
             ExplainerOutputError: :meth:`attribute` returned something other than finite
                 real ``B×h×w`` maps.
         """
         check_model_ready(self.model)
         check_images(images)
-        with torch.no_grad():
-            logits = self.model(images)
+        if logits is None:
+            with torch.no_grad():
+                logits = self.model(images)
+        elif not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != images.shape[0]:
+            raise InvalidArgumentError(
+                f"logits: expected the {images.shape[0]}×K logits of the images, "
+                f"got {getattr(logits, 'shape', type(logits).__name__)}"
+            )
         targets = resolve_targets(
             target, images.shape[0], logits=logits, class_names=self.class_names, device=images.device
         )

@@ -76,13 +76,11 @@ class RegisterMetric(Protocol):
     def __call__(
         self,
         name: str,
-        factory: Callable[..., Any],
+        factory: Callable[..., Any] | None = None,
         *,
-        higher_is_better: bool,
+        metric_class: Any = None,
         aliases: Sequence[str] = (),
-        description: str = "",
-        category: str = "Faithfulness",
-        needs: Sequence[str] = (),
+        **declared: Any,
     ) -> None: ...
 
 
@@ -129,27 +127,25 @@ def register_metrics(register: RegisterMetric) -> None:
 
         register(
             name: str,                      # snake case as in the papers: "average_gain"
-            factory: Callable[..., Metric], # factory(**options) -> Metric
+            factory: Callable[..., Metric] | None = None,  # factory(**options) -> Metric; default: the class
             *,
+            metric_class: type | str,       # the Metric class, or "module:Class" (imported on first use)
             aliases: Sequence[str] = (),
-            description: str = "",
-            higher_is_better: bool,         # Quantus's ScoreDirection
-            category: str = "Faithfulness", # Quantus's EvaluationCategory value
-            needs: Sequence[str] = (),      # extra inputs, e.g. ("boxes",) or ("explainer",)
         )
+
+    The direction (``higher_is_better``, Quantus's ScoreDirection), ``category`` (Quantus's
+    EvaluationCategory value), ``needs`` and the description (``description``, else the first
+    paragraph of the docstring) are read from the class: write them once, there. A factory
+    registered without a class declares them as keywords instead (``higher_is_better=`` is then
+    required; ``category=``, ``needs=``, ``description=`` are optional).
 
     Example::
 
         from xai_bridge import hookimpl
 
-        def _make(**options):
-            from my_package.metrics import MaskArea
-            return MaskArea(**options)
-
         @hookimpl
         def register_metrics(register):
-            register("mask_area", _make, higher_is_better=False, category="Complexity",
-                     description="Fraction of the image the normalised map keeps.")
+            register("mask_area", metric_class="my_package.metrics:MaskArea")
     """
 
 

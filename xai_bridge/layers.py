@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .errors import InvalidArgumentError, InvalidTypeError
 from .registry import suggest
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def vit_tokens_to_grid(tokens: torch.Tensor, prefix_tokens: int = 1) -> torch.Te
     n = patches.shape[1]
     side = int(round(n**0.5))
     if side * side != n:
-        raise ValueError(f"cannot reshape {n} patch tokens into a square grid; pass layer=... with a reshape")
+        raise InvalidArgumentError(f"cannot reshape {n} patch tokens into a square grid; pass layer=... with a reshape")
     return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
@@ -61,20 +62,22 @@ def find_layer(model: nn.Module, layer: Any = None, *, reshape: Callable | None 
     if isinstance(layer, nn.Module):
         name = _name_of(model, layer)
         if name is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "layer: the module given is not part of the model (pass a submodule of it, or its dotted name)"
             )
         return TargetLayer(layer, name, reshape)
     if isinstance(layer, str):
         return TargetLayer(get_submodule(model, layer), layer, reshape)
     if layer is not None:
-        raise TypeError(f"layer: expected None, a module of the model or its dotted name, got {type(layer).__name__}")
+        raise InvalidTypeError(
+            f"layer: expected None, a module of the model or its dotted name, got {type(layer).__name__}"
+        )
 
     from .manager import get_host
 
     found = get_host().resolve_target_layer(model)
     if found is None:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"layer: no plugin knows the target layer of a {type(model).__name__}. Pass layer=<module or "
             "dotted name> (usually the last convolutional block), or teach xai-bridge with a plugin "
             "implementing the resolve_target_layer hook."
@@ -101,7 +104,7 @@ def get_submodule(model: nn.Module, dotted: str) -> nn.Module:
             close = suggest(dotted, names, n=5)
             hint = f" Close matches: {', '.join(close)}." if close else ""
             where = ".".join(walked) or "the model"
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"layer: {dotted!r} is not a module of the model ({part!r} not found under {where}).{hint}"
             )
         module = children[part]

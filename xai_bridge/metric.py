@@ -41,7 +41,8 @@ context (:class:`~xai_bridge.engine.Curve`, :class:`~xai_bridge.engine.Masked` a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -93,8 +94,7 @@ class MetricContext:
         boxes: per image, a list of ground-truth ``[x0, y0, x1, y1]`` boxes in pixels when
             the caller gave them, else ``None`` (declare ``needs = ("boxes",)``).
         engine: the :class:`~xai_bridge.engine.Engine` that computed ``results`` (its
-            device and memory budget), for metrics such as Δσ that score other maps with
-            :meth:`rescore`.
+            device, memory budget and the executor's counters).
         raw: ``B×h×w`` maps at the explainer's own resolution when known, else ``None``
             (``level="grid"`` ranks their cells by their values; ``mask_from="raw"`` masks with them).
     """
@@ -108,12 +108,12 @@ class MetricContext:
     protocol: Protocol
     results: dict[Any, Any] = field(default_factory=dict)
     explainer: Any = None
-    #: the function that scores maps (:func:`xai_bridge.score_maps`), for :meth:`rescore`
-    scorer: Callable[..., dict[str, torch.Tensor]] | None = None
     labels: torch.Tensor | None = None
     boxes: Sequence[Any] | None = None
     engine: Any = None
     raw: torch.Tensor | None = None
+    #: the validated batch (:class:`xai_bridge.evaluation.Batch`) these results came from, for :meth:`rescore`
+    batch: Any = None
 
     def score(self, result: Any) -> torch.Tensor:
         """The protocol's score (probability or logit) from an engine result or from ``B×K`` logits.
@@ -147,28 +147,20 @@ class MetricContext:
         Returns:
             ``(B,)`` values of ``metric``, computed with this context's protocol, targets and engine.
 
-        The scoring function is the one that built this context (:func:`xai_bridge.score_maps`
-        passes itself as ``scorer``), so this module needs no import of the evaluation loop.
+        It goes through :func:`xai_bridge.evaluation.score`, the scoring function that built this
+        context, on the same validated batch: the unperturbed logits and targets are reused.
         """
-        if self.scorer is None:
-            raise RuntimeError(
-                "rescore: this MetricContext was built without a scorer; build it with xai_bridge.score_maps"
+        if self.batch is None:
+            from .errors import InvalidArgumentError
+
+            raise InvalidArgumentError(
+                "rescore: this MetricContext has no batch; build it with xai_bridge.evaluation.score"
             )
-        out = self.scorer(
-            self.model,
-            self.images,
-            maps,
-            [metric],
-            protocol=self.protocol,
-            targets=self.targets,
-            labels=self.labels,
-            boxes=self.boxes,
-            explainer=self.explainer,
-            engine=self.engine,
-            base_logits=self.logits,
-            raw=raw,
-        )
-        return next(iter(out.values()))
+        from .evaluation import score
+
+        batch = dataclasses.replace(self.batch, protocol=self.protocol)
+        scored = score(batch, maps, [("rescored", metric)], raw=raw, explainer=self.explainer)
+        return scored.values["rescored"]
 
     def __getitem__(self, request: Any) -> Any:
         try:

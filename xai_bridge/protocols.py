@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .errors import InvalidArgumentError, InvalidTypeError
 from .registry import did_you_mean
 
 
@@ -47,9 +48,9 @@ class Replacement:
 
     def __post_init__(self) -> None:
         if self.padding not in ("reflect", "zeros"):
-            raise ValueError(f"replacement.padding: {self.padding!r} is not one of ('reflect', 'zeros')")
+            raise InvalidArgumentError(f"replacement.padding: {self.padding!r} is not one of ('reflect', 'zeros')")
         if self.tails not in ("truncate", "fold"):
-            raise ValueError(f"replacement.tails: {self.tails!r} is not one of ('truncate', 'fold')")
+            raise InvalidArgumentError(f"replacement.tails: {self.tails!r} is not one of ('truncate', 'fold')")
 
 
 BLACK = Replacement("black")
@@ -145,9 +146,9 @@ class Protocol:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"protocol.{name}: {getattr(self, name)!r} is not one of {allowed}")
+                raise InvalidArgumentError(f"protocol.{name}: {getattr(self, name)!r} is not one of {allowed}")
         if not 0 < self.fraction <= 1:
-            raise ValueError(f"protocol.fraction: {self.fraction} must be in (0, 1]")
+            raise InvalidArgumentError(f"protocol.fraction: {self.fraction} must be in (0, 1]")
         self._check_steps()
 
     def replace(self, **changes: Any) -> Protocol:
@@ -160,21 +161,29 @@ class Protocol:
 
     def _check_steps(self) -> None:
         if self.mask_from not in ("maps", "raw"):
-            raise ValueError(f"protocol.mask_from: {self.mask_from!r} is not one of ('maps', 'raw')")
+            raise InvalidArgumentError(f"protocol.mask_from: {self.mask_from!r} is not one of ('maps', 'raw')")
         if not isinstance(self.add_clip, bool):
-            raise ValueError(f"protocol.add_clip: expected True or False, got {self.add_clip!r}")
+            raise InvalidArgumentError(f"protocol.add_clip: expected True or False, got {self.add_clip!r}")
         if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
-            raise ValueError(f"protocol.max_steps: expected a positive number of steps, got {self.max_steps!r}")
+            raise InvalidArgumentError(
+                f"protocol.max_steps: expected a positive number of steps, got {self.max_steps!r}"
+            )
         if self.cell is not None and (isinstance(self.cell, bool) or not isinstance(self.cell, int) or self.cell < 1):
-            raise ValueError(f"protocol.cell: expected a positive number of pixels or None, got {self.cell!r}")
+            raise InvalidArgumentError(
+                f"protocol.cell: expected a positive number of pixels or None, got {self.cell!r}"
+            )
         for name in ("step", "removal_step"):
             value = getattr(self, name)
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"protocol.{name}: expected pixels (int), a fraction (float) or None, got {value!r}")
+                raise InvalidArgumentError(
+                    f"protocol.{name}: expected pixels (int), a fraction (float) or None, got {value!r}"
+                )
             if isinstance(value, float) and value > 1:
-                raise ValueError(f"protocol.{name}: a float is a fraction of the image in (0, 1], got {value!r}")
+                raise InvalidArgumentError(
+                    f"protocol.{name}: a float is a fraction of the image in (0, 1], got {value!r}"
+                )
         # with level="grid" an int step must be whole cells: checked where it is used (grid_step), as the
         # cell is often known only then (the explainer's own grid)
 
@@ -189,7 +198,7 @@ def grid_step(step: int | float | None, cell: int, name: str = "step") -> int | 
         return step
     area = cell * cell
     if step % area:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"protocol.{name}: {step} pixels is not a whole number of {cell}×{cell}-pixel cells, and level='grid' "
             f"removes whole cells; give {name}={max(1, step // area) * area} ({max(1, step // area)} cell(s)), "
             f"a fraction of the image ({name}=0.05) or {name}=None (at most max_steps steps)"
@@ -271,11 +280,11 @@ def get_protocol(protocol: str | Protocol | None = None, **overrides: Any) -> Pr
         protocol = "default"
     if isinstance(protocol, str):
         if protocol not in PRESETS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"protocol: no preset called {protocol!r}.{did_you_mean(protocol, PRESETS)} "
                 f"Presets: {', '.join(PRESETS)}"
             )
         protocol = PRESETS[protocol]
     if not isinstance(protocol, Protocol):
-        raise TypeError(f"protocol: expected a preset name or a Protocol, got {type(protocol).__name__}")
+        raise InvalidTypeError(f"protocol: expected a preset name or a Protocol, got {type(protocol).__name__}")
     return protocol.replace(**overrides) if overrides else protocol

@@ -86,18 +86,80 @@ class ExplainerSpec:
         }
 
 
+_METRIC_ATTRIBUTES = ("higher_is_better", "category", "needs", "description")
+
+
+def metric_class_description(cls: Any) -> str:
+    """A metric class's ``description``, else the first paragraph of its own docstring, on one line."""
+    own = getattr(cls, "description", "") or ""
+    if own:
+        return str(own)
+    doc = (cls.__dict__.get("__doc__") or "").strip()
+    return " ".join(doc.split("\n\n")[0].split())
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """A registered metric, with its score direction and Quantus category."""
+    """A registered metric: its score direction, Quantus category, needs and description.
+
+    They are read from the metric's class (``metric_class``: a class, or ``"module:Class"`` imported
+    on first use, so listing metrics imports nothing), unless the plugin declared them at
+    registration (``declared``). :meth:`configured` reads them from a configured instance, whose
+    options may change the direction (Region Perturbation with ``order="lerf"``).
+    """
 
     name: str
     factory: Callable[..., Any] = field(repr=False)
     provider: Provider
-    higher_is_better: bool
-    category: str = "Faithfulness"
     aliases: tuple[str, ...] = ()
-    description: str = ""
-    needs: tuple[str, ...] = ()
+    metric_class: Any = field(default=None, repr=False)
+    declared: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def resolve_class(self) -> Any:
+        """The metric's class (importing ``"module:Class"``), or ``None`` when only a factory was registered."""
+        target = self.metric_class
+        if isinstance(target, str):
+            import importlib
+
+            module, _, attr = target.partition(":")
+            try:
+                target = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as exc:
+                raise PluginError(
+                    f"plugin {self.provider} registered metric {self.name!r} with class {self.metric_class!r}, "
+                    f"which cannot be imported: {exc}"
+                ) from exc
+        return target
+
+    def _read(self, attr: str, default: Any) -> Any:
+        if attr in self.declared:
+            return self.declared[attr]
+        cls = self.resolve_class()
+        if cls is None:
+            return default
+        return metric_class_description(cls) if attr == "description" else getattr(cls, attr, default)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return bool(self._read("higher_is_better", True))
+
+    @property
+    def category(self) -> str:
+        category = str(self._read("category", "Faithfulness"))
+        if category not in METRIC_CATEGORIES:
+            raise PluginError(
+                f"plugin {self.provider} registered metric {self.name!r} with category {category!r}; "
+                f"expected one of Quantus's categories {METRIC_CATEGORIES}"
+            )
+        return category
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return tuple(self._read("needs", ()))
+
+    @property
+    def description(self) -> str:
+        return str(self._read("description", ""))
 
     @property
     def score_direction(self) -> str:
@@ -117,6 +179,8 @@ class MetricSpec:
         try:
             if getattr(metric, "name", None) in (None, ""):
                 metric.name = self.name
+            # how it was configured: evaluate() keys two configurations of one metric apart by it
+            metric.spec_options = dict(options)
         except AttributeError:  # pragma: no cover
             pass
         return metric
@@ -135,6 +199,26 @@ class MetricSpec:
             "distribution": self.provider.distribution,
             "version": self.provider.version,
         }
+
+    def configured(self, metric: Any) -> dict[str, Any]:
+        """:meth:`as_dict` for a configured instance: direction, category and needs as the instance has them.
+
+        >>> import xai_bridge as xb
+        >>> spec = xb.metric_spec("region_perturbation")
+        >>> lerf = xb.get_metric("region_perturbation", order="lerf")
+        >>> spec.higher_is_better, spec.configured(lerf)["higher_is_better"]
+        (True, False)
+        """
+        out = self.as_dict()
+        higher = bool(getattr(metric, "higher_is_better", out["higher_is_better"]))
+        out.update(
+            higher_is_better=higher,
+            score_direction="higher" if higher else "lower",
+            category=getattr(metric, "category", out["category"]),
+            needs=list(getattr(metric, "needs", out["needs"])),
+            options=dict(getattr(metric, "spec_options", {})),
+        )
+        return out
 
 
 _UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
@@ -327,35 +411,59 @@ class Registry:
 
         def register(
             name: str,
-            factory: Callable[..., Any],
+            factory: Callable[..., Any] | None = None,
             *,
-            higher_is_better: bool,
+            metric_class: Any = None,
             aliases: Sequence[str] = (),
-            description: str = "",
-            category: str = "Faithfulness",
-            needs: Sequence[str] = (),
+            **declared: Any,
         ) -> None:
+            """Register a metric; ``metric_class`` (a class or ``"module:Class"``) gives its attributes.
+
+            Direction, category, needs and description are read from the class; pass them as
+            keywords only for a factory without a class (``higher_is_better`` is then required).
+            """
+            unknown = sorted(set(declared) - set(_METRIC_ATTRIBUTES))
+            if unknown:
+                raise PluginError(
+                    f"plugin {provider} registered metric {name!r} with unknown keyword {unknown[0]!r}; "
+                    f"expected metric_class=, aliases= or {', '.join(_METRIC_ATTRIBUTES)}"
+                )
+            if metric_class is None and "higher_is_better" not in declared:
+                raise PluginError(
+                    f"plugin {provider} registered metric {name!r} without metric_class= or higher_is_better=; "
+                    "pass the metric's class (its attributes are read from it)"
+                )
+            if factory is None:
+                if metric_class is None:
+                    raise PluginError(f"plugin {provider} registered metric {name!r} with neither factory nor class")
+                factory = _class_factory(lambda: spec.resolve_class())
             if not callable(factory):
                 raise PluginError(f"plugin {provider} registered metric {name!r} with a factory that is not callable")
-            if category not in METRIC_CATEGORIES:
-                raise PluginError(
-                    f"plugin {provider} registered metric {name!r} with category {category!r}; "
-                    f"expected one of Quantus's categories {METRIC_CATEGORIES}"
-                )
+            if "higher_is_better" in declared:
+                declared["higher_is_better"] = bool(declared["higher_is_better"])
+            if "needs" in declared:
+                declared["needs"] = tuple(declared["needs"])
             spec = MetricSpec(
                 name=name,
                 factory=factory,
                 provider=provider,
-                higher_is_better=bool(higher_is_better),
-                category=category,
                 aliases=tuple(aliases),
-                description=description,
-                needs=tuple(needs),
+                metric_class=metric_class,
+                declared=dict(declared),
             )
+            if "category" in declared:
+                spec.category  # noqa: B018 - checked now, at registration
             self.metrics.check_names(spec)
             sink(spec)
 
         return register
+
+
+def _class_factory(resolve: Callable[[], Any]) -> Callable[..., Any]:
+    def factory(**options: Any) -> Any:
+        return resolve()(**options)
+
+    return factory
 
 
 def options_summary(options: Mapping[str, Any]) -> str:

@@ -35,6 +35,11 @@ class Results:
         forward: how the engine's forward passes were computed: ``compile`` (the graph mode
             asked for), ``graph`` (the one used), ``precision`` and ``chunk``
             (see :meth:`Engine.describe <xai_bridge.engine.Engine.describe>`).
+        errors: one entry per metric that raised on a batch: ``{images, explainer, metric, error}``
+            (its values for those images are missing; the other metrics kept theirs).
+        costs: explainer → ``{seconds, forward, backward}`` per image (wall seconds of
+            explaining, and the model's forward and backward inputs), plus ``images``.
+        metric_costs: metric → explainer → forward inputs per image of the engine runs it read.
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -44,6 +49,9 @@ class Results:
     curve_kinds: dict[str, str] = field(default_factory=dict)
     families: dict[str, str] = field(default_factory=dict)
     forward: dict[str, Any] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)
+    metric_costs: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def extend(self, rows: Iterable[dict[str, Any]]) -> None:
         self.rows.extend(rows)
@@ -89,10 +97,25 @@ class Results:
         var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
         return mean, math.sqrt(var), len(vals)
 
+    def cost_cell(self, explainer: str) -> str:
+        """``"0.17 s, 1 fwd + 1 bwd"`` per image for an explainer that was run; ``"—"`` for given maps."""
+        cost = self.costs.get(explainer)
+        if not cost:
+            return "—"
+        passes = f"{cost['forward']:.3g} fwd"
+        if cost.get("backward"):
+            passes += f" + {cost['backward']:.3g} bwd"
+        return f"{_seconds(cost['seconds'])}, {passes}"
+
     def summary(self, digits: int = 3) -> str:
-        """A Markdown table: explainers down, metrics across, ``mean ± std``, ↑/↓ by direction."""
+        """A Markdown table: explainers down, metrics across, ``mean ± std``, ↑/↓ by direction, and the cost.
+
+        The cost column is the explainer's seconds and model passes per image (explaining only; scoring
+        is the same work for every explainer). Metrics that failed on some batch are listed below.
+        """
         metrics = self.metrics
         head = ["explainer"] + [f"{m} {'↑' if self.directions.get(m, True) else '↓'}" for m in metrics]
+        head.append("cost / image")
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for e in self.explainers:
             cells = [e]
@@ -101,13 +124,19 @@ class Results:
                 bad = self.non_finite(e, m)
                 cell = "—" if n == 0 else f"{mean:.{digits}f} ± {std:.{digits}f}"
                 cells.append(f"{cell} ({len(bad)} NaN)" if bad else cell)
+            cells.append(self.cost_cell(e))
             lines.append("| " + " | ".join(cells) + " |")
         protocols = ", ".join(sorted({r["protocol"] for r in self.rows}))
         lines.append("")
         lines.append(
             f"Protocol: {protocols}. Mean ± standard deviation over {len(self.images)} images; ↑ higher is "
-            "better, ↓ lower is better."
+            "better, ↓ lower is better. Cost: the explainer's wall time and model passes per image."
         )
+        for err in self.errors:
+            lines.append(
+                f"- not scored: {err['metric']} × {err['explainer']} on {', '.join(map(str, err['images']))}: "
+                f"{err['error']}"
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -115,10 +144,25 @@ class Results:
 
     # -- export ---------------------------------------------------------------------------
     def to_frame(self) -> Any:
-        """A pandas DataFrame with the columns ``image, explainer, metric, value, protocol`` (and any extra)."""
+        """A pandas DataFrame with the columns ``image, explainer, metric, value, protocol`` (and any extra).
+
+        When costs were measured, three more columns give them per image: ``explainer_seconds``,
+        ``explainer_passes`` (forward + backward inputs of explaining) and ``metric_forward``
+        (forward inputs of the metric's engine runs).
+        """
         import pandas as pd
 
-        return pd.DataFrame(self.rows, columns=list(dict.fromkeys([*COLUMNS, *(k for r in self.rows for k in r)])))
+        frame = pd.DataFrame(self.rows, columns=list(dict.fromkeys([*COLUMNS, *(k for r in self.rows for k in r)])))
+        if self.costs or self.metric_costs:
+            nan = math.nan
+            cost = [self.costs.get(e, {}) for e in frame["explainer"]]
+            frame["explainer_seconds"] = [c.get("seconds", nan) for c in cost]
+            frame["explainer_passes"] = [c.get("forward", nan) + c.get("backward", 0.0) for c in cost]
+            frame["metric_forward"] = [
+                self.metric_costs.get(m, {}).get(e, nan)
+                for e, m in zip(frame["explainer"], frame["metric"], strict=True)
+            ]
+        return frame
 
     def to_csv(self, path: str | Path | None = None) -> str:
         extra = list(dict.fromkeys(k for r in self.rows for k in r if k not in COLUMNS))
@@ -137,6 +181,9 @@ class Results:
             "protocols": self.protocols,
             "directions": self.directions,
             "forward": self.forward,
+            "errors": self.errors,
+            "costs": self.costs,
+            "metric_costs": self.metric_costs,
             "curves": [{"explainer": e, "metric": m, **c} for (e, m), c in self.curves.items()],
         }
         text = json.dumps(payload, indent=2, default=_jsonable)
@@ -154,7 +201,17 @@ class Results:
             directions=payload.get("directions", {}),
             curves=curves,
             forward=payload.get("forward", {}),
+            errors=payload.get("errors", []),
+            costs=payload.get("costs", {}),
+            metric_costs=payload.get("metric_costs", {}),
         )
+
+
+def _seconds(value: float) -> str:
+    """``0.17 s``, ``50 s``, ``1.2 ms``: seconds to two or three significant figures."""
+    if value < 0.01:
+        return f"{value * 1000:.2g} ms"
+    return f"{value:.2g} s" if value < 10 else f"{value:.0f} s"
 
 
 def _jsonable(value: Any) -> Any:
@@ -174,6 +231,10 @@ def merge(parts: Sequence[Results]) -> Results:
         out.directions.update(part.directions)
         out.curves.update(part.curves)
         out.forward = out.forward or dict(part.forward)
+        out.errors.extend(part.errors)
+        out.costs.update(part.costs)
+        for metric, per in part.metric_costs.items():
+            out.metric_costs.setdefault(metric, {}).update(per)
         for row in part.rows:
             key = (row["image"], row["explainer"], row["metric"], row["protocol"])
             if key not in seen:

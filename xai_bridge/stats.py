@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import InvalidArgumentError
+
 if TYPE_CHECKING:  # pragma: no cover
     from .results import Results
 
@@ -31,11 +33,13 @@ Scores = Mapping[str, Sequence[float] | np.ndarray]
 def _matrix(scores: Scores) -> tuple[list[str], np.ndarray]:
     names = list(scores)
     if not names:
-        raise ValueError("scores: no explainers given")
+        raise InvalidArgumentError("scores: no explainers given")
     columns = [np.asarray(scores[n], dtype=float).reshape(-1) for n in names]
     lengths = {len(c) for c in columns}
     if len(lengths) != 1:
-        raise ValueError(f"scores: every explainer needs a value for the same images, got lengths {sorted(lengths)}")
+        raise InvalidArgumentError(
+            f"scores: every explainer needs a value for the same images, got lengths {sorted(lengths)}"
+        )
     return names, np.stack(columns, axis=1)  # images × explainers
 
 
@@ -104,13 +108,15 @@ def krippendorff_alpha(data: np.ndarray, level: str = "ordinal") -> float:
     """
     data = np.asarray(data, dtype=float)
     if data.ndim != 2:
-        raise ValueError(f"data: expected raters × units, got shape {data.shape}")
+        raise InvalidArgumentError(f"data: expected raters × units, got shape {data.shape}")
     present = ~np.isnan(data)
     pairable = present.sum(0) >= 2
     data, present = data[:, pairable], present[:, pairable]
     values = np.unique(data[present])
     if values.size < 2:
-        raise ValueError("data: Krippendorff's α needs at least two different values among units rated twice or more")
+        raise InvalidArgumentError(
+            "data: Krippendorff's α needs at least two different values among units rated twice or more"
+        )
     # counts[u, c]: how many raters gave value c to unit u
     index = np.searchsorted(values, np.where(present, data, values[0]))
     counts = np.zeros((data.shape[1], values.size))
@@ -143,7 +149,7 @@ def _distance(values: np.ndarray, n_c: np.ndarray, level: str) -> np.ndarray:
         lo, hi = np.minimum(i, j), np.maximum(i, j)
         between = cum[hi] - cum[lo] + n_c[lo]  # Σ_{g=lo}^{hi} n_g
         return (between - (n_c[i] + n_c[j]) / 2.0) ** 2
-    raise ValueError(f"level: {level!r}; expected 'nominal', 'ordinal', 'interval' or 'ratio'")
+    raise InvalidArgumentError(f"level: {level!r}; expected 'nominal', 'ordinal', 'interval' or 'ratio'")
 
 
 def metric_reliability(scores: Scores, higher_is_better: bool) -> float:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 from .classes import class_index
+from .errors import InvalidArgumentError, InvalidTypeError
 
 if TYPE_CHECKING:
     import torch
@@ -18,7 +19,7 @@ Target = Union[None, int, str, Sequence[int | str], "torch.Tensor"]
 def check_model_ready(model: Any) -> None:
     """Refuse a model in training mode: its BatchNorm/Dropout would change the maps."""
     if getattr(model, "training", False):
-        raise ValueError(
+        raise InvalidArgumentError(
             "model: is in training mode, so BatchNorm and Dropout would make explanations and "
             "scores depend on the batch. Call model.eval() first."
         )
@@ -28,16 +29,18 @@ def check_images(images: Any, name: str = "images") -> None:
     import torch
 
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor of shape B×C×H×W, got {type(images).__name__}")
+        raise InvalidTypeError(f"{name}: expected a torch.Tensor of shape B×C×H×W, got {type(images).__name__}")
     if images.ndim != 4:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{name}: expected a batch B×C×H×W, got shape {tuple(images.shape)}"
             + (" (add a batch dimension with images.unsqueeze(0))" if images.ndim == 3 else "")
         )
     if not images.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got {images.dtype} (convert with .float() / 255)")
+        raise InvalidTypeError(
+            f"{name}: expected a floating-point tensor, got {images.dtype} (convert with .float() / 255)"
+        )
     if images.shape[0] == 0:
-        raise ValueError(f"{name}: the batch is empty")
+        raise InvalidArgumentError(f"{name}: the batch is empty")
 
 
 def num_classes_of(logits: torch.Tensor) -> int:
@@ -65,7 +68,7 @@ def resolve_targets(
         num_classes = num_classes_of(logits)
     if target is None:
         if logits is None:
-            raise ValueError("target=None means 'the predicted class', which needs the model's logits")
+            raise InvalidArgumentError("target=None means 'the predicted class', which needs the model's logits")
         out = logits.argmax(dim=-1)
     elif isinstance(target, torch.Tensor):
         if target.ndim == 0:
@@ -73,27 +76,29 @@ def resolve_targets(
         elif target.ndim == 1 and target.shape[0] == batch_size:
             out = target
         else:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"target: expected a scalar or one class per image ({batch_size}), got shape {tuple(target.shape)}"
             )
         if target.is_floating_point():
-            raise TypeError("target: class indices must be integers, got a floating-point tensor")
+            raise InvalidTypeError("target: class indices must be integers, got a floating-point tensor")
     elif isinstance(target, (int, str)) and not isinstance(target, bool):
         out = torch.full((batch_size,), _one(target, class_names, num_classes), dtype=torch.long)
     elif isinstance(target, Sequence):
         if len(target) != batch_size:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"target: got {len(target)} classes for {batch_size} images; give one per image or a single one"
             )
         out = torch.tensor([_one(t, class_names, num_classes) for t in target], dtype=torch.long)
     else:
-        raise TypeError(f"target: expected None, an int, a class name, or one per image, got {type(target).__name__}")
+        raise InvalidTypeError(
+            f"target: expected None, an int, a class name, or one per image, got {type(target).__name__}"
+        )
     out = out.to(dtype=torch.long, device=device if device is not None else out.device)
     if num_classes is not None and out.numel():
         lo, hi = int(out.min()), int(out.max())
         if lo < 0 or hi >= num_classes:
             bad = lo if lo < 0 else hi
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"target: class {bad} is out of range; the model has {num_classes} classes (0..{num_classes - 1})"
             )
     return out
@@ -102,7 +107,7 @@ def resolve_targets(
 def _one(t: int | str, class_names: Sequence[str] | None, num_classes: int | None) -> int:
     if isinstance(t, str):
         if class_names is None and num_classes not in (None, 1000):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"target: the class name {t!r} cannot be looked up: the model has {num_classes} classes, "
                 "not ImageNet's 1000; pass class_names=... or an index"
             )
@@ -115,5 +120,5 @@ def _one(t: int | str, class_names: Sequence[str] | None, num_classes: int | Non
                 return int(t)
         except Exception:  # pragma: no cover
             pass
-        raise TypeError(f"target: expected an int or a class name, got {t!r}")
+        raise InvalidTypeError(f"target: expected an int or a class name, got {t!r}")
     return int(t)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from xai_bridge.engine import Curve, CurveResult, Flip, Masked, auc, pearson
+from xai_bridge.errors import InvalidArgumentError, InvalidTypeError
 from xai_bridge.metric import Metric, MetricContext
 from xai_bridge.protocols import Protocol, grid_step
 
@@ -189,7 +190,7 @@ class _Removal(Metric):
         super().__init__(protocol)
         if order is not None:
             if order not in ("morf", "lerf"):
-                raise ValueError(f"order: expected 'morf' or 'lerf', got {order!r}")
+                raise InvalidArgumentError(f"order: expected 'morf' or 'lerf', got {order!r}")
             self.order = order
             self.higher_is_better = type(self).higher_is_better if order == "morf" else not type(self).higher_is_better
 
@@ -279,6 +280,8 @@ class Delta(Metric):
     """
 
     name = "delta"
+    #: the default wrapped metric's (deletion_auc); an instance takes its wrapped metric's
+    higher_is_better = False
 
     def __init__(
         self, protocol: Any = None, metric: Any = "deletion_auc", k: int = 5, seed: int = 0, **options: Any
@@ -289,13 +292,13 @@ class Delta(Metric):
 
             metric = xb.get_metric(metric, **options)
         elif options:
-            raise TypeError(f"delta: options {sorted(options)} only apply when metric is given by name")
+            raise InvalidTypeError(f"delta: options {sorted(options)} only apply when metric is given by name")
         if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k: expected a positive number of other images, got {k!r}")
+            raise InvalidArgumentError(f"k: expected a positive number of other images, got {k!r}")
         self.inner, self.k, self.seed = metric, k, seed
         self.quantus = not isinstance(metric, Metric)
         if self.quantus and not callable(metric):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"metric: expected a metric name, an xai-bridge Metric or a quantus.Metric, got {type(metric).__name__}"
             )
         inner_name = getattr(metric, "name", type(metric).__name__)
@@ -315,7 +318,9 @@ class Delta(Metric):
     def others(self, b: int, device: torch.device) -> torch.Tensor:
         """``B×K`` indices of other images (never the image itself; with repeats when B−1 < K)."""
         if b < 2:
-            raise ValueError("delta: needs at least 2 images in a batch (the maps of other images are the reference)")
+            raise InvalidArgumentError(
+                "delta: needs at least 2 images in a batch (the maps of other images are the reference)"
+            )
         g = torch.Generator().manual_seed(self.seed)
         shift = torch.stack(
             [
@@ -373,7 +378,7 @@ class ADCC(Metric):
 
     def compute(self, ctx: MetricContext) -> torch.Tensor:
         if ctx.explainer is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "adcc: needs the explainer to re-explain the masked image; pass explainers=..., not maps only"
             )
         from xai_bridge.engine import make_replacement
@@ -395,12 +400,12 @@ class _Localisation(Metric):
 
     def boxes(self, ctx: MetricContext) -> Any:
         if ctx.boxes is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{self.name}: needs ground-truth boxes (boxes=[[[x0, y0, x1, y1], ...] per image]); "
                 "xai_bridge.data.photo_boxes() has them for the embedded photos"
             )
         if len(ctx.boxes) != ctx.maps.shape[0]:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"boxes: {len(ctx.boxes)} entries for {ctx.maps.shape[0]} images; expected one list of boxes per image"
             )
         return ctx.boxes
@@ -486,3 +491,12 @@ METRICS: dict[str, type[Metric]] = {
 } | LOCALISATION
 
 __all__ = ["METRICS", "saliency_per_step"]
+
+# the localisation classes by name, for the registration (``module:Class``)
+OfficialMetric = LOCALISATION["official_metric"]
+LocalisationError = LOCALISATION["localisation_error"]
+PixelF1 = LOCALISATION["pixel_f1"]
+BoxAccuracy = LOCALISATION["box_accuracy"]
+PointingGame = LOCALISATION["pointing_game"]
+EnergyPointingGame = LOCALISATION["energy_pointing_game"]
+SaliencyMetric = LOCALISATION["saliency_metric"]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from xai_bridge.engine.maps import normalize_maps
+from xai_bridge.errors import InvalidArgumentError
 
 Boxes = Sequence[Sequence[Sequence[float]]]  # per image, a list of [x0, y0, x1, y1]
 
@@ -31,7 +32,7 @@ def box_masks(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The union of each image's boxes (B×H×W bool) and the boxes as tensors (per image, n×4)."""
     if not all(len(b) > 0 for b in boxes):
-        raise ValueError("boxes: every image needs at least one ground-truth box [x0, y0, x1, y1]")
+        raise InvalidArgumentError("boxes: every image needs at least one ground-truth box [x0, y0, x1, y1]")
     ys = torch.arange(height, device=device)[:, None]
     xs = torch.arange(width, device=device)[None, :]
     union = torch.zeros(len(boxes), height, width, dtype=torch.bool, device=device)
@@ -39,7 +40,9 @@ def box_masks(
     for i, image_boxes in enumerate(boxes):
         t = torch.as_tensor(image_boxes, dtype=torch.float32, device=device).reshape(-1, 4)
         if (t[:, 2] <= t[:, 0]).any() or (t[:, 3] <= t[:, 1]).any():
-            raise ValueError(f"boxes: image {i} has an empty box; expected [x0, y0, x1, y1] with x1 > x0 and y1 > y0")
+            raise InvalidArgumentError(
+                f"boxes: image {i} has an empty box; expected [x0, y0, x1, y1] with x1 > x0 and y1 > y0"
+            )
         inside = (
             (xs[None] >= t[:, 0, None, None])
             & (xs[None] < t[:, 2, None, None])

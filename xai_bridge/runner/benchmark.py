@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidArgumentError
 from ..results import Results
 from . import distributed
 from .finish import finish
@@ -27,7 +28,7 @@ def run_benchmark(config: BenchmarkConfig | None = None, **overrides: Any) -> Re
     )
     for field_name in ("explainers", "metrics"):
         if not getattr(config, field_name):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{field_name}: none given; name at least one (see `xai-bridge plugins`), "
                 f"e.g. BenchmarkConfig(explainers=[...], metrics=[...])"
             )

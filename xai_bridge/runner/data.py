@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidArgumentError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -46,14 +48,18 @@ def _label(text: str, where: str, class_names: Sequence[str] | None) -> int:
     if text.lstrip("-").isdigit():
         value = int(text)
         if value < 0:
-            raise ValueError(f"{where}: label {value} is negative; expected a class index ≥ 0 or a class name")
+            raise InvalidArgumentError(
+                f"{where}: label {value} is negative; expected a class index ≥ 0 or a class name"
+            )
         return value
     from ..classes import class_index
 
     try:
         return class_index(text.replace("_", " "), class_names)
     except ValueError as exc:
-        raise ValueError(f"{where}: label {text!r} is neither a class index nor a known class name ({exc})") from exc
+        raise InvalidArgumentError(
+            f"{where}: label {text!r} is neither a class index nor a known class name ({exc})"
+        ) from exc
 
 
 def embedded_source(names: Sequence[str] | None = None) -> Source:
@@ -63,7 +69,7 @@ def embedded_source(names: Sequence[str] | None = None) -> Source:
     names = list(PHOTOS) if names is None else list(names)
     unknown = [n for n in names if n not in PHOTOS]
     if unknown:
-        raise ValueError(f"images: no embedded photo called {unknown[0]!r}; available: {', '.join(PHOTOS)}")
+        raise InvalidArgumentError(f"images: no embedded photo called {unknown[0]!r}; available: {', '.join(PHOTOS)}")
     labels = photo_labels(names)
     return Source(
         "embedded",
@@ -81,7 +87,7 @@ def folder_source(root: str | Path, class_names: Sequence[str] | None = None) ->
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(
+        raise InvalidArgumentError(
             f"images: {root} is not a directory; expected an ImageFolder tree (root/CLASS/image.jpg) or a folder "
             "of images"
         )
@@ -98,7 +104,7 @@ def folder_source(root: str | Path, class_names: Sequence[str] | None = None) ->
             Item(f.name, str(f)) for f in sorted(root.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
         ]
     if not items:
-        raise ValueError(f"images: no image files ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+        raise InvalidArgumentError(f"images: no image files ({', '.join(IMAGE_SUFFIXES)}) under {root}")
     return Source("folder", f"folder:{root.resolve()}", items)
 
 
@@ -111,7 +117,7 @@ def list_source(path: str | Path, class_names: Sequence[str] | None = None) -> S
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(
+        raise InvalidArgumentError(
             f"images: {path} is not a file; expected a list file with one image path (and optional label) per line"
         )
     items: list[Item] = []
@@ -131,12 +137,14 @@ def list_source(path: str | Path, class_names: Sequence[str] | None = None) -> S
         label = _label(label_text, f"images: {path}:{number}", class_names) if label_text else None
         items.append(Item(name, str(file), label))
     if not items:
-        raise ValueError(f"images: {path} lists no images")
+        raise InvalidArgumentError(f"images: {path} lists no images")
     labelled = {i.label is not None for i in items}
     if len(labelled) > 1:
-        raise ValueError(f"images: {path} gives labels on some lines only; give a label on every line or on none")
+        raise InvalidArgumentError(
+            f"images: {path} gives labels on some lines only; give a label on every line or on none"
+        )
     if len({i.id for i in items}) != len(items):
-        raise ValueError(f"images: {path} lists the same image twice; each line must name a different file")
+        raise InvalidArgumentError(f"images: {path} lists the same image twice; each line must name a different file")
     return Source("list", f"list:{path.resolve()}", items)
 
 
@@ -151,7 +159,7 @@ def open_source(spec: str | Path, class_names: Sequence[str] | None = None) -> S
         return folder_source(p, class_names)
     if p.is_file():
         return list_source(p, class_names)
-    raise ValueError(f"images: {text!r} is neither 'default', a directory nor a list file")
+    raise InvalidArgumentError(f"images: {text!r} is neither 'default', a directory nor a list file")
 
 
 def load_item(item: Item, size: int) -> Any:

@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidArgumentError
 from ..results import Results
 from ..stats import reliability, verdicts
 from .figures import (
     _arrow,
     _fmt,
     figure_consistency,
+    figure_cost,
     figure_curves,
     figure_grid,
     figure_reliability,
@@ -147,7 +149,7 @@ def write_report(
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     if not results.rows:
-        raise ValueError("results: no rows to report; did every image fail to load?")
+        raise InvalidArgumentError("results: no rows to report; did every image fail to load?")
     title = title or (plan.config.title if plan is not None else "xai-bridge benchmark")
     doc = _Doc()
     doc.h(1, title)
@@ -189,7 +191,7 @@ def write_report(
     # summary table
     doc.h(2, "Summary")
     best = {v["metric"]: v["best"] for v in found}
-    head = ["explainer"] + [f"{m} {_arrow(results, m)}" for m in metrics]
+    head = ["explainer"] + [f"{m} {_arrow(results, m)}" for m in metrics] + ["cost / image"]
     rows = []
     for e in explainers:
         cells = [e]
@@ -197,12 +199,23 @@ def write_report(
             mean, std, n = results.mean_std(e, m)
             cell = "—" if n == 0 else f"{_fmt(mean)} ± {_fmt(std)}"
             cells.append(f"**{cell}**" if best.get(m) == e and n else cell)
+        cells.append(results.cost_cell(e))
         rows.append(cells)
     doc.table(head, rows)
     doc.p(
         f"Mean ± standard deviation over {n_images} images; ↑ higher is better, ↓ lower is better; the best mean "
-        "per metric is bold."
+        "per metric is bold. Cost: the explainer's wall time and the model's forward (fwd) and backward (bwd) "
+        "passes per image while explaining, measured through the engine's executor or, for explainers that do "
+        "not use it, by hooks on the model."
     )
+    if results.metric_costs:
+        doc.p(
+            "Scoring cost, forward passes per image (mean over explainers): "
+            + ", ".join(
+                f"`{m}` {_fmt(sum(per.values()) / len(per), 3)}" for m, per in results.metric_costs.items() if per
+            )
+            + "."
+        )
 
     # protocol and settings
     doc.h(2, "Protocol and settings")
@@ -242,13 +255,15 @@ def write_report(
         doc.h(3, f"Skipped images ({len(skipped)})")
         doc.ul([f"`{k}`: {v}" for k, v in sorted(skipped.items())])
 
-    if info is not None and info.failures:
-        doc.h(3, f"Not scored ({len(info.failures)})")
+    if results.errors:
+        doc.h(3, f"Not scored ({len(results.errors)})")
         doc.p(
-            "These image × explainer × metric values could not be computed in this run and are left out (a rerun "
-            "tries again):"
+            "These metrics raised on these images × explainer; their values there are left out (a rerun tries "
+            "again), the other metrics kept theirs:"
         )
-        doc.ul([f"`{f}`" for f in info.failures])
+        doc.ul(
+            [f"`{e['metric']}` × {e['explainer']} on {', '.join(e['images'])}: `{e['error']}`" for e in results.errors]
+        )
 
     # figures
     if store is not None and plan is not None:
@@ -258,6 +273,9 @@ def write_report(
             doc.img(
                 "figures/saliency_grid.png", "Saliency grid: images down (with the explained class), explainers across"
             )
+    if figure_cost(results, figures / "cost.png") is not None:
+        doc.h(2, "Faithfulness against cost")
+        doc.img("figures/cost.png", "Each explainer's mean score against its seconds per image (log scale)")
     curves = figure_curves(results, figures / "curves.png")
     if curves is not None:
         doc.h(2, "Insertion and deletion curves")

@@ -151,6 +151,36 @@ def figure_curves(results: Results, path: Path) -> Path | None:
     return path
 
 
+def figure_cost(results: Results, path: Path) -> Path | None:
+    """Faithfulness against cost: per metric, each explainer's mean value against its seconds per image (log x).
+
+    The picture for choosing an explainer: up-left (or down-left for ↓ metrics) is good and cheap.
+    ``None`` when fewer than one explainer has a measured cost.
+    """
+    timed = [e for e in results.explainers if results.costs.get(e, {}).get("seconds", 0) > 0]
+    if not timed:
+        return None
+    plt = _plt()
+    metrics = results.metrics
+    fig, axes = _panels(len(metrics), width=4.0, height=3.3, max_cols=3)
+    for ax, metric in zip(axes, metrics, strict=False):
+        for explainer in timed:
+            mean = results.mean_std(explainer, metric)[0]
+            if math.isnan(mean):
+                continue
+            seconds = results.costs[explainer]["seconds"]
+            ax.scatter([seconds], [mean], s=30)
+            ax.annotate(explainer, (seconds, mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds per image (explaining, log scale)")
+        ax.set_ylabel("mean over images")
+        ax.set_title(f"{metric} {_arrow(results, metric)}", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def figure_reliability(results: Results, path: Path, alphas: dict[str, dict[str, tuple[float, float, float]]]) -> Path:
     """Krippendorff's α per metric (bars, 95 % interval over image subsets), one bar per explainer set."""
     plt = _plt()

@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidArgumentError
 from ..results import Results
 from .data import Item, Source, load_batch, open_source
-from .store import CurveRecord, RowRecord, Store, merge_curves
-
-_DEFAULTS = {"compile": "auto", "precision": "float32"}
+from .store import CostRecord, CurveRecord, ErrorRecord, RowRecord, Store, merge_curves
 
 Spec = "str | tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]"
 
@@ -63,7 +62,8 @@ class BenchmarkConfig:
         precision: ``"float32"``, ``"bfloat16"`` or ``"float16"`` autocast for the engine's forward
             passes. It changes scores, so a reduced precision is part of the configuration hash.
         progress: progress bars (stderr).
-        evaluate: the evaluation function (default :func:`xai_bridge.evaluate`).
+        score: the scoring function (default :func:`xai_bridge.evaluation.score`, the one
+            :func:`xai_bridge.evaluate` uses; tests put a stand-in with its signature here).
         notes: lines the report shows under its settings (e.g. why iteration counts are small).
         title: the report's title.
     """
@@ -83,7 +83,7 @@ class BenchmarkConfig:
     compile: str = "auto"
     precision: str = "float32"
     progress: bool = True
-    evaluate: Callable[..., Results] | None = None
+    score: Callable[..., Any] | None = None
     notes: list[str] = field(default_factory=list)
     title: str = "xai-bridge benchmark"
 
@@ -121,7 +121,7 @@ def parse_spec(spec: Any, what: str) -> tuple[str, dict[str, Any], str | None]:
         for pair in filter(None, (p.strip() for p in rest.split(","))):
             key, sep, value = pair.partition("=")
             if not sep or not key.strip().isidentifier():
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"{what}: {spec!r} has option {pair!r}; "
                     "expected NAME:KEY=VALUE,KEY=VALUE (e.g. opticam:max_iter=20)"
                 )
@@ -137,7 +137,7 @@ def parse_spec(spec: Any, what: str) -> tuple[str, dict[str, Any], str | None]:
         and isinstance(spec[1], dict)
     ):
         return spec[0], dict(spec[1]), (spec[2] if len(spec) == 3 else None)
-    raise ValueError(
+    raise InvalidArgumentError(
         f"{what}: expected 'name', 'name:key=value,...', (name, options) or (name, options, label); got {spec!r}"
     )
 
@@ -150,7 +150,7 @@ def _explainer_entries(specs: Sequence[Any], model: Any) -> list[Entry]:
     import xai_bridge as xb
 
     if not specs:
-        raise ValueError("explainers: none given; name at least one (see `xai-bridge plugins`)")
+        raise InvalidArgumentError("explainers: none given; name at least one (see `xai-bridge plugins`)")
     entries = []
     for spec in specs:
         name, options, label = parse_spec(spec, "explainers")
@@ -165,19 +165,24 @@ def _metric_entries(specs: Sequence[Any]) -> list[Entry]:
     import xai_bridge as xb
 
     if not specs:
-        raise ValueError("metrics: none given; name at least one (see `xai-bridge plugins`)")
-    entries = []
+        raise InvalidArgumentError("metrics: none given; name at least one (see `xai-bridge plugins`)")
+    made = []
     for spec in specs:
         name, options, label = parse_spec(spec, "metrics")
         canonical = xb.metric_spec(name).name
-        obj = xb.get_metric(canonical, **options)
-        entries.append(
-            Entry(
-                canonical, options, _canonical(canonical, options), label or str(getattr(obj, "name", canonical)), obj
-            )
-        )
+        made.append((canonical, options, label, xb.get_metric(canonical, **options)))
+    names = [str(getattr(obj, "name", canonical)) for canonical, _, _, obj in made]
+    entries = []
+    for (canonical, options, label, obj), own in zip(made, names, strict=True):
+        # the label: the one given, else the metric's own name, else (two configurations of one metric) the spec
+        default = own if names.count(own) == 1 else _spec_label(canonical, options)
+        entries.append(Entry(canonical, options, _canonical(canonical, options), label or default, obj))
     _unique(entries, "metrics")
     return entries
+
+
+def _spec_label(name: str, options: dict[str, Any]) -> str:
+    return name + (":" + ",".join(f"{k}={v!r}" for k, v in sorted(options.items())) if options else "")
 
 
 def _unique(entries: Sequence[Entry], what: str) -> None:
@@ -185,7 +190,7 @@ def _unique(entries: Sequence[Entry], what: str) -> None:
         seen: dict[str, Entry] = {}
         for e in entries:
             if getattr(e, attr) in seen:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"{what}: {getattr(e, attr)!r} is given twice; give each a different label, e.g. ({e.name!r}, "
                     f"{e.options!r}, 'my-label')"
                 )
@@ -206,7 +211,7 @@ def model_fingerprint(model: Any) -> str:
 def split_batches(items: Sequence[Item], batch_size: int) -> list[list[Item]]:
     """``ceil(n / batch_size)`` batches of near-equal size (9 images, size 4 → 3, 3, 3)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        raise InvalidArgumentError(f"batch_size: expected a positive integer, got {batch_size!r}")
     n = len(items)
     count = max(1, math.ceil(n / batch_size))
     base, extra = divmod(n, count)
@@ -247,9 +252,9 @@ class Plan:
         else:
             model = config.model
         if not hasattr(model, "state_dict") or not callable(model):
-            raise ValueError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
+            raise InvalidArgumentError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
         if getattr(model, "training", False):
-            raise ValueError(
+            raise InvalidArgumentError(
                 "model: is in training mode; call model.eval() first (dropout/batch-norm change the scores)"
             )
         if device is None and config.device is not None:
@@ -262,7 +267,7 @@ class Plan:
         check_compile(config.compile)
         check_precision(config.precision, model_device(self.model))
         if isinstance(config.size, bool) or not isinstance(config.size, int) or config.size < 8:
-            raise ValueError(f"size: expected an image side ≥ 8 pixels, got {config.size!r}")
+            raise InvalidArgumentError(f"size: expected an image side ≥ 8 pixels, got {config.size!r}")
         self.source: Source = config.images if isinstance(config.images, Source) else open_source(config.images)
         self.explainers = _explainer_entries(config.explainers, self.model)
         self.metrics = _metric_entries(config.metrics)
@@ -282,15 +287,10 @@ class Plan:
             json.dumps(self.settings, sort_keys=True, default=repr).encode(), digest_size=10
         ).hexdigest()
         self.directions = {m.label: bool(getattr(m.obj, "higher_is_better", True)) for m in self.metrics}
-        self.evaluate = config.evaluate
-        # only what differs from the defaults, so a custom ``evaluate`` without these keywords still works
-        self.forward_options = {
-            k: v for k, v in (("compile", config.compile), ("precision", config.precision)) if v != _DEFAULTS[k]
-        }
-        if self.evaluate is None:
-            from ..evaluation import evaluate
+        # one executor per model: every forward pass of the run (unperturbed, explainers that take it, metrics)
+        from ..engine import Engine
 
-            self.evaluate = evaluate
+        self.engine = Engine(self.model, compile=config.compile, precision=config.precision, progress=False)
 
     @property
     def device(self) -> Any:
@@ -320,8 +320,15 @@ class Plan:
         info: RunInfo,
         label: str = "",
     ) -> None:
-        """Compute the units ``(batch index, batch, [(explainer, missing metrics)])`` into ``store``."""
+        """Compute the units ``(batch index, batch, [(explainer, missing metrics)])`` into ``store``.
+
+        Per batch: the images are checked and their unperturbed logits computed once; per explainer:
+        one explanation (its cost measured), then :func:`xai_bridge.evaluation.score` with every
+        missing metric. A metric that raises records its error for that unit; the others are written.
+        """
         import torch
+
+        from ..evaluation import explain, prepare, score
 
         info.units_total += sum(len(p) for _, _, p in work)
         progress = self.config.progress
@@ -347,61 +354,36 @@ class Plan:
                 )
                 ids = [i.id for i in kept]
                 grid = [k for k, i in enumerate(kept) if i.id in self.grid_ids]
+                # one check, one unperturbed pass and one target resolution per batch, for every explainer
+                batch_in = prepare(self.model, images, self.protocol, labels=labels, image_ids=ids, engine=self.engine)
+                self.engine.executor.plan(len(ids) * sum(len(m) for _, m in pending))
+                tag = f"{index:06d}"
                 for explainer, metrics in pending:
                     bar.set_postfix_str(f"batch {index + 1}/{len(self.batches)} {explainer.label}", refresh=False)
-                    recorder = _Recorder(explainer.obj)
-
-                    def evaluate(
-                        chosen: Sequence[Entry],
-                        images: Any = images,
-                        recorder: Any = recorder,
-                        labels: Any = labels,
-                        ids: list[str] = ids,
-                    ) -> Results:
-                        return self.evaluate(  # type: ignore[misc]
-                            self.model,
-                            images,
-                            explainers=[recorder],
-                            metrics=[m.obj for m in chosen],
-                            protocol=self.protocol,
-                            labels=labels,
-                            image_ids=ids,
-                            batch_size=len(ids),
-                            progress=False,
-                            **self.forward_options,
-                        )
-
-                    try:
-                        outcomes = [(evaluate(metrics), metrics)]
-                    except ValueError as exc:  # one metric may not apply here (e.g. Δ with a lone image): try each
-                        outcomes = []
-                        for metric in metrics:
-                            try:
-                                outcomes.append((evaluate([metric]) if len(metrics) > 1 else _raise(exc), [metric]))
-                            except ValueError as one:
-                                message = (
-                                    f"batch {index + 1} ({', '.join(ids)}) × {explainer.label} × {metric.label}: {one}"
-                                )
-                                info.failures.append(message)
-                                _say(f"not scored, left out: {message}")
-                    for results, chosen in outcomes:
-                        rows, curves = self._records(results, explainer, chosen, index, len(ids))
-                        info.rows_written += store.write_unit(self.config_hash, rows, curves)
-                    first = recorder.first
-                    if (
-                        grid
-                        and first is not None
-                        and getattr(first, "maps", None) is not None
-                        and first.maps.shape[0] == len(kept)
-                    ):
-                        probs = first.logits.float().softmax(-1)
+                    explanation, cost = explain(batch_in, explainer.obj)
+                    scored = (self.config.score or score)(
+                        batch_in,
+                        explanation.maps,
+                        [(m.label, m.obj) for m in metrics],
+                        raw=explanation.raw,
+                        explainer=explainer.obj,
+                        errors="record",
+                    )
+                    rows, curves, errors, costs = self._records(scored, explainer, metrics, tag, ids, cost)
+                    for e in errors:
+                        message = f"batch {index + 1} ({', '.join(ids)}) × {explainer.label} × {e.metric}: {e.error}"
+                        info.failures.append(message)
+                        _say(f"not scored, left out: {message}")
+                    info.rows_written += store.write_unit(self.config_hash, rows, curves, errors, costs)
+                    if grid:
+                        probs = batch_in.logits.float().softmax(-1)
                         for k in grid:
-                            t = int(first.targets[k])
+                            t = int(batch_in.targets[k])
                             store.put_map(
                                 self.config_hash,
                                 ids[k],
                                 explainer.key,
-                                first.maps[k].detach().float().cpu().numpy(),
+                                explanation.maps[k].detach().float().cpu().numpy(),
                                 _title(ids[k], t, float(probs[k, t]), probs.shape[-1]),
                             )
                     info.units_computed += 1
@@ -410,37 +392,38 @@ class Plan:
             bar.close()
 
     def _records(
-        self, results: Results, explainer: Entry, metrics: Sequence[Entry], batch: int, n: int
-    ) -> tuple[list[RowRecord], list[CurveRecord]]:
-        by_name = {getattr(m.obj, "name", m.name): m for m in metrics}
-        rows = []
-        for row in results.rows:
-            metric = by_name.get(row["metric"])
-            if metric is None:
-                raise RuntimeError(
-                    f"evaluate returned metric {row['metric']!r}, which was not asked for ({', '.join(by_name)})"
-                )
-            rows.append(
-                RowRecord(
-                    str(row["image"]),
-                    explainer.key,
-                    explainer.label,
-                    metric.key,
-                    metric.label,
-                    float(row["value"]),
-                    str(row.get("protocol", self.protocol.name)),
-                )
-            )
-        curves = []
-        for (_, metric_name), curve in results.curves.items():
-            metric = by_name.get(metric_name)
-            if metric is not None:
-                curves.append(
-                    CurveRecord(
-                        f"{batch:06d}", explainer.key, metric.key, tuple(curve["fractions"]), tuple(curve["mean"]), n
+        self, scored: Any, explainer: Entry, metrics: Sequence[Entry], batch: str, ids: Sequence[str], cost: Any
+    ) -> tuple[list[RowRecord], list[CurveRecord], list[ErrorRecord], list[CostRecord]]:
+        """What one unit writes: rows and curves keyed by the entries' keys, the errors, the costs."""
+        rows, curves, errors = [], [], []
+        costs = [CostRecord(batch, explainer.key, "", len(ids), cost.seconds, cost.forward, cost.backward)]
+        for m in metrics:
+            if m.label in scored.errors:
+                errors.append(
+                    ErrorRecord(
+                        batch, explainer.key, m.key, explainer.label, m.label, tuple(ids), scored.errors[m.label]
                     )
                 )
-        return rows, curves
+                continue
+            values = scored.values[m.label].cpu().tolist()
+            rows += [
+                RowRecord(image, explainer.key, explainer.label, m.key, m.label, float(v), self.protocol.name)
+                for image, v in zip(ids, values, strict=True)
+            ]
+            costs.append(CostRecord(batch, explainer.key, m.key, len(ids), 0.0, scored.forward.get(m.label, 0), 0))
+            curve = scored.curves.get(m.label)
+            if curve is not None:
+                curves.append(
+                    CurveRecord(
+                        batch,
+                        explainer.key,
+                        m.key,
+                        tuple(curve["fractions"].cpu().tolist()),
+                        tuple(curve["values"].float().mean(0).cpu().tolist()),
+                        len(ids),
+                    )
+                )
+        return rows, curves, errors, costs
 
     def grid_maps(self, store: Store) -> None:
         """Saliency maps of the first ``grid_images`` readable images for the report (stored once)."""
@@ -524,34 +507,46 @@ class Plan:
             curve_kinds={m.label: m.obj.curve_kind for m in self.metrics if getattr(m.obj, "curve_kind", None)},
             families={e.label: getattr(e.obj, "family", "other") for e in self.explainers},
             forward={"compile": self.config.compile, "precision": self.config.precision},
+            errors=[
+                {
+                    "images": list(e.images),
+                    "explainer": labels_e[e.explainer_key],
+                    "metric": labels_m[e.metric_key],
+                    "error": e.error,
+                }
+                for e in store.errors(self.config_hash)
+                if e.explainer_key in labels_e and e.metric_key in labels_m
+            ],
+            **self._costs(store, labels_e, labels_m),
         )
 
-
-def _raise(exc: BaseException) -> Any:
-    raise exc
-
-
-class _Recorder:
-    """Passes an explainer to ``evaluate`` and keeps its first explanation (the report's grid maps)."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.first: Any = None
-        self.name = getattr(inner, "name", type(inner).__name__)
-
-    def explanation(self, images: Any, target: Any = None) -> Any:
-        out = self._inner.explanation(images, target)
-        if self.first is None:
-            self.first = out
-        return out
-
-    def explain(self, images: Any, target: Any = None) -> Any:
-        return self.explanation(images, target).maps
-
-    __call__ = explain
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    def _costs(self, store: Store, labels_e: dict[str, str], labels_m: dict[str, str]) -> dict[str, Any]:
+        """Explainer seconds and passes per image, metric forward inputs per image, over the stored batches."""
+        explain: dict[str, list[float]] = {}
+        metric: dict[tuple[str, str], list[float]] = {}
+        for c in store.costs(self.config_hash):
+            if c.explainer_key not in labels_e:
+                continue
+            if not c.metric_key:
+                acc = explain.setdefault(labels_e[c.explainer_key], [0, 0.0, 0, 0])
+                acc[0] += c.images
+                acc[1] += c.seconds
+                acc[2] += c.forward
+                acc[3] += c.backward
+            elif c.metric_key in labels_m:
+                m = metric.setdefault((labels_m[c.metric_key], labels_e[c.explainer_key]), [0, 0])
+                m[0] += c.images
+                m[1] += c.forward
+        costs = {
+            e: {"images": n, "seconds": sec / n, "forward": fwd / n, "backward": bwd / n}
+            for e, (n, sec, fwd, bwd) in explain.items()
+            if n
+        }
+        metric_costs: dict[str, dict[str, float]] = {}
+        for (m_label, e_label), (n, fwd) in metric.items():
+            if n:
+                metric_costs.setdefault(m_label, {})[e_label] = fwd / n
+        return {"costs": costs, "metric_costs": metric_costs}
 
 
 def _title(image: str, cls: int, prob: float, num_classes: int) -> str:

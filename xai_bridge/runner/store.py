@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidArgumentError
+
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """
@@ -52,6 +54,16 @@ CREATE TABLE IF NOT EXISTS skipped (
     config TEXT NOT NULL, image TEXT NOT NULL, reason TEXT NOT NULL,
     PRIMARY KEY (config, image)
 );
+CREATE TABLE IF NOT EXISTS errors (
+    config TEXT NOT NULL, batch TEXT NOT NULL, explainer_key TEXT NOT NULL, metric_key TEXT NOT NULL,
+    explainer TEXT NOT NULL, metric TEXT NOT NULL, images TEXT NOT NULL, error TEXT NOT NULL,
+    PRIMARY KEY (config, batch, explainer_key, metric_key)
+);
+CREATE TABLE IF NOT EXISTS costs (
+    config TEXT NOT NULL, batch TEXT NOT NULL, explainer_key TEXT NOT NULL, metric_key TEXT NOT NULL,
+    images INTEGER NOT NULL, seconds REAL NOT NULL, forward INTEGER NOT NULL, backward INTEGER NOT NULL,
+    PRIMARY KEY (config, batch, explainer_key, metric_key)
+);
 CREATE TABLE IF NOT EXISTS maps (
     config TEXT NOT NULL, image TEXT NOT NULL, explainer_key TEXT NOT NULL,
     shape TEXT NOT NULL, data BLOB NOT NULL, title TEXT NOT NULL,
@@ -71,6 +83,32 @@ class RowRecord:
     metric: str
     value: float
     protocol: str
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """A metric that raised on one batch × explainer: its values there are missing, the others are kept."""
+
+    batch: str
+    explainer_key: str
+    metric_key: str
+    explainer: str
+    metric: str
+    images: tuple[str, ...]
+    error: str
+
+
+@dataclass(frozen=True)
+class CostRecord:
+    """What one batch × explainer cost: explaining (``metric_key`` ``""``) or one metric's engine runs."""
+
+    batch: str
+    explainer_key: str
+    metric_key: str
+    images: int
+    seconds: float
+    forward: int
+    backward: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,7 +133,7 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if self.path.is_dir():
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"store: {self.path} is a directory; expected a file such as {self.path / 'benchmark.sqlite'}"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +146,7 @@ class Store:
             if found is None:
                 self._conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             elif found[0] != SCHEMA_VERSION:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"store: {self.path} has schema {found[0]}, this xai-bridge writes {SCHEMA_VERSION}; use a "
                     "new --store file"
                 )
@@ -138,9 +176,47 @@ class Store:
                 [(config, m, int(bool(h))) for m, h in directions.items()],
             )
 
-    def write_unit(self, config: str, rows: Sequence[RowRecord], curves: Sequence[CurveRecord] = ()) -> int:
-        """Write one unit of work in one transaction; returns the number of new rows."""
+    def write_unit(
+        self,
+        config: str,
+        rows: Sequence[RowRecord],
+        curves: Sequence[CurveRecord] = (),
+        errors: Sequence[ErrorRecord] = (),
+        costs: Sequence[CostRecord] = (),
+    ) -> int:
+        """Write one unit of work in one transaction; returns the number of new rows.
+
+        ``errors`` replace those stored for their (batch, explainer, metric); a metric that now
+        has rows for a batch loses its stored error there.
+        """
         with self._conn:
+            self._conn.executemany(
+                "DELETE FROM errors WHERE config = ? AND explainer_key = ? AND metric_key = ? AND batch = ?",
+                sorted({(config, c.explainer_key, c.metric_key, c.batch) for c in costs if c.metric_key}),
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO errors VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        config,
+                        e.batch,
+                        e.explainer_key,
+                        e.metric_key,
+                        e.explainer,
+                        e.metric,
+                        json.dumps(e.images),
+                        e.error,
+                    )
+                    for e in errors
+                ],
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO costs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (config, c.batch, c.explainer_key, c.metric_key, c.images, c.seconds, c.forward, c.backward)
+                    for c in costs
+                ],
+            )
             before = self._conn.total_changes
             self._conn.executemany(
                 "INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -196,7 +272,7 @@ class Store:
         """Every table as lists of tuples (what ranks send to rank 0)."""
         return {
             t: [tuple(r) for r in self._conn.execute(f"SELECT * FROM {t}")]
-            for t in ("configs", "rows", "curves", "directions", "skipped", "maps")
+            for t in ("configs", "rows", "curves", "directions", "skipped", "maps", "errors", "costs")
         }
 
     def load_dump(self, dump: dict[str, list[tuple[Any, ...]]]) -> int:
@@ -205,10 +281,42 @@ class Store:
             before = self._conn.total_changes
             self._conn.executemany("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)", dump.get("rows", []))
             added = self._conn.total_changes - before
-            for table, width in (("configs", 3), ("curves", 7), ("directions", 3), ("skipped", 3), ("maps", 6)):
+            for table, width in (
+                ("configs", 3),
+                ("curves", 7),
+                ("directions", 3),
+                ("skipped", 3),
+                ("maps", 6),
+                ("costs", 8),
+            ):
                 marks = ", ".join("?" * width)
                 self._conn.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({marks})", dump.get(table, []))
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO errors VALUES (?, ?, ?, ?, ?, ?, ?, ?)", dump.get("errors", [])
+            )
         return added
+
+    def errors(self, config: str) -> list[ErrorRecord]:
+        """The metrics that raised, per batch × explainer, in this configuration."""
+        return [
+            ErrorRecord(b, ek, mk, e, m, tuple(json.loads(images)), err)
+            for b, ek, mk, e, m, images, err in self._conn.execute(
+                "SELECT batch, explainer_key, metric_key, explainer, metric, images, error FROM errors "
+                "WHERE config = ? ORDER BY batch, explainer_key, metric_key",
+                (config,),
+            )
+        ]
+
+    def costs(self, config: str) -> list[CostRecord]:
+        """The measured cost of every batch × explainer (and of each metric's engine runs)."""
+        return [
+            CostRecord(*row)
+            for row in self._conn.execute(
+                "SELECT batch, explainer_key, metric_key, images, seconds, forward, backward FROM costs "
+                "WHERE config = ? ORDER BY batch, explainer_key, metric_key",
+                (config,),
+            )
+        ]
 
     # -- reading ---------------------------------------------------------------------------
     def done_keys(self, config: str) -> set[tuple[str, str, str]]:

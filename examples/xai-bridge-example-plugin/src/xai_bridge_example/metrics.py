@@ -4,6 +4,7 @@ import torch
 
 from xai_bridge import Metric
 from xai_bridge.engine import Curve
+from xai_bridge.errors import InvalidArgumentError
 
 
 class KeepTopScore(Metric):
@@ -29,7 +30,7 @@ class KeepTopScore(Metric):
     def __init__(self, protocol=None, fraction: float = 0.1) -> None:
         super().__init__(protocol)
         if not 0 < fraction <= 1:
-            raise ValueError(f"fraction: expected a share of the pixels in (0, 1], got {fraction!r}")
+            raise InvalidArgumentError(f"fraction: expected a share of the pixels in (0, 1], got {fraction!r}")
         self.fraction = float(fraction)
 
     def request(self, protocol) -> Curve:

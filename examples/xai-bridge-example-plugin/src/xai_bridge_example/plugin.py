@@ -9,12 +9,6 @@ def make_edges(model, **options):
     return EdgeSaliency(model, **options)
 
 
-def make_keep_top(**options):
-    from xai_bridge_example.metrics import KeepTopScore
-
-    return KeepTopScore(**options)
-
-
 @hookimpl
 def register_explainers(register):
     register(
@@ -28,12 +22,5 @@ def register_explainers(register):
 
 @hookimpl
 def register_metrics(register):
-    register(
-        "keep_top",
-        make_keep_top,
-        higher_is_better=True,
-        category="Faithfulness",
-        description=(
-            "Share of the class score kept when only the top 10 % of the pixels are revealed (option: fraction)."
-        ),
-    )
+    # direction, category and description are read from the class (imported when first needed)
+    register("keep_top", metric_class="xai_bridge_example.metrics:KeepTopScore")
