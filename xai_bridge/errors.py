@@ -69,6 +69,10 @@ class UnsupportedSettingError(InvalidArgumentError):
     """
 
 
+class LayoutError(InvalidArgumentError):
+    """An input layout a planner cannot take (square patches of a volume, superpixels of a series)."""
+
+
 class ExplainerOutputError(InvalidArgumentError):
     """An explainer returned something that is not a finite real ``B×H×W`` map."""
 
@@ -119,6 +123,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidTypeError",
     "ExplainerOutputError",
+    "LayoutError",
     "ForwardModeWarning",
     "ImageLoadError",
     "MetricValueWarning",

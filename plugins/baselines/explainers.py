@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from xai_bridge.errors import InvalidArgumentError
 from xai_bridge.explainer import Explainer
 
 
@@ -95,9 +96,9 @@ class RandomMap(Explainer):
     def __init__(self, model: Any, *, seed: int = 0, grid: int | None = None, class_names: Any = None) -> None:
         super().__init__(model, class_names=class_names)
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed: expected an integer, got {seed!r}")
+            raise InvalidArgumentError(f"seed: expected an integer, got {seed!r}")
         if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or grid < 1):
-            raise ValueError(f"grid: expected None (one value per pixel) or a positive integer, got {grid!r}")
+            raise InvalidArgumentError(f"grid: expected None (one value per pixel) or a positive integer, got {grid!r}")
         self.seed, self.grid = seed, grid
 
     def attribute(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -123,7 +124,9 @@ class CenterGaussian(Explainer):
     def __init__(self, model: Any, *, sigma: float = 0.25, class_names: Any = None) -> None:
         super().__init__(model, class_names=class_names)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-            raise ValueError(f"sigma: expected a positive number (a fraction of the image side), got {sigma!r}")
+            raise InvalidArgumentError(
+                f"sigma: expected a positive number (a fraction of the image side), got {sigma!r}"
+            )
         self.sigma = float(sigma)
 
     def attribute(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xai_bridge.errors import InvalidArgumentError, InvalidTypeError
 from xai_bridge.explainer import Explainer, Explanation, MapOutput
 from xai_bridge.targets import Target, resolve_targets
 from xai_bridge_builtins.castream.model import STAGE_LABELS, CAModel
@@ -37,7 +38,7 @@ from xai_bridge_builtins.castream.model import STAGE_LABELS, CAModel
 def require_ca_model(model: Any, what: str) -> CAModel:
     """``model`` if it is a :class:`CAModel`, else a ``ValueError`` saying how to make one."""
     if not isinstance(model, CAModel):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"model: {what} needs a CA-Stream model (xai_bridge_builtins.castream.model.CAModel), got a "
             f"{type(model).__name__}. Wrap the GAP model with CAModel(backbone) and train its stream "
             "(xai-bridge castream train, or castream_train.train_stream)."
@@ -71,7 +72,7 @@ class RawAttention(Explainer):
         if isinstance(stage, str):
             label = stage.strip().upper()
             if label not in STAGE_LABELS[first:n]:
-                raise ValueError(f"stage: the stream reads stages {STAGE_LABELS[first:n]}, got {stage!r}")
+                raise InvalidArgumentError(f"stage: the stream reads stages {STAGE_LABELS[first:n]}, got {stage!r}")
             self.block = STAGE_LABELS.index(label) - first
         elif isinstance(stage, int) and not isinstance(stage, bool):
             if stage == -1:
@@ -79,11 +80,11 @@ class RawAttention(Explainer):
             elif first <= stage < n:
                 self.block = stage - first
             else:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"stage: expected -1 (last) or a stage the stream reads ({first}..{n - 1}), got {stage}"
                 )
         else:
-            raise TypeError(f"stage: expected an int or a label such as 'S4', got {type(stage).__name__}")
+            raise InvalidTypeError(f"stage: expected an int or a label such as 'S4', got {type(stage).__name__}")
 
     def attribute(self, images: torch.Tensor, targets: torch.Tensor) -> MapOutput:
         ca: CAModel = self.model  # type: ignore[assignment]

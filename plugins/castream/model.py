@@ -42,6 +42,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from xai_bridge.errors import InvalidArgumentError, InvalidTypeError
+
 #: The names of the stages a stream may start at (``start_stage``), as in the thesis' S0…S4.
 STAGE_LABELS = ("S0", "S1", "S2", "S3", "S4")
 #: How a class-specific model picks the token at inference (the thesis uses the GAP prediction).
@@ -162,9 +164,11 @@ class HookedStages(StageAdapter):
 
     def __init__(self, taps: Sequence[str], classifier: str) -> None:
         if isinstance(taps, str) or not taps:
-            raise ValueError("taps: expected a non-empty sequence of dotted module names, e.g. ['layer1', 'layer2']")
+            raise InvalidArgumentError(
+                "taps: expected a non-empty sequence of dotted module names, e.g. ['layer1', 'layer2']"
+            )
         if not isinstance(classifier, str) or not classifier:
-            raise ValueError("classifier: expected the dotted name of the classifier module, e.g. 'fc'")
+            raise InvalidArgumentError("classifier: expected the dotted name of the classifier module, e.g. 'fc'")
         self.taps = tuple(taps)
         self.classifier = classifier
 
@@ -183,7 +187,7 @@ class HookedStages(StageAdapter):
                 handle.remove()
         for i, outs in captured.items():
             if len(outs) != 1:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"taps: module {self.taps[i]!r} ran {len(outs)} times in the forward pass; tap a module that "
                     "runs exactly once"
                 )
@@ -209,7 +213,9 @@ def stage_adapter(
         return HookedStages(taps, classifier or "fc")
     if arch is not None:
         if not isinstance(arch, str):
-            raise TypeError(f"arch: expected a name such as 'resnet50' or a StageAdapter, got {type(arch).__name__}")
+            raise InvalidTypeError(
+                f"arch: expected a name such as 'resnet50' or a StageAdapter, got {type(arch).__name__}"
+            )
         key = arch.lower().replace("_", "-")
         if key.startswith(("resnet", "resnext", "wide-resnet")):
             return ResNetStages()
@@ -217,7 +223,7 @@ def stage_adapter(
             return ConvNeXtStages()
         if key in ("efficientnet-lite0", "efficientnetlite0", "default"):
             return EfficientNetLite0Stages()
-        raise ValueError(
+        raise InvalidArgumentError(
             f"arch: {arch!r} is not an architecture CA-Stream knows; expected resnet*, convnext*, efficientnet-lite0, "
             "or pass taps=[...] and classifier='...' for any other CNN"
         )
@@ -233,7 +239,7 @@ def stage_adapter(
         return ResNetStages()
     if tvm is not None and isinstance(backbone, tvm.ConvNeXt):
         return ConvNeXtStages()
-    raise ValueError(
+    raise InvalidArgumentError(
         f"backbone: CA-Stream does not know how to cut a {type(backbone).__name__} into stages; pass arch='resnet'|"
         "'convnext'|'efficientnet-lite0', or taps=[dotted module names, shallow to deep] and classifier='<module name>'"
     )
@@ -269,7 +275,9 @@ class CrossAttentionBlock(nn.Module):
 
     def forward(self, q: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if features.ndim != 4 or features.shape[1] != self.in_features:
-            raise ValueError(f"features: expected B×{self.in_features}×h×w, got shape {tuple(features.shape)}")
+            raise InvalidArgumentError(
+                f"features: expected B×{self.in_features}×h×w, got shape {tuple(features.shape)}"
+            )
         a = self.attention(q, features)
         pooled = torch.einsum("bkp,bdp->bkd", a, features.flatten(2))  # CA = Fᵀ a
         if self.value is not None:
@@ -310,9 +318,9 @@ class CAStream(nn.Module):
         super().__init__()
         widths = [int(w) for w in widths]
         if not widths or min(widths) < 1:
-            raise ValueError(f"widths: expected positive stage widths, got {widths}")
+            raise InvalidArgumentError(f"widths: expected positive stage widths, got {widths}")
         if num_queries < 1:
-            raise ValueError(f"num_queries: expected ≥ 1, got {num_queries}")
+            raise InvalidArgumentError(f"num_queries: expected ≥ 1, got {num_queries}")
         self.widths = tuple(widths)
         dims = [*widths, int(out_features)]
         self.cls_token = nn.Parameter(torch.empty(num_queries, widths[0]))
@@ -324,7 +332,7 @@ class CAStream(nn.Module):
     def reset_parameters(self, init: str = "thesis") -> None:
         """(Re)initialise: see the class docstring for ``init``."""
         if init not in INITS:
-            raise ValueError(f"init: expected one of {INITS}, got {init!r}")
+            raise InvalidArgumentError(f"init: expected one of {INITS}, got {init!r}")
         with torch.no_grad():
             nn.init.normal_(self.cls_token, mean=1.0, std=1.0)
             for block in self.blocks:
@@ -335,7 +343,9 @@ class CAStream(nn.Module):
             if init == "gap":
                 last = self.blocks[-1]
                 if last.in_features != last.out_features:
-                    raise ValueError("init='gap' needs the last stage width to equal the classifier's input width")
+                    raise InvalidArgumentError(
+                        "init='gap' needs the last stage width to equal the classifier's input width"
+                    )
                 nn.init.eye_(last.projection.weight)
                 for block in self.blocks:
                     for lin in (block.key, block.value):
@@ -351,7 +361,9 @@ class CAStream(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the stream: ``features`` F_s…F_L, ``queries`` ``B×K×d_s`` → (token ``B×K×d_L``, attentions)."""
         if len(features) != len(self.blocks):
-            raise ValueError(f"features: the stream has {len(self.blocks)} blocks, got {len(features)} feature maps")
+            raise InvalidArgumentError(
+                f"features: the stream has {len(self.blocks)} blocks, got {len(features)} feature maps"
+            )
         q, attention = queries, []
         for block, f in zip(self.blocks, features, strict=False):
             q, a = block(q, f)
@@ -382,12 +394,16 @@ def _parse_stage(start_stage: int | str, n: int) -> int:
     if isinstance(start_stage, str):
         label = start_stage.strip().upper()
         if label not in STAGE_LABELS[:n]:
-            raise ValueError(f"start_stage: expected one of {STAGE_LABELS[:n]} or 0..{n - 1}, got {start_stage!r}")
+            raise InvalidArgumentError(
+                f"start_stage: expected one of {STAGE_LABELS[:n]} or 0..{n - 1}, got {start_stage!r}"
+            )
         return STAGE_LABELS.index(label)
     if isinstance(start_stage, bool) or not isinstance(start_stage, int):
-        raise TypeError(f"start_stage: expected an int 0..{n - 1} or a label 'S0'…, got {type(start_stage).__name__}")
+        raise InvalidTypeError(
+            f"start_stage: expected an int 0..{n - 1} or a label 'S0'…, got {type(start_stage).__name__}"
+        )
     if not 0 <= start_stage < n:
-        raise ValueError(f"start_stage: expected 0..{n - 1} (S0…S{n - 1}), got {start_stage}")
+        raise InvalidArgumentError(f"start_stage: expected 0..{n - 1} (S0…S{n - 1}), got {start_stage}")
     return start_stage
 
 
@@ -442,16 +458,16 @@ class CAModel(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(backbone, nn.Module):
-            raise TypeError(f"backbone: expected a torch.nn.Module classifier, got {type(backbone).__name__}")
+            raise InvalidTypeError(f"backbone: expected a torch.nn.Module classifier, got {type(backbone).__name__}")
         if isinstance(backbone, CAModel):
-            raise ValueError("backbone: is already a CAModel; pass its .backbone to build another stream")
+            raise InvalidArgumentError("backbone: is already a CAModel; pass its .backbone to build another stream")
         if class_query not in CLASS_QUERIES:
-            raise ValueError(f"class_query: expected one of {CLASS_QUERIES}, got {class_query!r}")
+            raise InvalidArgumentError(f"class_query: expected one of {CLASS_QUERIES}, got {class_query!r}")
         self.backbone = backbone.eval()
         self.adapter = stage_adapter(backbone, arch, taps, classifier)
         widths, detected = self._probe(probe_size)
         if num_classes is not None and int(num_classes) != detected:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"num_classes: the backbone's classifier has {detected} outputs, got num_classes={num_classes}"
             )
         self.num_classes = detected
@@ -477,12 +493,12 @@ class CAModel(nn.Module):
             feats = self.adapter.stages(self.backbone, torch.zeros(1, 3, size, size, **kwargs))
             for name, f in zip(self.adapter.taps, feats, strict=False):
                 if f.ndim != 4:
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         f"taps: the output of {name!r} has shape {tuple(f.shape)}; CA-Stream needs B×d×h×w feature maps"
                     )
             logits = self.adapter.classify(self.backbone, feats[-1].mean((2, 3)))
         if len(feats) > len(STAGE_LABELS):
-            raise ValueError(f"taps: at most {len(STAGE_LABELS)} stages, got {len(feats)}")
+            raise InvalidArgumentError(f"taps: at most {len(STAGE_LABELS)} stages, got {len(feats)}")
         return [int(f.shape[1]) for f in feats], int(logits.shape[-1])
 
     @property
@@ -533,7 +549,9 @@ class CAModel(nn.Module):
         tokens = self.stream.cls_token
         if not self.class_specific:
             if query_class is not None:
-                raise ValueError("query_class: only a class-specific CAModel (class_specific=True) takes a query class")
+                raise InvalidArgumentError(
+                    "query_class: only a class-specific CAModel (class_specific=True) takes a query class"
+                )
             return tokens[None].expand(batch, 1, tokens.shape[-1]), None
         if query_class is None:
             if self.class_query == "per_class":
@@ -545,9 +563,11 @@ class CAModel(nn.Module):
         if query_class.numel() == 1 and batch > 1:
             query_class = query_class.expand(batch)
         if query_class.shape[0] != batch:
-            raise ValueError(f"query_class: expected one class per image ({batch}), got {query_class.shape[0]}")
+            raise InvalidArgumentError(
+                f"query_class: expected one class per image ({batch}), got {query_class.shape[0]}"
+            )
         if int(query_class.min()) < 0 or int(query_class.max()) >= self.num_classes:
-            raise ValueError(f"query_class: classes must be in 0..{self.num_classes - 1}")
+            raise InvalidArgumentError(f"query_class: classes must be in 0..{self.num_classes - 1}")
         return tokens[query_class][:, None, :], query_class
 
     def run(self, x: torch.Tensor, query_class: Any = None, *, with_gap: bool = False) -> CAOutput:

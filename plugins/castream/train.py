@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from xai_bridge.checkpoints import atomic_save, check_resume, load_checkpoint
+from xai_bridge.errors import InvalidArgumentError, InvalidTypeError
 from xai_bridge.models import model_device
 from xai_bridge_builtins.castream.model import CAModel, castream_config_matches
 
@@ -80,14 +81,16 @@ def as_dataset(data: Any, *, size: int = 224, name: str = "data") -> Dataset:
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         images, labels = data
         if images.ndim != 4 or not images.is_floating_point():
-            raise ValueError(f"{name}: images must be a float tensor B×C×H×W, got {images.dtype} {tuple(images.shape)}")
+            raise InvalidArgumentError(
+                f"{name}: images must be a float tensor B×C×H×W, got {images.dtype} {tuple(images.shape)}"
+            )
         if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point():
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{name}: labels must be one integer class per image ({images.shape[0]}), got {labels.dtype} "
                 f"{tuple(labels.shape)}"
             )
         return TensorDataset(images, labels.long())
-    raise TypeError(
+    raise InvalidTypeError(
         f"{name}: expected a torch Dataset of (image, label), an (images, labels) pair of tensors, or an "
         f"ImageFolder path; got {type(data).__name__}"
     )
@@ -104,7 +107,7 @@ def save_stream(model: CAModel, path: str | os.PathLike[str], history: Sequence[
     True
     """
     if not isinstance(model, CAModel):
-        raise TypeError(f"model: expected a CAModel, got {type(model).__name__}")
+        raise InvalidTypeError(f"model: expected a CAModel, got {type(model).__name__}")
     state = {k: v.detach().cpu() for k, v in model.stream.state_dict().items()}
     return atomic_save(
         {"format": CHECKPOINT_FORMAT, "config": model.config, "stream": state, "history": [dict(h) for h in history]},
@@ -140,7 +143,9 @@ def load_castream(backbone: nn.Module, path: str | os.PathLike[str], **options: 
     model = CAModel(backbone, **kwargs)
     diff = castream_config_matches(model, cfg)
     if diff:
-        raise ValueError(f"path: the checkpoint's stream does not fit this backbone (differs in {', '.join(diff)})")
+        raise InvalidArgumentError(
+            f"path: the checkpoint's stream does not fit this backbone (differs in {', '.join(diff)})"
+        )
     model.stream.load_state_dict(state["stream"])
     return model.eval()
 
@@ -168,7 +173,9 @@ def build_model(model: Any, **options: Any) -> CAModel:
     """
     if isinstance(model, CAModel):
         if options:
-            raise ValueError(f"model: is already a CAModel; options {sorted(options)} apply only when building one")
+            raise InvalidArgumentError(
+                f"model: is already a CAModel; options {sorted(options)} apply only when building one"
+            )
         return model
     if isinstance(model, str):
         num_classes = options.pop("num_classes", None)
@@ -176,7 +183,7 @@ def build_model(model: Any, **options: Any) -> CAModel:
         return CAModel(backbone, **options)
     if isinstance(model, nn.Module):
         return CAModel(model, **options)
-    raise TypeError(
+    raise InvalidTypeError(
         f"model: expected a CAModel, a backbone nn.Module or an architecture name, got {type(model).__name__}"
     )
 
@@ -197,7 +204,7 @@ def backbone_from_name(
         if weights is not None:
             model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         if num_classes not in (None, 1000):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"num_classes: efficientnet-lite0 is the ImageNet model with 1000 classes, got {num_classes}"
             )
         return model.eval()
@@ -207,15 +214,17 @@ def backbone_from_name(
     known = set(torchvision.models.list_models(module=torchvision.models))
     if name not in known or not name.startswith(("resnet", "resnext", "wide_resnet", "convnext")):
         choices = sorted(k for k in known if k.startswith(("resnet", "convnext", "resnext", "wide_resnet")))
-        raise ValueError(f"arch: {arch!r} is not supported; expected efficientnet-lite0 or one of {', '.join(choices)}")
+        raise InvalidArgumentError(
+            f"arch: {arch!r} is not supported; expected efficientnet-lite0 or one of {', '.join(choices)}"
+        )
     state = None
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
-            raise ValueError(f"backbone weights: no file at {str(path)!r}")
+            raise InvalidArgumentError(f"backbone weights: no file at {str(path)!r}")
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict):
-            raise ValueError(f"backbone weights: {str(path)!r} does not hold a state_dict")
+            raise InvalidArgumentError(f"backbone weights: {str(path)!r} does not hold a state_dict")
         head = state.get("fc.weight", state.get("classifier.2.weight"))
         if head is not None:
             num_classes = int(head.shape[0])
@@ -224,7 +233,9 @@ def backbone_from_name(
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise ValueError(f"backbone weights: {weights} do not fit {name}: {str(exc).splitlines()[0]}") from exc
+            raise InvalidArgumentError(
+                f"backbone weights: {weights} do not fit {name}: {str(exc).splitlines()[0]}"
+            ) from exc
     return model.eval()
 
 
@@ -282,7 +293,7 @@ def evaluate(
     finally:
         model.train(was_training)
     if total == 0:
-        raise ValueError("data: is empty")
+        raise InvalidArgumentError("data: is empty")
     return {"ca_accuracy": 100.0 * correct_ca / total, "gap_accuracy": 100.0 * correct_gap / total}
 
 
@@ -329,11 +340,11 @@ def train_stream(
     from tqdm.auto import tqdm
 
     if not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs: expected a non-negative int, got {epochs!r}")
+        raise InvalidArgumentError(f"epochs: expected a non-negative int, got {epochs!r}")
     if batch_size < 1:
-        raise ValueError(f"batch_size: expected ≥ 1, got {batch_size}")
+        raise InvalidArgumentError(f"batch_size: expected ≥ 1, got {batch_size}")
     if lr <= 0 or step_size < 1 or not 0 < gamma <= 1 or momentum < 0 or weight_decay < 0:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"recipe: expected lr > 0, momentum ≥ 0, weight_decay ≥ 0, step_size ≥ 1, 0 < gamma ≤ 1; got lr={lr}, "
             f"momentum={momentum}, weight_decay={weight_decay}, step_size={step_size}, gamma={gamma}"
         )
@@ -409,7 +420,7 @@ def train_stream(
                     gap=f"{100 * correct_gap / total:.1f}",
                 )
             if total == 0:
-                raise ValueError("data: is empty")
+                raise InvalidArgumentError("data: is empty")
             row = {
                 "epoch": epoch + 1,
                 "loss": loss_sum / total,

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from xai_bridge.engine.maps import normalize_maps
+from xai_bridge.errors import InvalidArgumentError
 from xai_bridge.explainer import Explainer, MapOutput
 
 NORMALIZE = ("layer", "none")
@@ -36,7 +37,7 @@ def default_layers(model: nn.Module) -> list[str]:
             ]
         if isinstance(model, tvm.VGG):
             return [f"features.{name}" for name, m in model.features.named_children() if isinstance(m, nn.ReLU)]
-    raise ValueError(
+    raise InvalidArgumentError(
         f"layers: DeepMaps has no default layer set for a {cls}; pass layers=[dotted module names] "
         "(e.g. the output of the stem and of every block), as printed by `[n for n, _ in model.named_modules()]`"
     )
@@ -49,7 +50,9 @@ def _resolve(model: nn.Module, layers: Sequence[Any] | None) -> list[tuple[str, 
     if layers is None:
         names: list[Any] = default_layers(model)
     elif isinstance(layers, (str, nn.Module)) or not isinstance(layers, Sequence) or len(layers) == 0:
-        raise ValueError(f"layers: expected a non-empty list of module names or modules of the model, got {layers!r}")
+        raise InvalidArgumentError(
+            f"layers: expected a non-empty list of module names or modules of the model, got {layers!r}"
+        )
     else:
         names = list(layers)
     resolved: list[tuple[str, nn.Module]] = []
@@ -59,15 +62,15 @@ def _resolve(model: nn.Module, layers: Sequence[Any] | None) -> list[tuple[str, 
             resolved.append((item, get_submodule(model, item)))
         elif isinstance(item, nn.Module):
             if id(item) not in by_id:
-                raise ValueError(
+                raise InvalidArgumentError(
                     "layers: a module given is not part of the model (pass submodules of it, or their dotted names)"
                 )
             resolved.append((by_id[id(item)], item))
         else:
-            raise ValueError(f"layers: expected module names or modules, got {type(item).__name__} {item!r}")
+            raise InvalidArgumentError(f"layers: expected module names or modules, got {type(item).__name__} {item!r}")
     seen = [id(m) for _, m in resolved]
     if len(set(seen)) != len(seen):
-        raise ValueError(f"layers: a module is listed twice in {[n for n, _ in resolved]}")
+        raise InvalidArgumentError(f"layers: a module is listed twice in {[n for n, _ in resolved]}")
     return resolved
 
 
@@ -93,13 +96,13 @@ def layer_attributions(
     captured = []
     for i, (name, _) in enumerate(layers):
         if len(outputs[i]) != 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"layers: {name!r} ran {len(outputs[i])} times in one forward pass; DeepMaps needs modules that run "
                 "exactly once (a module reused inside a block: pick the block instead)"
             )
         out = outputs[i][0]
         if not isinstance(out, torch.Tensor) or out.ndim != 4:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"layers: {name!r} must output a B×C×h×w tensor, got {getattr(out, 'shape', type(out).__name__)}"
             )
         captured.append(out)
@@ -108,7 +111,7 @@ def layer_attributions(
     attributions = []
     for (name, _), out, grad in zip(layers, captured, grads, strict=False):
         if grad is None:
-            raise ValueError(f"layers: the class score does not depend on {name!r}")
+            raise InvalidArgumentError(f"layers: the class score does not depend on {name!r}")
         attributions.append((out.detach() * grad).sum(dim=1))
     return attributions
 
@@ -158,7 +161,7 @@ class DeepMaps(Explainer):
     ) -> None:
         super().__init__(model, class_names=class_names)
         if normalize not in NORMALIZE:
-            raise ValueError(f"normalize: {normalize!r} is not known; expected one of {NORMALIZE}")
+            raise InvalidArgumentError(f"normalize: {normalize!r} is not known; expected one of {NORMALIZE}")
         self.layers = _resolve(model, layers)
         self.normalize = normalize
 

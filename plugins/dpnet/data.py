@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from xai_bridge.errors import ImageLoadError
+from xai_bridge.errors import ImageLoadError, InvalidArgumentError, InvalidTypeError
 
 #: The name of the built-in digits set.
 DIGITS = "digits"
@@ -170,12 +170,12 @@ def read_list_file(path: str | os.PathLike[str]) -> tuple[list[tuple[str, int]],
             continue
         fields = line.rsplit(None, 1)
         if len(fields) != 2:
-            raise ValueError(f"data: {path}:{number}: expected 'PATH LABEL', got {line!r}")
+            raise InvalidArgumentError(f"data: {path}:{number}: expected 'PATH LABEL', got {line!r}")
         file, label = fields
         file_path = Path(file)
         rows.append((str(file_path if file_path.is_absolute() else path.parent / file_path), label))
     if not rows:
-        raise ValueError(f"data: the list file {str(path)!r} has no 'PATH LABEL' lines")
+        raise InvalidArgumentError(f"data: the list file {str(path)!r} has no 'PATH LABEL' lines")
     numeric = [label.isdigit() for _, label in rows]
     if all(numeric):
         labels = [int(label) for _, label in rows]
@@ -184,7 +184,7 @@ def read_list_file(path: str | os.PathLike[str]) -> tuple[list[tuple[str, int]],
         classes = sorted({label for _, label in rows})
         labels = [classes.index(label) for _, label in rows]
     else:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"data: the list file {str(path)!r} mixes class indices and class names; use one kind of LABEL"
         )
     return [(file, label) for (file, _), label in zip(rows, labels, strict=True)], classes
@@ -193,7 +193,7 @@ def read_list_file(path: str | os.PathLike[str]) -> tuple[list[tuple[str, int]],
 def load_dataset(data: Any, *, size: int = 224, name: str = "data") -> LoadedData:
     """The ``(image, label)`` dataset ``data`` names (see the module doc for the accepted forms)."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"size: expected an image side ≥ 8 pixels, got {size!r}")
+        raise InvalidArgumentError(f"size: expected an image side ≥ 8 pixels, got {size!r}")
     if isinstance(data, str) and data.lower() == DIGITS:
         train, test = _digits(size)
         return LoadedData(train, [str(i) for i in range(10)], DIGITS, test)
@@ -205,7 +205,7 @@ def load_dataset(data: Any, *, size: int = 224, name: str = "data") -> LoadedDat
         if path.is_file():
             samples, classes = read_list_file(path)
             return LoadedData(ImageSamples(samples, classes, preprocessing(size)), classes, f"list:{path.resolve()}")
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{name}: {str(data)!r} is neither 'digits', an ImageFolder root nor a list file (no such file or folder)"
         )
     if isinstance(data, Dataset):
@@ -214,16 +214,16 @@ def load_dataset(data: Any, *, size: int = 224, name: str = "data") -> LoadedDat
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         images, labels = data
         if images.ndim != 4 or not images.is_floating_point():
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{name}: images must be a float tensor B×C×H×W in [0, 1], got {images.dtype} {tuple(images.shape)}"
             )
         if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point():
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{name}: labels must be one integer class per image ({images.shape[0]}), "
                 f"got {labels.dtype} {tuple(labels.shape)}"
             )
         return LoadedData(TensorDataset(images, labels.long()), None, "tensors")
-    raise TypeError(
+    raise InvalidTypeError(
         f"{name}: expected 'digits', an ImageFolder root, a list file, a torch Dataset or an (images, labels) pair; "
         f"got {type(data).__name__}"
     )

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xai_bridge.errors import InvalidArgumentError
 from xai_bridge.explainer import Explainer, MapOutput, upsample
 from xai_bridge.targets import Target, check_images, check_model_ready, resolve_targets
 
@@ -52,7 +53,7 @@ from .model import DPNet
 def require_dpnet(model: Any, what: str) -> DPNet:
     """``model`` if it is a :class:`DPNet`, else a ``ValueError`` saying how to get one."""
     if not isinstance(model, DPNet):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"model: {what} explains a DP-Net (xai_bridge_builtins.dpnet.DPNet), got a {type(model).__name__}. "
             "Train one with xai_bridge_builtins.dpnet.train(...) or `xai-bridge dpnet train`, "
             "or load one with load_dpnet(path)."
@@ -253,7 +254,7 @@ class DPNetPart(Explainer):
         net = require_dpnet(model, "dpnet-part")
         super().__init__(model, class_names=class_names if class_names is not None else net.class_names)
         if part is not None and (isinstance(part, bool) or not isinstance(part, int) or not 0 <= part < net.num_parts):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"part: expected None (the largest contribution) or a part index 0..{net.num_parts - 1}, got {part!r}"
             )
         self.part = part

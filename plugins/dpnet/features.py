@@ -42,6 +42,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xai_bridge.checkpoints import atomic_save
+from xai_bridge.errors import InvalidArgumentError
 
 from .data import describe, fingerprint, load_dataset
 from .model import DPNet, backbone_fingerprint
@@ -100,7 +101,7 @@ class FeatureSet:
         (8, 2, [0, 1])
         """
         if not 0 < fraction < 1:
-            raise ValueError(f"val_fraction: expected a fraction in (0, 1), got {fraction!r}")
+            raise InvalidArgumentError(f"val_fraction: expected a fraction in (0, 1), got {fraction!r}")
         generator = torch.Generator().manual_seed(seed)
         held: list[torch.Tensor] = []
         for c in torch.unique(self.labels):
@@ -183,9 +184,9 @@ def extract_features(
     from tqdm.auto import tqdm
 
     if dtype not in DTYPES:
-        raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise InvalidArgumentError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        raise InvalidArgumentError(f"batch_size: expected a positive integer, got {batch_size!r}")
     dataset = data if isinstance(data, Dataset) else load_dataset(data).dataset
     key = cache_key(model, dataset, dtype)
     path = Path(cache_dir) / f"features-{key[:24]}.pt" if cache_dir is not None and key is not None else None
@@ -228,9 +229,9 @@ def extract_features(
         model.train(was_training)
     total = len(dataset)  # type: ignore[arg-type]
     if total == 0:
-        raise ValueError("data: is empty; expected at least one image per class")
+        raise InvalidArgumentError("data: is empty; expected at least one image per class")
     if not chunks:
-        raise ValueError(f"data: none of the {total} images could be read (first: {skipped[0]})")
+        raise InvalidArgumentError(f"data: none of the {total} images could be read (first: {skipped[0]})")
     if skipped:
         warnings.warn(
             f"data: skipped {len(skipped)} of {total} images that could not be read (first: {skipped[0]})", stacklevel=2

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from xai_bridge.errors import InvalidArgumentError
+
 from .explainers import class_parts, explain_parts, require_dpnet
 from .features import FeatureSet, extract_features
 from .model import DPNet
@@ -91,9 +93,9 @@ def image_figure(
 
     net = require_dpnet(model, "image_figure")
     if image.ndim != 3:
-        raise ValueError(f"image: expected one image 3×H×W, got shape {tuple(image.shape)}")
+        raise InvalidArgumentError(f"image: expected one image 3×H×W, got shape {tuple(image.shape)}")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= net.num_parts:
-        raise ValueError(f"top_k: expected 1..{net.num_parts} (the number of parts), got {top_k!r}")
+        raise InvalidArgumentError(f"top_k: expected 1..{net.num_parts} (the number of parts), got {top_k!r}")
     ex = explain_parts(net, image[None], target)
     c = int(ex.targets[0])
     cam = torch.einsum("p,phw->hw", net.classifier.weight[c].detach(), ex.maps[0])
@@ -169,9 +171,9 @@ def class_figure(
     ranked = class_parts(net, c)
     ci = ranked.class_index
     if isinstance(top_parts, bool) or not isinstance(top_parts, int) or not 1 <= top_parts <= net.num_parts:
-        raise ValueError(f"top_parts: expected 1..{net.num_parts}, got {top_parts!r}")
+        raise InvalidArgumentError(f"top_parts: expected 1..{net.num_parts}, got {top_parts!r}")
     if isinstance(crops, bool) or not isinstance(crops, int) or crops < 1:
-        raise ValueError(f"crops: expected a positive integer, got {crops!r}")
+        raise InvalidArgumentError(f"crops: expected a positive integer, got {crops!r}")
     size = int(net.meta.get("image_size", 224))
     dataset = data if isinstance(data, torch.utils.data.Dataset) else load_dataset(data, size=size).dataset
     if features is None:

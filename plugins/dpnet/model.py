@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xai_bridge.checkpoints import atomic_save, load_checkpoint
+from xai_bridge.errors import InvalidArgumentError, InvalidTypeError
 from xai_bridge.layers import TargetLayer, find_layer
 
 #: Written into every saved DP-Net and checkpoint; a file without it is refused.
@@ -69,7 +70,7 @@ def positive_int(value: Any, name: str, what: str) -> int:
     ValueError: num_classes: expected a positive integer (the number of classes), got 0
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer (the number of {what}), got {value!r}")
+        raise InvalidArgumentError(f"{name}: expected a positive integer (the number of {what}), got {value!r}")
     return value
 
 
@@ -159,9 +160,11 @@ class DPNet(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(backbone, nn.Module):
-            raise TypeError(f"backbone: expected a torch.nn.Module (a pretrained CNN), got {type(backbone).__name__}")
+            raise InvalidTypeError(
+                f"backbone: expected a torch.nn.Module (a pretrained CNN), got {type(backbone).__name__}"
+            )
         if backbone.training:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "backbone: is in training mode; DP-Net keeps its backbone frozen in eval mode so its BatchNorm "
                 "statistics never move. Pass backbone.eval()."
             )
@@ -171,16 +174,18 @@ class DPNet(nn.Module):
             if num_classes is None:
                 num_classes = len(class_names)
         if num_classes is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "num_classes: expected a positive integer (the number of classes); give num_classes or class_names"
             )
         c = positive_int(num_classes, "num_classes", "classes")
         if class_names is not None and len(class_names) != c:
-            raise ValueError(f"class_names: got {len(class_names)} names for num_classes={c}; give one name per class")
+            raise InvalidArgumentError(
+                f"class_names: got {len(class_names)} names for num_classes={c}; give one name per class"
+            )
         if normalize == "auto":
             normalize = "imagenet" if _is_torchvision(backbone) else "none"
         if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize: expected 'auto', 'none' or 'imagenet', got {normalize!r}")
+            raise InvalidArgumentError(f"normalize: expected 'auto', 'none' or 'imagenet', got {normalize!r}")
 
         self.backbone = backbone
         target = find_layer(backbone, layer)
@@ -268,7 +273,7 @@ class DPNet(nn.Module):
         except ValueError:
             raise
         except Exception as exc:  # e.g. a backbone with a fixed input size
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"feature_dim: could not be found with a probe pass of a {size}×{size} image "
                 f"({type(exc).__name__}: {exc}); "
                 "pass feature_dim=D (the layer's channels) or probe_size=<a size the backbone accepts>"
@@ -278,7 +283,7 @@ class DPNet(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen layer's output ``B×D×h×w`` for images in ``[0, 1]`` (the backbone stops after the layer)."""
         if self.backbone.training:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "backbone: is in training mode; a DP-Net's backbone must stay frozen in eval mode. Call model.eval()."
             )
         captured: list[torch.Tensor] = []
@@ -296,7 +301,7 @@ class DPNet(nn.Module):
         finally:
             handle.remove()
         if not captured:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"layer: {self._layer.name!r} did not run in the backbone's forward pass; pick a layer that does"
             )
         out = captured[0]
@@ -304,7 +309,7 @@ class DPNet(nn.Module):
             out = self._layer.reshape(out)
         if not isinstance(out, torch.Tensor) or out.ndim != 4:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"layer: {self._layer.name!r} gives {shape}; DP-Net needs a B×D×h×w feature map "
                 "(a convolutional layer, "
                 "or a TargetLayer with a reshape for token sequences)"
@@ -315,7 +320,7 @@ class DPNet(nn.Module):
         """Parts and classifier on precomputed features ``B×D×h×w`` (training runs here, never on the backbone)."""
         b, d, h, w = features.shape
         if d != self.feature_dim:
-            raise ValueError(f"features: have {d} channels, the part layer expects D={self.feature_dim}")
+            raise InvalidArgumentError(f"features: have {d} channels, the part layer expects D={self.feature_dim}")
         x = features.reshape(b, d, h * w)
         scores = torch.einsum("pd,bdr->bpr", self.part_vectors(), x)
         bag, best = scores.max(dim=-1)
@@ -507,7 +512,7 @@ def backbone_from_name(name: str, weights: str | os.PathLike[str] | None = None)
     known = set(torchvision.models.list_models(module=torchvision.models))
     if tv_name not in known:
         examples = ", ".join(n for n in ("resnet18", "resnet50", "vgg16", "convnext_tiny") if n in known)
-        raise ValueError(
+        raise InvalidArgumentError(
             f"backbone: {name!r} is not known; expected efficientnet-lite0 or a torchvision classification model name "
             f"({examples}, …)"
         )
@@ -524,17 +529,19 @@ def backbone_from_name(name: str, weights: str | os.PathLike[str] | None = None)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise ValueError(f"backbone weights: {weights} do not fit {tv_name}: {str(exc).splitlines()[0]}") from exc
+            raise InvalidArgumentError(
+                f"backbone weights: {weights} do not fit {tv_name}: {str(exc).splitlines()[0]}"
+            ) from exc
     return model.eval()
 
 
 def _read_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"backbone weights: no file at {str(path)!r}")
+        raise InvalidArgumentError(f"backbone weights: no file at {str(path)!r}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
-        raise ValueError(f"backbone weights: {str(path)!r} does not hold a state_dict")
+        raise InvalidArgumentError(f"backbone weights: {str(path)!r} does not hold a state_dict")
     return state
 
 
@@ -580,7 +587,7 @@ def save_dpnet(model: DPNet, path: str | os.PathLike[str], history: Sequence[dic
     (True, ['a', 'b', 'c'])
     """
     if not isinstance(model, DPNet):
-        raise TypeError(f"model: expected a DPNet, got {type(model).__name__}")
+        raise InvalidTypeError(f"model: expected a DPNet, got {type(model).__name__}")
     config = {**model.config, "backbone_fingerprint": backbone_fingerprint(model.backbone)}
     return atomic_save(
         {
@@ -623,11 +630,11 @@ def load_dpnet(
     cfg = state["config"]
     saved_c = int(cfg["num_classes"])
     if num_classes is not None and positive_int(num_classes, "num_classes", "classes") != saved_c:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"num_classes: {str(path)!r} holds a DP-Net with C={saved_c} classes, got num_classes={num_classes}"
         )
     if class_names is not None and len(class_names) != saved_c:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"class_names: {str(path)!r} holds a DP-Net with C={saved_c} classes, got {len(class_names)} names"
         )
     if backbone is None:
@@ -637,7 +644,7 @@ def load_dpnet(
         and cfg.get("backbone_fingerprint")
         and backbone_fingerprint(backbone) != cfg["backbone_fingerprint"]
     ):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"backbone: differs from the one the DP-Net in {str(path)!r} was trained on "
             f"({cfg['backbone']}, layer {cfg['layer']}); its parts only make sense on the same frozen weights. "
             "Pass that backbone (or --backbone-weights), or check_backbone=False."

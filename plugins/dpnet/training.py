@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xai_bridge.checkpoints import atomic_save, check_resume
+from xai_bridge.errors import InvalidArgumentError, InvalidTypeError
 
 from .data import DIGITS, load_dataset
 from .features import FeatureSet, extract_features
@@ -121,7 +122,7 @@ class TrainResult:
 
 def _nonnegative(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}: expected a number ≥ 0 (0 disables the term), got {value!r}")
+        raise InvalidArgumentError(f"{name}: expected a number ≥ 0 (0 disables the term), got {value!r}")
     return float(value)
 
 
@@ -137,7 +138,9 @@ def build_model(
     """A :class:`DPNet` from a DPNet (checked against the data), a backbone module or a backbone name."""
     if isinstance(model, DPNet):
         if model.num_classes != num_classes:
-            raise ValueError(f"model: the DP-Net has C={model.num_classes} classes but the data has {num_classes}")
+            raise InvalidArgumentError(
+                f"model: the DP-Net has C={model.num_classes} classes but the data has {num_classes}"
+            )
         if model.class_names is None and class_names is not None:
             model.class_names = list(class_names)
         return model
@@ -155,7 +158,7 @@ def build_model(
         return DPNet(
             model, layer=layer, parts_per_class=parts_per_class, num_classes=num_classes, class_names=class_names
         )
-    raise TypeError(
+    raise InvalidTypeError(
         "model: expected a DPNet, a backbone nn.Module or a backbone name such as 'efficientnet-lite0', "
         f"got {type(model).__name__}"
     )
@@ -278,10 +281,10 @@ def _features_for(
 
 def _check_classes(features: FeatureSet, num_classes: int, name: str) -> None:
     if len(features) == 0:
-        raise ValueError(f"{name}: has no images; expected images of at least 2 classes")
+        raise InvalidArgumentError(f"{name}: has no images; expected images of at least 2 classes")
     lo, hi = int(features.labels.min()), int(features.labels.max())
     if lo < 0 or hi >= num_classes:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{name}: has label {hi if hi >= num_classes else lo}, "
             f"outside the {num_classes} classes (0..{num_classes - 1})"
         )
@@ -352,18 +355,18 @@ def train(
 
     progress = sys.stderr.isatty() if progress is None else bool(progress)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs: expected a non-negative integer, got {epochs!r}")
+        raise InvalidArgumentError(f"epochs: expected a non-negative integer, got {epochs!r}")
     positive_int(batch_size, "batch_size", "training samples per batch")
     positive_int(parts_per_class, "parts_per_class", "parts per class")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr: expected a positive learning rate, got {lr!r}")
+        raise InvalidArgumentError(f"lr: expected a positive learning rate, got {lr!r}")
     lambdas = {
         name: _nonnegative(value, name)
         for name, value in (("lambda_orth", lambda_orth), ("lambda_assign", lambda_assign), ("lambda_cs", lambda_cs))
     }
     weight_decay = _nonnegative(weight_decay, "weight_decay")
     if init not in INITS:
-        raise ValueError(f"init: expected one of {INITS}, got {init!r}")
+        raise InvalidArgumentError(f"init: expected one of {INITS}, got {init!r}")
     positive_int(kmeans_regions, "kmeans_regions", "regions sampled per class for k-means")
 
     source = data.lower() if isinstance(data, str) and data.lower() == DIGITS else data
@@ -374,9 +377,9 @@ def train(
         labels = _labels_of(loaded.dataset)
         classes = [str(i) for i in range(int(labels.max()) + 1)] if labels.numel() else []
     if len(loaded.dataset) == 0:  # type: ignore[arg-type]
-        raise ValueError("data: is empty; expected images of at least 2 classes")
+        raise InvalidArgumentError("data: is empty; expected images of at least 2 classes")
     if len(classes) < 2:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"data: has {len(classes)} class ({', '.join(classes) or 'none'}); "
             "DP-Net learns parts that tell classes apart, so it needs at least 2"
         )
@@ -391,7 +394,7 @@ def train(
     device = torch.device(device) if device is not None else next(net.parameters()).device
     net.to(device)
     if net.backbone.training:
-        raise ValueError(
+        raise InvalidArgumentError(
             "model: its backbone is in training mode; DP-Net trains only on a frozen backbone in eval mode "
             "(call .eval())"
         )
@@ -409,7 +412,9 @@ def train(
     if val_data is not None:
         val_loaded = load_dataset(val_data, size=size, name="val_data")
         if val_loaded.classes is not None and list(val_loaded.classes) != list(classes):
-            raise ValueError("val_data: its classes differ from data's; both need the same classes in the same order")
+            raise InvalidArgumentError(
+                "val_data: its classes differ from data's; both need the same classes in the same order"
+            )
         val_fs = _features_for(net, val_loaded.dataset, **extract)
     elif loaded.held_out is not None:
         val_fs = _features_for(net, loaded.held_out, **extract)
@@ -418,7 +423,7 @@ def train(
     _check_classes(train_fs, len(classes), "data")
     present = torch.unique(train_fs.labels).numel()
     if present < 2:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"data: only one class has readable images ({classes[int(train_fs.labels[0])]}); DP-Net needs at least 2"
         )
     if val_fs is not None:

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xai_bridge.errors import InvalidArgumentError, InvalidTypeError
 from xai_bridge.models import model_device
 
 #: The thesis' default regularisation coefficient (Table 4.3, cosine error).
@@ -124,7 +125,7 @@ def _check_distance(distance: str) -> str:
     if distance not in ERROR_FUNCTIONS:
         from xai_bridge.registry import did_you_mean
 
-        raise ValueError(
+        raise InvalidArgumentError(
             f"distance: {distance!r} is not an error function; expected one of "
             f"{tuple(ERROR_FUNCTIONS)}.{did_you_mean(str(distance), ERROR_FUNCTIONS)}"
         )
@@ -211,7 +212,7 @@ def relu_backward_switch(model: nn.Module) -> Iterator[ReLUBackwardMode]:
     """
     relus = relu_modules(model)
     if not relus:
-        raise ValueError(
+        raise InvalidArgumentError(
             "model: has no torch.nn.ReLU module; guided backpropagation overrides the backward of nn.ReLU "
             "modules (functional F.relu calls and other activations are not seen)"
         )
@@ -285,12 +286,12 @@ def _check_batch(images: Any, labels: Any) -> None:
 
     check_images(images)
     if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(
+        raise InvalidTypeError(
             "labels: expected an integer tensor of shape (B,), got "
             f"{type(labels).__name__ if not isinstance(labels, torch.Tensor) else labels.dtype}"
         )
     if labels.shape != (images.shape[0],):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"labels: expected shape ({images.shape[0]},) (one class per image), got {tuple(labels.shape)}"
         )
 
@@ -330,9 +331,9 @@ def input_gradients(
         with relu_backward_switch(model) as mode:
             logits = model(x)
         if logits.ndim != 2 or logits.shape[0] != images.shape[0]:
-            raise ValueError(f"model: expected logits of shape B×K, got {tuple(logits.shape)}")
+            raise InvalidArgumentError(f"model: expected logits of shape B×K, got {tuple(logits.shape)}")
         if int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"labels: class indices must lie in 0..{logits.shape[1] - 1}, got "
                 f"{int(labels.min())}..{int(labels.max())}"
             )
@@ -377,7 +378,7 @@ class GradientRegularizer:
     def __init__(self, distance: str = "cosine", lam: float = DEFAULT_LAMBDA, *, eps: float = 1e-12) -> None:
         self.distance = _check_distance(distance)
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-            raise ValueError(f"lam: expected a finite number ≥ 0 (the thesis uses 7.5e-3), got {lam!r}")
+            raise InvalidArgumentError(f"lam: expected a finite number ≥ 0 (the thesis uses 7.5e-3), got {lam!r}")
         self.lam = float(lam)
         self.eps = eps
 
@@ -452,7 +453,7 @@ def evaluate_gradients(
     finally:
         model.train(was_training)
     if n == 0:
-        raise ValueError("loader: yielded no images")
+        raise InvalidArgumentError("loader: yielded no images")
     return {"accuracy": correct / n, "ce": ce_sum / n, "cosine": cos_sum / n, "images": float(n)}
 
 
@@ -500,11 +501,13 @@ def train_regularized(
     from tqdm.auto import tqdm
 
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
+        raise InvalidTypeError(f"model: expected a torch.nn.Module classifier, got {type(model).__name__}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs: expected an integer ≥ 1, got {epochs!r}")
+        raise InvalidArgumentError(f"epochs: expected an integer ≥ 1, got {epochs!r}")
     if not relu_modules(model):
-        raise ValueError("model: has no torch.nn.ReLU module, so it has no guided gradient to regularise towards")
+        raise InvalidArgumentError(
+            "model: has no torch.nn.ReLU module, so it has no guided gradient to regularise towards"
+        )
     reg = regularizer if regularizer is not None else GradientRegularizer(distance, lam)
     device = torch.device(device) if device is not None else model_device(model)
     model.to(device)
@@ -539,7 +542,7 @@ def train_regularized(
                     sums[key] += float(parts[key]) * b
                 bar.set_postfix(ce=f"{float(parts['ce']):.3f}", cos=f"{float(parts['cosine']):.3f}")
             if n == 0:
-                raise ValueError("train_loader: yielded no batches")
+                raise InvalidArgumentError("train_loader: yielded no batches")
             if scheduler is not None:
                 scheduler.step()
             record: dict[str, float] = {
@@ -620,13 +623,13 @@ def build_model(arch: str, num_classes: int, *, seed: int = 0) -> nn.Module:
 
     names = tvm.list_models(module=tvm)
     if arch not in names:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"arch: {arch!r} is not known; expected 'smallcnn' or a torchvision classifier "
             f"({', '.join(names[:6])}, ...).{did_you_mean(arch, [*ARCHITECTURES, *names])}"
         )
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     if not relu_modules(model):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"arch: {arch!r} has no nn.ReLU modules (it uses other activations), so it has no guided gradient; "
             "pick a ReLU network such as resnet18, vgg11 or smallcnn"
         )

@@ -58,7 +58,7 @@ def normalize_maps(maps: torch.Tensor, how: str = "range") -> torch.Tensor:
     if how == "max":
         ok = top > 0
         return maps / torch.where(ok, top, torch.ones_like(top)) * ok
-    raise ValueError(f"normalization: {how!r} is not known; expected one of {NORMALIZATIONS}")
+    raise InvalidArgumentError(f"normalization: {how!r} is not known; expected one of {NORMALIZATIONS}")
 
 
 def feature_maps(
@@ -81,17 +81,19 @@ def feature_maps(
     finally:
         handle.remove()
     if len(captured) != 1:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"layer: {target_layer.name!r} ran {len(captured)} times in one forward pass; Opti-CAM needs a module "
             "that runs exactly once (pick the block that contains it, or a module of its own)"
         )
     features = captured[0]
     if not isinstance(features, torch.Tensor):
-        raise ValueError(f"layer: {target_layer.name!r} returns a {type(features).__name__}, expected a tensor")
+        raise InvalidArgumentError(
+            f"layer: {target_layer.name!r} returns a {type(features).__name__}, expected a tensor"
+        )
     if target_layer.reshape is not None:
         features = target_layer.reshape(features)
     if features.ndim != 4:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"layer: {target_layer.name!r} gives features of shape {tuple(features.shape)}; expected B×K×h×w "
             "(give the TargetLayer a reshape for token sequences)"
         )
@@ -329,22 +331,24 @@ class OptiCAM(LayerExplainer):
     ) -> None:
         super().__init__(model, layer=layer, class_names=class_names)
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
-            raise ValueError(f"max_iter: expected a non-negative integer, got {max_iter!r}")
+            raise InvalidArgumentError(f"max_iter: expected a non-negative integer, got {max_iter!r}")
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-            raise ValueError(f"lr: expected a positive number, got {lr!r}")
+            raise InvalidArgumentError(f"lr: expected a positive number, got {lr!r}")
         if objective not in OBJECTIVES:
-            raise ValueError(f"objective: {objective!r} is not known; expected one of {OBJECTIVES}")
+            raise InvalidArgumentError(f"objective: {objective!r} is not known; expected one of {OBJECTIVES}")
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization: {normalization!r} is not known; expected one of {NORMALIZATIONS}")
+            raise InvalidArgumentError(
+                f"normalization: {normalization!r} is not known; expected one of {NORMALIZATIONS}"
+            )
         if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
-            raise ValueError(f"tolerance: expected a non-negative number, got {tolerance!r}")
+            raise InvalidArgumentError(f"tolerance: expected a non-negative number, got {tolerance!r}")
         if not isinstance(init, (int, float)) or isinstance(init, bool):
-            raise ValueError(f"init: expected a number (the constant u starts from), got {init!r}")
+            raise InvalidArgumentError(f"init: expected a number (the constant u starts from), got {init!r}")
         if progress not in (True, False, None):
-            raise ValueError(f"progress: expected True, False or None (terminal only), got {progress!r}")
+            raise InvalidArgumentError(f"progress: expected True, False or None (terminal only), got {progress!r}")
         for name, flag in (("channels_last", channels_last), ("compile", compile)):
             if not isinstance(flag, bool):
-                raise ValueError(f"{name}: expected True or False, got {flag!r}")
+                raise InvalidArgumentError(f"{name}: expected True or False, got {flag!r}")
         from xai_bridge.engine.forward import check_precision
         from xai_bridge.models import model_device
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_bridge.errors import InvalidArgumentError
 from xai_bridge.explainer import Explainer, LayerExplainer, MapOutput
 
 #: How a Captum attribution ``B×C×H×W`` becomes a map ``B×H×W``.
@@ -36,7 +37,7 @@ def reduce_channels(attribution: torch.Tensor, how: str) -> torch.Tensor:
         return attribution.sum(1)
     if how == "max_abs":
         return attribution.abs().amax(1)
-    raise ValueError(f"reduce: {how!r} is not a channel reduction; expected one of {CHANNEL_REDUCTIONS}")
+    raise InvalidArgumentError(f"reduce: {how!r} is not a channel reduction; expected one of {CHANNEL_REDUCTIONS}")
 
 
 def _chunks(n: int, size: int | None) -> list[slice]:
@@ -175,7 +176,9 @@ class CaptumExplainer(Explainer):
     ) -> None:
         super().__init__(model, class_names=class_names)
         if reduce not in CHANNEL_REDUCTIONS:
-            raise ValueError(f"reduce: {reduce!r} is not a channel reduction; expected one of {CHANNEL_REDUCTIONS}")
+            raise InvalidArgumentError(
+                f"reduce: {reduce!r} is not a channel reduction; expected one of {CHANNEL_REDUCTIONS}"
+            )
         self.reduce = reduce
         self.attribute_options = {**self.default_options, **attribute_options}
 
@@ -224,7 +227,7 @@ class DeepLiftExplainer(CaptumExplainer):
         except RuntimeError as exc:
             if "used more than once" not in str(exc):
                 raise
-            raise ValueError(
+            raise InvalidArgumentError(
                 "model: DeepLift needs every activation module (ReLU, ...) to be used once in the forward pass, "
                 "but this model applies one module more than once (torchvision's ResNet blocks reuse their ReLU). "
                 "Use integrated-gradients or input-x-gradient, or give each use its own module."

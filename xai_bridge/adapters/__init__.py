@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidArgumentError, InvalidTypeError
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -35,20 +37,20 @@ def resolve_explainer(
 
     if isinstance(explainer, str):
         if model is None:
-            raise ValueError(f"model: building the explainer {explainer!r} needs the classifier it explains")
+            raise InvalidArgumentError(f"model: building the explainer {explainer!r} needs the classifier it explains")
         return get_explainer(explainer, model, **options)
     if isinstance(explainer, Explainer) or hasattr(explainer, "explanation"):
         if options:
-            raise TypeError(
+            raise InvalidTypeError(
                 f"{argument}: options {sorted(options)} cannot reconfigure an explainer object; "
                 "pass its registered name with the options instead"
             )
         if model is not None and getattr(explainer, "model", model) is not model:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"model: the {argument} given explains another model; build it with get_explainer(name, model)"
             )
         return explainer
-    raise TypeError(
+    raise InvalidTypeError(
         f"{argument}: expected a registered explainer name (see xai_bridge.list_explainers()) "
         f"or an explainer from get_explainer(), got {type(explainer).__name__}"
     )

@@ -36,6 +36,7 @@ from captum.attr import Attribution
 from captum.log import log_usage
 from torch import nn
 
+from ..errors import InvalidArgumentError, InvalidTypeError
 from ..explainer import Explainer
 from . import resolve_explainer
 
@@ -64,18 +65,18 @@ def _captum_target(target: Any) -> Any:
         return target
     if isinstance(target, torch.Tensor):
         if target.is_floating_point():
-            raise TypeError("target: class indices must be integers, got a floating-point tensor")
+            raise InvalidTypeError("target: class indices must be integers, got a floating-point tensor")
         return target.reshape(-1)[0].item() if target.numel() == 1 else target.reshape(-1)
     if isinstance(target, tuple):
-        raise TypeError(
+        raise InvalidTypeError(
             f"target: {target!r} indexes a multi-dimensional output; xai-bridge explainers explain "
             "one class of a B×K classifier — pass an int, or one class per image"
         )
     if isinstance(target, Sequence):
         if any(isinstance(t, tuple) for t in target):
-            raise TypeError("target: tuples index multi-dimensional outputs; pass one class index per image")
+            raise InvalidTypeError("target: tuples index multi-dimensional outputs; pass one class index per image")
         return list(target)
-    raise TypeError(f"target: expected None, an int or one class per image, got {type(target).__name__}")
+    raise InvalidTypeError(f"target: expected None, an int or one class per image, got {type(target).__name__}")
 
 
 class XaiBridgeAttribution(Attribution):
@@ -92,7 +93,7 @@ class XaiBridgeAttribution(Attribution):
 
     def __init__(self, explainer: Explainer, *, keepdim: bool = False) -> None:
         if not hasattr(explainer, "explanation"):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"explainer: expected an explainer from xai_bridge.get_explainer(), got {type(explainer).__name__}"
             )
         super().__init__(explainer.model)
@@ -129,7 +130,7 @@ class XaiBridgeAttribution(Attribution):
         is_tuple = isinstance(inputs, tuple)
         if is_tuple:
             if len(inputs) != 1:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"inputs: xai-bridge explainers take one image tensor, got a tuple of {len(inputs)}; "
                     "pass the images alone (other model inputs go in additional_forward_args)"
                 )
@@ -137,7 +138,9 @@ class XaiBridgeAttribution(Attribution):
         else:
             images = inputs  # type: ignore[assignment]  # a tensor: the tuple case is the branch above
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            raise ValueError(f"inputs: expected images B×C×H×W, got {getattr(images, 'shape', type(images).__name__)}")
+            raise InvalidArgumentError(
+                f"inputs: expected images B×C×H×W, got {getattr(images, 'shape', type(images).__name__)}"
+            )
         explain_target = _captum_target(target)
         extra = additional_forward_args
         if extra is not None and not isinstance(extra, tuple):

@@ -40,6 +40,7 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from torch import nn
 
 from ..engine.maps import normalize_maps
+from ..errors import InvalidArgumentError, InvalidTypeError
 from ..explainer import Explainer
 from . import resolve_explainer
 
@@ -51,9 +52,11 @@ def target_categories(targets: list[Callable] | None, batch: int) -> list[int] |
     if targets is None:
         return None
     if not isinstance(targets, (list, tuple)):
-        raise TypeError(f"targets: expected a list of grad-cam targets (one per image), got {type(targets).__name__}")
+        raise InvalidTypeError(
+            f"targets: expected a list of grad-cam targets (one per image), got {type(targets).__name__}"
+        )
     if len(targets) != batch:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"targets: {len(targets)} targets for {batch} images; give one per image, e.g. "
             f"[ClassifierOutputTarget(k)] * {batch}"
         )
@@ -66,7 +69,7 @@ def target_categories(targets: list[Callable] | None, batch: int) -> list[int] |
         if isinstance(category, (np.ndarray, torch.Tensor)) and np.ndim(category) == 0:
             out.append(int(category))
             continue
-        raise TypeError(
+        raise InvalidTypeError(
             f"targets[{i}]: {type(t).__name__} has no integer class ('category'); xai-bridge explainers explain one "
             "class of a classifier — use ClassifierOutputTarget(k), or targets=None for the predicted class"
         )
@@ -83,7 +86,7 @@ class XaiBridgeCAM(BaseCAM):
 
     def __init__(self, explainer: Explainer) -> None:
         if not hasattr(explainer, "explanation"):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"explainer: expected an explainer from xai_bridge.get_explainer(), got {type(explainer).__name__}"
             )
         target = getattr(explainer, "target_layer", None)
@@ -103,12 +106,12 @@ class XaiBridgeCAM(BaseCAM):
         self, input_tensor: torch.Tensor, targets: list[Callable] | None, eigen_smooth: bool = False
     ) -> np.ndarray:
         if eigen_smooth:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "eigen_smooth: the principal-component smoothing applies to grad-cam's own activation maps; "
                 "xai-bridge explainers return finished maps. Call with eigen_smooth=False"
             )
         if not isinstance(input_tensor, torch.Tensor) or input_tensor.ndim != 4:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "input_tensor: expected images B×C×H×W, "
                 f"got {getattr(input_tensor, 'shape', type(input_tensor).__name__)}"
             )

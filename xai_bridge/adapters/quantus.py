@@ -36,6 +36,7 @@ from quantus.helpers.enums import (
 from quantus.metrics.base import Metric as QuantusMetric
 from torch import nn
 
+from ..errors import InvalidArgumentError, InvalidTypeError
 from ..explainer import Explainer
 from . import resolve_explainer
 
@@ -50,7 +51,7 @@ def _unwrap_model(model: Any) -> nn.Module:
     if not isinstance(model, nn.Module) and hasattr(model, "get_model"):
         model = model.get_model()  # a Quantus ModelInterface
     if not isinstance(model, nn.Module):
-        raise TypeError(
+        raise InvalidTypeError(
             f"model: expected a torch.nn.Module classifier (or a Quantus PyTorchModel), got {type(model).__name__}"
         )
     return model
@@ -65,13 +66,17 @@ def _device(device: Any, model: nn.Module) -> torch.device:
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: {device!r} is not a torch device; expected e.g. 'cpu', 'cuda' or 'cuda:0'") from exc
+        raise InvalidArgumentError(
+            f"device: {device!r} is not a torch device; expected e.g. 'cpu', 'cuda' or 'cuda:0'"
+        ) from exc
 
 
 def _images(inputs: Any, channel_first: bool | None, device: torch.device) -> torch.Tensor:
     x = inputs.detach() if isinstance(inputs, torch.Tensor) else torch.from_numpy(np.asarray(inputs))
     if x.ndim != 4:
-        raise ValueError(f"inputs: expected a batch of images B×C×H×W (or B×H×W×C), got shape {tuple(x.shape)}")
+        raise InvalidArgumentError(
+            f"inputs: expected a batch of images B×C×H×W (or B×H×W×C), got shape {tuple(x.shape)}"
+        )
     if channel_first is None:
         from quantus.helpers.utils import infer_channel_first
 
@@ -87,13 +92,13 @@ def _targets(targets: Any, batch: int, device: torch.device) -> Any:
     t = targets if isinstance(targets, torch.Tensor) else torch.as_tensor(np.asarray(targets))
     if t.is_floating_point():
         if not torch.equal(t, t.round()):
-            raise TypeError(f"targets: expected integer class indices, got values {t.flatten()[:5].tolist()}")
+            raise InvalidTypeError(f"targets: expected integer class indices, got values {t.flatten()[:5].tolist()}")
         t = t.long()
     t = t.reshape(-1).to(device)
     if t.numel() == 1 and batch != 1:
         return int(t[0])
     if t.numel() != batch:
-        raise ValueError(f"targets: {t.numel()} classes for {batch} images; give one per image")
+        raise InvalidArgumentError(f"targets: {t.numel()} classes for {batch} images; give one per image")
     return t
 
 
@@ -123,12 +128,12 @@ def explain_func(model: Any, inputs: Any, targets: Any, **kwargs: Any) -> np.nda
     method = kwargs.pop("method", None)
     name = method if name is None else name
     if name is None:
-        raise ValueError(
+        raise InvalidArgumentError(
             "explain_func_kwargs: name the explainer, e.g. explain_func_kwargs={'method': 'opticam'} "
             "(quantus.evaluate sets 'method' to each xai_methods key); see xai_bridge.list_explainers()"
         )
     if kwargs.pop("softmax", None):
-        raise ValueError(
+        raise InvalidArgumentError(
             "softmax: xai-bridge explainers explain the model's outputs as they are; to explain "
             "probabilities, pass nn.Sequential(model, nn.Softmax(-1)) as the model, or drop softmax=True"
         )
@@ -164,7 +169,7 @@ def _maps_from_attributions(a_batch: np.ndarray, x: torch.Tensor) -> torch.Tenso
     if a.ndim == 4:
         a = a.sum(1)  # B×1×H×W → B×H×W; per-channel attributions are summed over channels
     if a.ndim != 3 or tuple(a.shape[-2:]) != tuple(x.shape[-2:]):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"a_batch: expected attributions B×1×H×W (or B×C×H×W) matching x_batch {tuple(x.shape)}, "
             f"got {tuple(a.shape)}"
         )
@@ -180,7 +185,9 @@ def _boxes_from_masks(s_batch: np.ndarray) -> list[list[list[int]]]:
         mask = s.reshape(s.shape[-2:]) if s.ndim == 3 and s.shape[0] == 1 else (s.any(0) if s.ndim == 3 else s)
         labelled, n = ndimage.label(mask > 0)
         if n == 0:
-            raise ValueError(f"s_batch: the mask of image {i} is empty; localisation metrics need a region per image")
+            raise InvalidArgumentError(
+                f"s_batch: the mask of image {i} is empty; localisation metrics need a region per image"
+            )
         out.append([[sl[1].start, sl[0].start, sl[1].stop, sl[0].stop] for sl in ndimage.find_objects(labelled)])
     return out
 
@@ -311,7 +318,7 @@ class XaiBridgeQuantusMetric(QuantusMetric):
             elif s_batch is not None and not (isinstance(s_batch, (list, tuple)) and all(s is None for s in s_batch)):
                 boxes = _boxes_from_masks(np.asarray(s_batch))
             else:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"s_batch: metric {self.metric.name!r} needs ground truth: pass s_batch masks or custom_batch boxes"
                 )
         explainer = self._explainer(net) if "explainer" in needs else None
@@ -359,7 +366,7 @@ def as_quantus_metric(name: str, **options: Any) -> XaiBridgeQuantusMetric:
     )
     quantus_options = {k: options.pop(k) for k in quantus_keys if k in options}
     if not isinstance(name, str):
-        raise TypeError(
+        raise InvalidTypeError(
             f"name: expected a registered metric name (see xai_bridge.list_metrics()), got {type(name).__name__}"
         )
     return XaiBridgeQuantusMetric(get_metric(name, **options), **quantus_options)

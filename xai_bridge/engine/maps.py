@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ..errors import InvalidArgumentError, InvalidTypeError
 from ..protocols import Replacement
 
 ConstantPolicy = Literal["error", "zeros", "ones"]
@@ -30,23 +31,25 @@ ConstantPolicy = Literal["error", "zeros", "ones"]
 def check_maps(maps: torch.Tensor, images: torch.Tensor | None = None, name: str = "maps") -> torch.Tensor:
     """Validate ``B×H×W`` maps (``B×1×H×W`` is accepted) against the images; returns ``B×H×W`` float."""
     if not isinstance(maps, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor B×H×W, got {type(maps).__name__}")
+        raise InvalidTypeError(f"{name}: expected a torch.Tensor B×H×W, got {type(maps).__name__}")
     if maps.ndim == 4 and maps.shape[1] == 1:
         maps = maps[:, 0]
     if maps.ndim != 3:
-        raise ValueError(f"{name}: expected shape B×H×W (one map per image), got {tuple(maps.shape)}")
+        raise InvalidArgumentError(f"{name}: expected shape B×H×W (one map per image), got {tuple(maps.shape)}")
     if images is not None:
         b, _, h, w = images.shape
         if maps.shape[0] != b:
-            raise ValueError(f"{name}: {maps.shape[0]} maps for {b} images; expected one map per image")
+            raise InvalidArgumentError(f"{name}: {maps.shape[0]} maps for {b} images; expected one map per image")
         if tuple(maps.shape[-2:]) != (h, w):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{name}: maps are {tuple(maps.shape[-2:])} but images are {(h, w)}; upsample them first "
                 "(xai_bridge.explainer.upsample) or pass Explanation.maps, which are at input resolution"
             )
     bad = ~torch.isfinite(maps).flatten(1).all(1)
     if bad.any():
-        raise ValueError(f"{name}: map(s) {bad.nonzero().flatten().tolist()} contain NaN or inf; check the explainer")
+        raise InvalidArgumentError(
+            f"{name}: map(s) {bad.nonzero().flatten().tolist()} contain NaN or inf; check the explainer"
+        )
     return maps.float()
 
 
@@ -63,12 +66,12 @@ def normalize_maps(maps: torch.Tensor, constant: ConstantPolicy = "error") -> to
     const = (span <= 0).view(-1)
     if const.any():
         if constant == "error":
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"maps: map(s) {const.nonzero().flatten().tolist()} are constant, so min-max normalisation "
                 "is undefined; set protocol constant_maps='zeros' or 'ones' to score them anyway"
             )
         if constant not in ("zeros", "ones"):
-            raise ValueError(f"constant: expected 'error', 'zeros' or 'ones', got {constant!r}")
+            raise InvalidArgumentError(f"constant: expected 'error', 'zeros' or 'ones', got {constant!r}")
     out = (maps - lo) / torch.where(span > 0, span, torch.ones_like(span))
     if const.any():
         out[const] = 0.0 if constant == "zeros" else 1.0
@@ -128,7 +131,7 @@ def rank_units(
     Ties keep raster order (a stable sort), so results are deterministic.
     """
     if order not in ("morf", "lerf"):
-        raise ValueError(f"order: expected 'morf' or 'lerf', got {order!r}")
+        raise InvalidArgumentError(f"order: expected 'morf' or 'lerf', got {order!r}")
     scores = unit_saliency(maps, cell, grid)
     ranks = unit_ranks(scores, order).view_as(scores)
     if cell is not None:
@@ -164,13 +167,13 @@ def step_counts(units: int, step: int | float | None, stop: float = 1.0, max_ste
     """
     if step is None:
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps: expected a positive number of steps, got {max_steps!r}")
+            raise InvalidArgumentError(f"max_steps: expected a positive number of steps, got {max_steps!r}")
     elif isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"step: expected a positive number of pixels/cells (int), a fraction (float) or None, got {step!r}"
         )
     if not 0 < stop <= 1:
-        raise ValueError(f"stop: expected a fraction in (0, 1], got {stop!r}")
+        raise InvalidArgumentError(f"stop: expected a fraction in (0, 1], got {stop!r}")
     if step is None:
         k = units // min(max_steps, units)
     else:
@@ -245,34 +248,38 @@ def make_replacement(
             replacement.value if replacement.value is not None else 0.0, dtype=images.dtype, device=images.device
         )
         if value.numel() not in (1, c):
-            raise ValueError(f"replacement.value: expected one number or {c} (one per channel), got {value.numel()}")
+            raise InvalidArgumentError(
+                f"replacement.value: expected one number or {c} (one per channel), got {value.numel()}"
+            )
         return value.reshape(1, -1, 1, 1).expand_as(images).clone()
     if kind == "mean":  # each image's own mean colour
         return images.mean((2, 3), keepdim=True).expand_as(images).clone()
     if kind == "blur":
         kernel, sigma = replacement.kernel or 11, replacement.sigma or 5.0
         if kernel % 2 == 0 or kernel < 1:
-            raise ValueError(f"replacement.kernel: expected an odd size, got {kernel}")
+            raise InvalidArgumentError(f"replacement.kernel: expected an odd size, got {kernel}")
         k1d = folded_gaussian_kernel(kernel, sigma) if replacement.tails == "fold" else gaussian_kernel(kernel, sigma)
         return _separable(images, k1d, replacement.padding)
     if kind == "box_blur":
         kernel = replacement.kernel or box_kernel_size(h)
         if kernel % 2 == 0 or kernel < 1:
-            raise ValueError(f"replacement.kernel: expected an odd size, got {kernel}")
+            raise InvalidArgumentError(f"replacement.kernel: expected an odd size, got {kernel}")
         return _separable(images, torch.full((kernel,), 1.0 / kernel), replacement.padding)
     if kind == "noise":
         g = torch.Generator(device=images.device).manual_seed(replacement.seed)
         return torch.rand(images.shape, generator=g, device=images.device, dtype=images.dtype)
     if kind == "tensor":
         if tensor is None:
-            raise ValueError("replacement: kind='tensor' needs the replacement tensor (replacement_tensor=...)")
+            raise InvalidArgumentError(
+                "replacement: kind='tensor' needs the replacement tensor (replacement_tensor=...)"
+            )
         t = tensor.to(device=images.device, dtype=images.dtype)
         if t.ndim == 3:
             t = t.unsqueeze(0)
         if t.ndim != 4 or t.shape[1:] != images.shape[1:] or t.shape[0] not in (1, b):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"replacement_tensor: expected shape C×H×W or {b}×C×H×W = {tuple(images.shape)}, "
                 f"got {tuple(tensor.shape)}"
             )
         return t.expand_as(images).clone()
-    raise ValueError(f"replacement.kind: unknown {kind!r}")
+    raise InvalidArgumentError(f"replacement.kind: unknown {kind!r}")

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, LayoutError
 from .imputation import solve_imputation
 
 __all__ = [
@@ -60,10 +60,6 @@ __all__ = [
     "segment_ranks",
     "step_subsets",
 ]
-
-
-class LayoutError(InvalidArgumentError):
-    """An input layout a planner cannot take (square patches of a volume, superpixels of a series)."""
 
 
 # -- fill values -------------------------------------------------------------------------------------------------
