@@ -393,8 +393,11 @@ def test_real_evaluate_end_to_end_on_two_photos(tmp_path, model, photos):
     expected = {(r["image"], r["explainer"], r["metric"]): r["value"] for r in direct.rows}
     got = {(r["image"], r["explainer"], r["metric"]): r["value"] for r in results.rows}
     assert got.keys() == expected.keys()
+    # abs 1e-4 (AD is in %): the run's one executor keeps the chunk sizes it tuned on the first batch, a fresh
+    # evaluate tunes its own, and the forward batches' composition moves the logits in the last bits; Fake-CAM's
+    # AD, (p − o)/p·100 with o ≈ p, amplifies that to ~2e-5
     for key, value in expected.items():
-        assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+        assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
     # Fake-CAM keeps all but one pixel, so the score barely drops (AD in %): the pitfall the report must show
     assert max(results.values("fakecam", "average_drop")) < 0.1 < min(results.values("random", "average_drop"))
     assert set(results.curves) == {(e, "insertion_auc") for e in ("fakecam", "random", "gradcam")}
