@@ -257,10 +257,10 @@ class Explainer:
             raw_flat = raw_list[0] if self.multi_target else torch.stack(raw_list, 1).flatten(0, 1)
         elif tuple(flat.shape[-2:]) != tuple(images.shape[-2:]):
             raw_flat = flat
-        raw = None if raw_flat is None else raw_flat.reshape(b, k, *raw_flat.shape[-2:])
+        raw_sets = None if raw_flat is None else raw_flat.reshape(b, k, *raw_flat.shape[-2:])
         size = (images.shape[-2], images.shape[-1])
         maps = upsample(flat, size).reshape(b, k, *size)
-        return Explanation(maps=maps, raw=raw, targets=targets, logits=logits.detach(), info=info)
+        return Explanation(maps=maps, raw=raw_sets, targets=targets, logits=logits.detach(), info=info)
 
     @staticmethod
     def _as_output(out: Any) -> MapOutput:

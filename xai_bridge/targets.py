@@ -174,7 +174,12 @@ def resolve_target_sets(
         num_classes = num_classes_of(logits)
     if not is_target_set(target):
         return resolve_targets(
-            target, batch_size, logits=logits, num_classes=num_classes, class_names=class_names, device=device
+            target,  # type: ignore[arg-type]  # not a set of classes: one of Target's forms
+            batch_size,
+            logits=logits,
+            num_classes=num_classes,
+            class_names=class_names,
+            device=device,
         )[:, None]
     if isinstance(target, str):
         match = _TOP.fullmatch(target)
@@ -197,7 +202,7 @@ def resolve_target_sets(
             )
         out = target
     else:
-        rows = list(target)  # type: ignore[arg-type]
+        rows: list[Sequence[int | str]] = list(target)  # type: ignore[arg-type]  # one sequence per image
         if len(rows) != batch_size:
             raise InvalidArgumentError(f"target: got {len(rows)} lists of classes for {batch_size} images")
         widths = {len(row) for row in rows}
