@@ -40,8 +40,8 @@ ABLATION_OFFSET = 1e7
 def ablation_values(acts: torch.Tensor) -> torch.Tensor:
     """Per image: 0 when its activations' minimum is 0, else ``min − 1e7`` (pytorch-grad-cam's rule).
 
-    >>> ablation_values(torch.tensor([[[[0.0, 2.0]]], [[[-1.0, 2.0]]]]))
-    tensor([ 0.0000e+00, -1.0000e+07])
+    >>> ablation_values(torch.tensor([[[[0.0, 2.0]]], [[[-1.0, 2.0]]]])).tolist()
+    [0.0, -10000001.0]
     """
     low = acts.flatten(1).amin(1)
     return torch.where(low == 0, torch.zeros_like(low), low - ABLATION_OFFSET)

@@ -40,8 +40,8 @@ def one_per_image(maps: torch.Tensor, squeeze: bool) -> torch.Tensor:
 def gradcam_normalise(maps: torch.Tensor) -> torch.Tensor:
     """pytorch-grad-cam's ``scale_cam_image`` without the resize: ``(S − min) / (1e-7 + max(S − min))`` per map.
 
-    >>> gradcam_normalise(torch.tensor([[[1.0, 3.0]]]))
-    tensor([[[0.0000, 1.0000]]])
+    >>> gradcam_normalise(torch.tensor([[[1.0, 3.0]]])).tolist()
+    [[[0.0, 1.0]]]
     """
     flat = maps.flatten(-2)
     shifted = flat - flat.amin(-1, keepdim=True)
