@@ -29,7 +29,7 @@ REDUCTIONS = ("sum_of_abs", "abs_of_sum", "sum", "max_abs")
 def window_starts(shape: Sequence[int], window: Sequence[int], strides: Sequence[int]) -> torch.Tensor:
     """``W×3`` start of every window over a ``C×H×W`` input, first dimension fastest (Captum's order).
 
-    >>> window_starts((1, 5, 4), (1, 3, 3), (1, 2, 2)).tolist()
+    >>> window_starts((1, 6, 4), (1, 3, 3), (1, 2, 2)).tolist()  # rows 0, 2, 4 (the last cut to 2); columns 0, 2
     [[0, 0, 0], [0, 2, 0], [0, 4, 0], [0, 0, 2], [0, 2, 2], [0, 4, 2]]
     """
     counts = [math.ceil((d - w) / s) + 1 for d, w, s in zip(shape, window, strides, strict=True)]
