@@ -380,6 +380,7 @@ def test_as_quantus_metric_re_explains_with_the_named_explainer(model, photos):
 #: Options that keep the slow methods quick on a 32×32 image.
 QUICK = {
     "opticam": {"max_iter": 5},
+    "rise": {"n_masks": 20},
     "occlusion": {"sliding_window_shapes": (3, 8, 8), "strides": (3, 8, 8)},
     "integrated-gradients": {"n_steps": 4},
     "smoothgrad": {"nt_samples": 2},

@@ -25,7 +25,7 @@ from torch import nn
 
 from .errors import ExplainerOutputError, InvalidArgumentError, InvalidTypeError
 from .layers import TargetLayer, find_layer
-from .targets import Target, check_images, check_model_ready, resolve_targets
+from .targets import Target, check_images, check_model_ready, is_target_set, resolve_target_sets, resolve_targets
 
 
 @dataclass
@@ -36,7 +36,8 @@ class Explanation:
         maps: ``B×H×W`` float maps at the input resolution, on the images' device.
         raw: the map at the resolution the method computes it (e.g. ``B×7×7`` for a
             CAM on the last block), or ``None`` when the method works at input resolution.
-        targets: ``(B,)`` class indices explained.
+        targets: ``(B,)`` class indices explained, or ``B×k`` when several classes per image were
+            asked for (``target="top5"`` or a ``B×k`` target); ``maps`` is then ``B×k×H×W``.
         logits: ``B×K`` logits of the unperturbed images.
         info: method-specific extras (e.g. Opti-CAM's final masked score).
     """
@@ -49,8 +50,11 @@ class Explanation:
 
     @property
     def probabilities(self) -> torch.Tensor:
-        """Softmax probability of each image's explained class."""
-        return self.logits.softmax(-1).gather(1, self.targets[:, None]).squeeze(1)
+        """Softmax probability of each image's explained class (``B×k`` for several classes per image)."""
+        probabilities = self.logits.softmax(-1)
+        if self.targets.ndim == 2:
+            return probabilities.gather(1, self.targets)
+        return probabilities.gather(1, self.targets[:, None]).squeeze(1)
 
 
 @dataclass
@@ -125,6 +129,9 @@ class Explainer:
     #: whether :meth:`attribute` back-propagates (then it runs under ``enable_grad``
     #: even when the caller is in ``no_grad``, and the model's ``.grad`` are restored)
     needs_grad: bool = True
+    #: whether :meth:`attribute` takes ``B×k`` targets and returns ``B×k×h×w`` maps (one set of
+    #: forward passes for every class); other explainers get one :meth:`attribute` call per class
+    multi_target: bool = False
 
     def __init__(self, model: nn.Module, *, class_names: Sequence[str] | None = None) -> None:
         if not isinstance(model, nn.Module):
@@ -156,7 +163,9 @@ class Explainer:
         Args:
             images: ``B×C×H×W`` float images the model takes.
             target: the class to explain: ``None`` (each image's predicted class), a class
-                index, a class name, one index or name per image, or a ``(B,)`` tensor.
+                index, a class name, one index or name per image, or a ``(B,)`` tensor. Several
+                classes per image (``"top5"``, one list per image, a ``B×k`` tensor) give
+                ``B×k×H×W`` maps (see :meth:`explain_classes`).
             logits: the ``B×K`` logits of ``images`` when the caller has computed them already
                 (:func:`~xai_bridge.evaluate` passes the ones it scores with), so the unperturbed
                 forward pass is not run twice; ``None`` runs it here.
@@ -181,6 +190,8 @@ class Explainer:
                 f"logits: expected the {images.shape[0]}×K logits of the images, "
                 f"got {getattr(logits, 'shape', type(logits).__name__)}"
             )
+        if is_target_set(target):
+            return self.explain_classes(images, target, logits)
         targets = resolve_targets(
             target, images.shape[0], logits=logits, class_names=self.class_names, device=images.device
         )
@@ -201,6 +212,70 @@ class Explainer:
         if raw is not None:
             raw = raw.detach().to(device=images.device, dtype=torch.float32)
         return Explanation(maps=maps, raw=raw, targets=targets, logits=logits.detach(), info=dict(out.info))
+
+    def explain_classes(self, images: torch.Tensor, target: Any, logits: torch.Tensor) -> Explanation:
+        """Several classes per image: ``B×k×H×W`` maps, ``B×k`` targets.
+
+        ``target`` is ``"topK"``, one equal-length list of classes per image or a ``B×k`` tensor
+        (see :func:`~xai_bridge.targets.resolve_target_sets`); ``logits`` are the images'. An
+        explainer with :attr:`multi_target` gets all ``k`` classes in one :meth:`attribute` call
+        (its masked passes serve every class); any other gets one call per class.
+
+        Example::
+
+            >>> import torch, xai_bridge as xb
+            >>> class Centre(xb.Explainer):
+            ...     def attribute(self, images, targets):
+            ...         return images.mean(1) * (targets[:, None, None] + 1)
+            >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4)).eval()
+            >>> e = Centre(model).explanation(torch.rand(2, 3, 2, 2), target="top3")
+            >>> e.maps.shape, e.targets.shape, e.probabilities.shape
+            (torch.Size([2, 3, 2, 2]), torch.Size([2, 3]), torch.Size([2, 3]))
+        """
+        b = images.shape[0]
+        targets = resolve_target_sets(target, b, logits=logits, class_names=self.class_names, device=images.device)
+        k = targets.shape[1]
+        context = torch.enable_grad() if self.needs_grad else torch.no_grad()
+        guard = preserve_grads(self.model) if self.needs_grad else contextlib.nullcontext()
+        with context, guard:
+            if self.multi_target:
+                outs = [self._as_output(self.attribute(images, targets))]
+            else:
+                outs = [self._as_output(self.attribute(images, targets[:, j])) for j in range(k)]
+        maps_list: list[torch.Tensor] = []
+        raw_list: list[torch.Tensor] = []
+        info: dict[str, Any] = {}
+        for out in outs:
+            m = out.maps
+            if self.multi_target:
+                if not isinstance(m, torch.Tensor) or m.ndim != 4 or tuple(m.shape[:2]) != (b, k):
+                    shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+                    raise ExplainerOutputError(
+                        f"explainer {self.name!r} ({type(self).__name__}.attribute) returned {shape} for B×k "
+                        f"targets; expected B×k×h×w maps with B={b}, k={k}"
+                    )
+                m = m.flatten(0, 1)
+            m = self._checked_maps(m, b * k if self.multi_target else b)
+            maps_list.append(m.detach().to(device=images.device, dtype=torch.float32))
+            if out.raw is not None:
+                raw = out.raw.detach().to(device=images.device, dtype=torch.float32)
+                raw_list.append(raw.reshape(m.shape[0], *raw.shape[-2:]))
+            info.update(out.info)
+        # (B·k)×h×w in image-major order, whichever way the classes were computed
+        flat = maps_list[0] if self.multi_target else torch.stack(maps_list, 1).flatten(0, 1)
+        raw_flat: torch.Tensor | None = None
+        if len(raw_list) == len(outs):
+            raw_flat = raw_list[0] if self.multi_target else torch.stack(raw_list, 1).flatten(0, 1)
+        elif tuple(flat.shape[-2:]) != tuple(images.shape[-2:]):
+            raw_flat = flat
+        raw_sets = None if raw_flat is None else raw_flat.reshape(b, k, *raw_flat.shape[-2:])
+        size = (images.shape[-2], images.shape[-1])
+        maps = upsample(flat, size).reshape(b, k, *size)
+        return Explanation(maps=maps, raw=raw_sets, targets=targets, logits=logits.detach(), info=info)
+
+    @staticmethod
+    def _as_output(out: Any) -> MapOutput:
+        return out if isinstance(out, MapOutput) else MapOutput(out)
 
     def _checked_maps(self, maps: Any, batch: int) -> torch.Tensor:
         """What :meth:`attribute` returned, checked: a finite real tensor ``B×h×w`` (or ``B×1×h×w``)."""

@@ -1,5 +1,9 @@
 """Built-in plugin: every method of pytorch-grad-cam and Captum, under one interface.
 
+pytorch-grad-cam's ``ScoreCAM`` and ``AblationCAM`` and Captum's ``Occlusion`` are registered as
+``scorecam-toolkit``, ``ablationcam-toolkit`` and ``occlusion-toolkit``: the plain names belong to
+the executor-based implementations of the ``perturbation`` plugin, which equal them.
+
 Registration only; the wrappers live in :mod:`xai_bridge_builtins.toolkit.explainers`
 and are imported when an explainer is created.
 """
@@ -27,16 +31,16 @@ GRADCAM_METHODS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ),
     ("xgradcam", "XGradCAM", ("xgrad-cam",), "XGrad-CAM: activation-normalised gradient weights (Fu et al. 2020)."),
     (
-        "scorecam",
+        "scorecam-toolkit",
         "ScoreCAM",
-        ("score-cam",),
-        "Score-CAM: weights = softmax of the score of the image masked by each channel (Wang et al. 2020).",
+        ("score-cam-toolkit",),
+        "pytorch-grad-cam's own ScoreCAM, kept for comparison (the built-in 'scorecam' runs on the executor).",
     ),
     (
-        "ablationcam",
+        "ablationcam-toolkit",
         "AblationCAM",
-        ("ablation-cam",),
-        "Ablation-CAM: weights = score drop when each channel is zeroed (Desai & Ramaswamy 2020).",
+        ("ablation-cam-toolkit",),
+        "pytorch-grad-cam's own AblationCAM, kept for comparison (the built-in 'ablationcam' runs on the executor).",
     ),
     ("layercam", "LayerCAM", ("layer-cam",), "LayerCAM: positive gradients weight every location (Jiang et al. 2021)."),
     ("hirescam", "HiResCAM", ("hires-cam",), "HiResCAM: element-wise gradient × activation (Draelos & Carin 2020)."),
@@ -94,11 +98,11 @@ CAPTUM_METHODS: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
         "Captum NoiseTunnel(Saliency), SmoothGrad (Smilkov et al. 2017).",
     ),
     (
-        "occlusion",
+        "occlusion-toolkit",
         "Occlusion",
-        (),
+        ("captum-occlusion",),
         "perturbation",
-        "Captum Occlusion: score drop when a sliding window is blacked out (Zeiler & Fergus 2014).",
+        "Captum's own Occlusion, kept for comparison (the built-in 'occlusion' runs on the executor).",
     ),
 )
 
