@@ -268,7 +268,11 @@ AGREE: dict[str, tuple[str, Callable[[], Any], tuple[float, float] | None]] = {
 }
 
 
-@pytest.mark.parametrize("name", list(AGREE))
+#: the heaviest cases (the toolkit's side takes 10-25 s on a shared 2-core CPU): run with ``-m slow``
+SLOW = {"infidelity-digits", "mc-uniform-digits", "fc-mean-digits"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in AGREE])
 def test_accelerated_equals_quantus_where_the_definitions_agree(name, series, digits):
     data_name, make, expected = AGREE[name]
     data = series if data_name == "series" else digits
@@ -416,6 +420,7 @@ def test_infidelity_on_series_is_quantus_s_patches_of_the_series(series):
     _close(ours, theirs, atol=0.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_irof_on_digits_equals_quantus_one_digit_per_batch(digits):
     """IROF (Rieger and Hansen 2020) on one-channel digits: Quantus's value where its batch holds one digit."""
 

@@ -75,9 +75,9 @@ def replacement_fills(
     (size B) per step, as Quantus's ``get_baseline_dict`` does, so NumPy's random state
     advances exactly as in the toolkit (``draw=False``: the caller draws as its toolkit metric does).
 
-    >>> arr = np.array([[1.0, 2.0, 3.0, 6.0]])
+    >>> arr = np.array([[1.0, 2.0, 3.0, 6.0]])  # step 1 writes the mean of (3, 3, 3, 6)
     >>> replacement_fills("mean", {}, arr, np.array([[0, 0, 1, 1]]), 2, draw=False).tolist()
-    [[3.0, 4.5]]
+    [[3.0, 3.75]]
     """
     b, n = arr.shape
     uniform = None
