@@ -29,13 +29,19 @@ def _images(n: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
 # -- registration (the entry point is read from installed metadata: call the hook itself) --------------
 
 
-def test_the_plugin_registers_the_four_methods_under_their_plain_names():
+def test_the_plugin_registers_the_five_methods_under_their_plain_names():
     import xai_bridge_builtins.perturbation as plugin
     import xai_bridge_builtins.toolkit as toolkit
 
     names: dict[str, tuple] = {}
     plugin.register_explainers(lambda name, factory, **kw: names.setdefault(name, kw.get("aliases", ())))
-    assert names == {"rise": (), "scorecam": ("score-cam",), "ablationcam": ("ablation-cam",), "occlusion": ()}
+    assert names == {
+        "rise": (),
+        "scorecam": ("score-cam",),
+        "ablationcam": ("ablation-cam",),
+        "occlusion": (),
+        "extremal-perturbation": ("extremal",),
+    }
     kept: list[str] = []
     toolkit.register_explainers(lambda name, factory, **kw: kept.extend([name, *kw.get("aliases", ())]))
     assert {"scorecam-toolkit", "ablationcam-toolkit", "occlusion-toolkit"} <= set(kept)

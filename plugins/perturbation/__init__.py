@@ -9,6 +9,9 @@ of forward passes, built on the device a block at a time and sent through one
 Registration only; the classes live beside this module (``rise``, ``scorecam``,
 ``ablationcam``, ``occlusion``) and are importable from here too
 (``from xai_bridge_builtins.perturbation import RISE``).
+
+Extremal Perturbation (Fong, Patrick & Vedaldi 2019, module ``extremal``) is registered here too
+but runs TorchRay's own per-image optimisation loop (an optional extra), not the executor.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ _MODULES = {
     "ScoreCAM": "scorecam",
     "AblationCAM": "ablationcam",
     "Occlusion": "occlusion",
+    "ExtremalPerturbation": "extremal",
 }
 
 
@@ -69,4 +73,14 @@ def register_explainers(register: Callable[..., None]) -> None:
         lazy_factory(f"{__name__}.occlusion", "Occlusion"),
         family="perturbation",
         description="Occlusion: score drop when a sliding window is replaced by the baseline (Zeiler & Fergus 2014).",
+    )
+    register(
+        "extremal-perturbation",
+        lazy_factory(f"{__name__}.extremal", "ExtremalPerturbation"),
+        aliases=("extremal",),
+        family="optimisation",
+        description=(
+            "Extremal Perturbation: TorchRay's optimised smooth mask of a given area that keeps the class score "
+            "(Fong, Patrick & Vedaldi 2019); needs the 'torchray' extra."
+        ),
     )
