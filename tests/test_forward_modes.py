@@ -245,11 +245,13 @@ def test_the_cli_and_runner_take_compile_and_precision(tmp_path):
         images="default:chelsea", explainers=["random"], metrics=["deletion_auc"], model=small_cnn(), size=16
     )
     plan = Plan(config)
-    assert plan.forward_options == {} and "precision" not in plan.settings
+    described = plan.engine.describe()  # the run's one executor
+    assert (described["compile"], described["precision"]) == ("auto", "float32") and "precision" not in plan.settings
     import dataclasses
 
     reduced = Plan(dataclasses.replace(config, precision="bfloat16", compile="freeze"))
-    assert reduced.forward_options == {"compile": "freeze", "precision": "bfloat16"}
+    described = reduced.engine.describe()
+    assert (described["compile"], described["precision"]) == ("freeze", "bfloat16")
     assert reduced.config_hash != plan.config_hash  # precision changes values: another configuration
     same = Plan(dataclasses.replace(config, compile="freeze"))
     assert same.config_hash == plan.config_hash  # a graph mode does not

@@ -24,6 +24,7 @@ from .errors import InvalidArgumentError, InvalidTypeError, MetricValueWarning, 
 from .metric import Metric, MetricContext
 from .protocols import Protocol, get_protocol
 from .results import Results
+from .specs import parse_spec
 from .targets import Target, check_images, check_model_ready, resolve_targets
 
 
@@ -31,7 +32,6 @@ def as_metric(metric: str | Metric) -> Metric:
     """A configured metric from a name, a spec ``"name:key=value,..."`` or an object."""
     if isinstance(metric, str):
         from .api import get_metric
-        from .runner.run import parse_spec
 
         name, options, _ = parse_spec(metric, "metrics")
         return get_metric(name, **options)
@@ -207,6 +207,13 @@ class Batch:
     def size(self) -> int:
         return int(self.images.shape[0])
 
+    def rescore(
+        self, metric: Metric, maps: torch.Tensor, raw: torch.Tensor | None = None, explainer: Any = None
+    ) -> torch.Tensor:
+        """``(B,)`` values of ``metric`` on this batch with other ``maps`` (:func:`score`; logits, targets reused)."""
+        scored = score(self, maps, [("rescored", metric)], raw=raw, explainer=explainer)
+        return scored.values["rescored"]
+
 
 def prepare(
     model: nn.Module,
@@ -327,7 +334,6 @@ def make_explainer(name: str, model: nn.Module, engine: Engine | None = None) ->
     A name may carry options: ``"opticam:max_iter=20"``.
     """
     from .api import explainer_spec
-    from .runner.run import parse_spec
 
     base, options, _ = parse_spec(name, "explainers")
     spec = explainer_spec(base)

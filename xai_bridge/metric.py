@@ -156,11 +156,9 @@ class MetricContext:
             raise InvalidArgumentError(
                 "rescore: this MetricContext has no batch; build it with xai_bridge.evaluation.score"
             )
-        from .evaluation import score
-
         batch = dataclasses.replace(self.batch, protocol=self.protocol)
-        scored = score(batch, maps, [("rescored", metric)], raw=raw, explainer=self.explainer)
-        return scored.values["rescored"]
+        values: torch.Tensor = batch.rescore(metric, maps, raw=raw, explainer=self.explainer)
+        return values
 
     def __getitem__(self, request: Any) -> Any:
         try:

@@ -67,7 +67,7 @@ def positive_int(value: Any, name: str, what: str) -> int:
     >>> positive_int(0, "num_classes", "classes")
     Traceback (most recent call last):
     ...
-    ValueError: num_classes: expected a positive integer (the number of classes), got 0
+    xai_bridge.errors.InvalidArgumentError: num_classes: expected a positive integer (the number of classes), got 0
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidArgumentError(f"{name}: expected a positive integer (the number of {what}), got {value!r}")

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from xai_bridge.engine import Ranked
-from xai_bridge.engine.plans import QuantusOrder, attribution_changes, auc, infidelity, irof_scores
+from xai_bridge.engine.plans import QuantusOrder, attribution_changes, auc, infidelity_scores, irof_scores
 from xai_bridge.errors import InvalidArgumentError
 from xai_bridge.metric import Metric, MetricContext
 
@@ -268,7 +268,7 @@ class Infidelity(_QuantusCurve):
             drops.append((base - result.get("probability" if self.softmax else "logit")).double().cpu().numpy())
             ranks, fills = result.ranks.cpu().numpy(), result.fills.cpu().numpy()
             changes.append(attribution_changes(x, a, ranks, fills, fills.shape[1]))
-        return torch.as_tensor(infidelity(drops, changes), dtype=torch.float64, device=ctx.logits.device)
+        return torch.as_tensor(infidelity_scores(drops, changes), dtype=torch.float64, device=ctx.logits.device)
 
 
 class IROF(_QuantusCurve):

@@ -40,7 +40,7 @@ from ..engine.plans import (
     feature_sequence,
     group_ranks,
     group_sums,
-    infidelity,
+    infidelity_scores,
     irof_scores,
     is_deterministic,
     patch_sequence,
@@ -682,7 +682,7 @@ class AcceleratedInfidelity(QuantusBridge, quantus.Infidelity):  # type: ignore[
                     scores = self._xb_curve(model, x_batch, y_batch, ranks, fills, steps)
                     done[size] = y_pred[:, None] - scores, attribution_changes(x_batch, a, ranks, fills, steps)
             drops, changes = zip(*(done[size] for size in self.perturb_patch_sizes), strict=True)
-            results.append(infidelity(drops, changes, self.loss_func))
+            results.append(infidelity_scores(drops, changes, self.loss_func))
         return np.asarray(np.mean(np.stack(results, axis=1), axis=-1))
 
 

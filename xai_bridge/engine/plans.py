@@ -50,7 +50,7 @@ __all__ = [
     "feature_sequence",
     "group_ranks",
     "group_sums",
-    "infidelity",
+    "infidelity_scores",
     "irof_scores",
     "is_deterministic",
     "mean_squared_error",
@@ -352,7 +352,7 @@ def mean_squared_error(a: np.ndarray, b: np.ndarray, **kwargs: Any) -> np.ndarra
     return np.asarray(np.mean((np.asarray(a) - np.asarray(b)) ** 2, axis=-1))
 
 
-def infidelity(
+def infidelity_scores(
     drops: Sequence[np.ndarray],
     changes: Sequence[np.ndarray],
     loss: Callable[..., Any] = mean_squared_error,
@@ -360,7 +360,7 @@ def infidelity(
     """Infidelity per image (Yeh et al. 2019): ``loss`` of the score drops ``f(x) − f(x̃)`` against the
     attribution-weighted input changes ``Σ a·(x − x̃)``, one pair ``B×steps`` per patch size, averaged over them.
 
-    >>> infidelity([np.array([[1.0, 2.0]])], [np.array([[1.0, 0.0]])]).tolist()
+    >>> infidelity_scores([np.array([[1.0, 2.0]])], [np.array([[1.0, 0.0]])]).tolist()
     [2.0]
     """
     per_size = [loss(a=d, b=c, batched=True) for d, c in zip(drops, changes, strict=True)]

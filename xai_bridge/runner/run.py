@@ -18,7 +18,6 @@ no-op. Under ``torchrun`` the batches are shared across ranks (see
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import math
@@ -30,6 +29,7 @@ from typing import Any
 
 from ..errors import InvalidArgumentError
 from ..results import Results
+from ..specs import parse_spec
 from .data import Item, Source, load_batch, open_source
 from .store import CostRecord, CurveRecord, ErrorRecord, RowRecord, Store, merge_curves
 
@@ -111,35 +111,6 @@ class RunInfo:
     seconds: float = 0.0
     world_size: int = 1
     failures: list[str] = field(default_factory=list)
-
-
-def parse_spec(spec: Any, what: str) -> tuple[str, dict[str, Any], str | None]:
-    """``"opticam:max_iter=20,lr=0.1"`` / ``(name, options[, label])`` → ``(name, options, label)``."""
-    if isinstance(spec, str):
-        name, _, rest = spec.partition(":")
-        options: dict[str, Any] = {}
-        for pair in filter(None, (p.strip() for p in rest.split(","))):
-            key, sep, value = pair.partition("=")
-            if not sep or not key.strip().isidentifier():
-                raise InvalidArgumentError(
-                    f"{what}: {spec!r} has option {pair!r}; "
-                    "expected NAME:KEY=VALUE,KEY=VALUE (e.g. opticam:max_iter=20)"
-                )
-            try:
-                options[key.strip()] = ast.literal_eval(value.strip())
-            except (ValueError, SyntaxError):
-                options[key.strip()] = value.strip()
-        return name.strip(), options, None
-    if (
-        isinstance(spec, (tuple, list))
-        and len(spec) in (2, 3)
-        and isinstance(spec[0], str)
-        and isinstance(spec[1], dict)
-    ):
-        return spec[0], dict(spec[1]), (spec[2] if len(spec) == 3 else None)
-    raise InvalidArgumentError(
-        f"{what}: expected 'name', 'name:key=value,...', (name, options) or (name, options, label); got {spec!r}"
-    )
 
 
 def _canonical(name: str, options: dict[str, Any]) -> str:
