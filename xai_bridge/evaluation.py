@@ -145,8 +145,8 @@ def keyed_metrics(metrics: Sequence[str | Metric] | Mapping[str, str | Metric]) 
 
     Two metrics that would get one key are refused (no value is ever written twice under one key).
 
-    >>> [k for k, _ in keyed_metrics(["average_drop", "delta:metric=n_morf"])]
-    ['average_drop', 'delta:metric=n_morf']
+    >>> print(*(k for k, _ in keyed_metrics(["average_drop", "delta:metric=n_morf"])))
+    average_drop delta:metric=n_morf
     """
     if isinstance(metrics, Mapping):
         pairs = [(str(k), as_metric(m)) for k, m in metrics.items()]
