@@ -198,3 +198,16 @@ def test_metric_registrations_read_direction_category_and_needs_from_the_class()
     view = spec.configured(lerf)
     assert view["higher_is_better"] is lerf.higher_is_better is False and view["options"] == {"order": "lerf"}
     assert spec.higher_is_better is True  # the class's default order, MoRF
+
+
+def test_an_explainers_own_executor_is_counted_in_its_cost():
+    """RISE keeps its own executor, whose traced graph a hook on the model would not see: N passes per image."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 16 * 16, 5)
+    ).eval()
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    spec = "rise:n_masks=16,compile='freeze'"  # a traced graph: the model's own hooks never fire
+    results = xb.evaluate(model, images, [spec], metrics=["average_drop"])
+    cost = results.costs[spec]
+    assert cost["forward"] == 16 and cost["backward"] == 0  # B·N = 32 masked passes for 2 images

@@ -347,14 +347,21 @@ def explain(batch: Batch, explainer: Any) -> tuple[Any, Cost]:
 
     The batch's logits and targets are handed in (no second unperturbed pass; an explainer whose
     ``explanation`` takes no ``logits=`` runs its own). Cost: wall seconds; forward and backward
-    inputs from the executor's counters when the explainer runs through it, else counted on the
-    model (:class:`_PassCounter`).
+    inputs from the executors' counters (the batch's, and the explainer's own ``executor``) when the
+    explainer runs through one, else counted on the model (:class:`_PassCounter`).
     """
     import time
 
-    ex = batch.engine.executor
+    from .engine.executor import Executor
+
+    # the batch's executor and the explainer's own (RISE, Score-CAM, Opti-CAM keep one): their passes may run
+    # through a traced graph that a hook on the model does not see
+    own = getattr(explainer, "executor", None)
+    executors = [batch.engine.executor] + (
+        [own] if isinstance(own, Executor) and own is not batch.engine.executor else []
+    )
     counter = _PassCounter(batch.model)
-    before = ex.counters()
+    before = [ex.counters() for ex in executors]
     sync = torch.cuda.synchronize if batch.images.device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
@@ -367,8 +374,9 @@ def explain(batch: Batch, explainer: Any) -> tuple[Any, Cost]:
     finally:
         counter.close()
     seconds = time.perf_counter() - start
-    after = ex.counters()
-    forward, backward = after[0] - before[0], after[1] - before[1]
+    after = [ex.counters() for ex in executors]
+    forward = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+    backward = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
     if forward == 0 and backward == 0:
         forward, backward = counter.forward, counter.backward
     return out, Cost(batch.size, seconds, forward, backward)
