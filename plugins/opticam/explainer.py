@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from xai_bridge.engine.executor import Executor
+from xai_bridge.engine.executor import Executor, check_executor
 from xai_bridge.engine.maps import normalize_maps as shared_normalize_maps
-from xai_bridge.errors import InvalidArgumentError, InvalidTypeError
+from xai_bridge.errors import InvalidArgumentError
 from xai_bridge.explainer import LayerExplainer, MapOutput, upsample
 
 OBJECTIVES = ("mask", "diff")
@@ -354,11 +354,7 @@ class OptiCAM(LayerExplainer):
 
         check_precision(precision, model_device(model))
         self.channels_last, self.compile, self.precision = channels_last, compile, precision
-        if executor is not None and not isinstance(executor, Executor):
-            raise InvalidTypeError(f"executor: expected an xai_bridge.engine.Executor, got {type(executor).__name__}")
-        if executor is not None and executor.model is not model:
-            raise InvalidArgumentError("executor: it runs another model; give one made for this explainer's model")
-        self.executor = executor if executor is not None else Executor(model, compile="eager", precision=precision)
+        self.executor = check_executor(model, executor) or Executor(model, compile="eager", precision=precision)
         self.max_iter, self.lr, self.objective = max_iter, float(lr), objective
         self.normalization, self.tolerance, self.init, self.progress = (
             normalization,

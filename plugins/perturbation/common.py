@@ -111,18 +111,11 @@ class ExecutorOwner:
     model: nn.Module
 
     def _init_executor(self, executor: Any, batch_size: int | None, compile: str) -> None:
-        from xai_bridge.engine import Executor
+        from xai_bridge.engine.executor import check_executor
 
-        if executor is not None:
-            if not isinstance(executor, Executor):
-                raise InvalidTypeError(
-                    f"executor: expected a xai_bridge.engine.Executor, got {type(executor).__name__}"
-                )
-            if executor.model is not self.model:
-                raise InvalidArgumentError("executor: it runs another model; give one made for this explainer's model")
+        self._executor = check_executor(self.model, executor)
         if batch_size is not None:
             check_positive_int("batch_size", batch_size)
-        self._executor = executor
         self.batch_size = batch_size
         self.compile = compile
 

@@ -45,13 +45,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, InvalidTypeError
 from ..models import model_device
 from .forward import CACHE, ForwardPass, autocast, check_precision
 
 GiB = 1024**3
 
-__all__ = ["Executor", "ladder", "parse_budget", "GiB"]
+__all__ = ["Executor", "check_executor", "ladder", "parse_budget", "GiB"]
 
 
 def ladder(cap: int, rungs: int = 4, repeats: int = 2) -> list[int]:
@@ -386,3 +386,27 @@ class Executor:
     def count_backward(self, inputs: int) -> None:
         """Record that the gradients of ``inputs`` inputs went back through the model."""
         self.backward_samples += inputs
+
+
+def check_executor(model: nn.Module, executor: Any) -> Executor | None:
+    """``executor`` if it is an :class:`Executor` made for ``model`` (``None`` passes through); else a clear error.
+
+    For explainers and metrics that take an ``executor=`` option and otherwise make their own.
+
+    >>> import torch
+    >>> model = torch.nn.Linear(2, 2).eval()
+    >>> check_executor(model, None) is None, check_executor(model, Executor(model)).model is model
+    (True, True)
+    >>> try:
+    ...     check_executor(model, Executor(torch.nn.Linear(2, 2).eval()))
+    ... except ValueError as exc:
+    ...     print(exc)
+    executor: it runs another model; give one made for this explainer's model
+    """
+    if executor is None:
+        return None
+    if not isinstance(executor, Executor):
+        raise InvalidTypeError(f"executor: expected an xai_bridge.engine.Executor, got {type(executor).__name__}")
+    if executor.model is not model:
+        raise InvalidArgumentError("executor: it runs another model; give one made for this explainer's model")
+    return executor
