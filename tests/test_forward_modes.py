@@ -357,3 +357,45 @@ def test_auto_refuses_an_inductor_graph_that_is_not_exact(data, monkeypatch, tmp
     with pytest.warns(ForwardModeWarning, match="inductor graph .* differs from eager"):
         ex.logits(4, lambda s, e: images[s:e])
     assert calls and ex.describe()["graph"] == "freeze"
+
+
+def test_a_compile_served_by_caches_does_not_lower_the_recorded_break_even(monkeypatch, tmp_path):
+    """A compile that torch's caches made cheap (0.2 s instead of 30 s) must not make auto compile for short runs:
+    the record keeps the cold compile's seconds (one benchmark once recorded 0.17 s and a break-even of 93 images)."""
+    monkeypatch.setenv("XAI_BRIDGE_CACHE_DIR", str(tmp_path))
+    cache = forward.ProcessCache()
+    cache.record_compile("m", {"compile_seconds": 30.0, "freeze_per_input": 0.009, "inductor_per_input": 0.007})
+    cache.record_compile("m", {"compile_seconds": 0.2, "freeze_per_input": 0.008, "inductor_per_input": 0.007})
+    assert cache.compile_record("m") == pytest.approx(
+        {"compile_seconds": 30.0, "freeze_per_input": 0.008, "inductor_per_input": 0.007}
+    )
+    assert cache.break_even("m") == pytest.approx(30_000)
+    assert forward.ProcessCache().break_even("m") == pytest.approx(30_000)  # and so does a later process
+
+
+def test_auto_weighs_the_work_still_ahead_not_all_that_was_ever_announced(data, monkeypatch, tmp_path):
+    """Announcements add up over a long session (each engine run announces its own); a compile pays off only over
+    the work still to run. 2,400 announced with 1,200 of them done leaves 1,200 ahead of a 2,000 break-even."""
+    images, _ = data
+    monkeypatch.setenv("XAI_BRIDGE_CACHE_DIR", str(tmp_path))
+    model = small_cnn()
+    calls = []
+    monkeypatch.setattr(torch, "compile", _stub_compile(calls))
+    monkeypatch.setattr(forward.ForwardPass, "_best_time", _fixed_times({"eager": 3.0, "freeze": 2.0, "inductor": 1.0}))
+    signature = forward._signature(model, tuple(images.shape[1:]), images, "float32")
+    forward.CACHE.compile_records[signature] = {
+        "compile_seconds": 2.0,
+        "freeze_per_input": 2e-3,
+        "inductor_per_input": 1e-3,
+    }
+    forward.CACHE._disk_loaded = True
+    ex = Executor(model, batch_size=4, progress=False)
+    many = images.repeat(300, 1, 1, 1)  # 1,200 inputs
+    ex.plan(1200)
+    ex.logits(1200, lambda s, e: many[s:e])
+    ex.plan(1200)  # 2,400 announced in all, 1,200 ahead
+    ex.logits(4, lambda s, e: images[s:e])
+    assert not calls and ex.describe()["graph"] == "freeze"
+    ex.plan(2000)  # now 2,000 + 1,196 ahead: past the break-even
+    ex.logits(4, lambda s, e: images[s:e])
+    assert len(calls) == 1 and ex.describe()["graph"] == "inductor"

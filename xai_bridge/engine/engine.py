@@ -188,6 +188,7 @@ class Engine:
             ctx.keys[r] = r.key
             groups.setdefault(r.key, {}).setdefault(type(r), []).append(r)
         total = sum(r.planned(ctx) for r in requests)
+        executor.plan(total)  # the work is known now: auto weighs compiling against all that was announced
         with executor.progress_bar(total, "perturbation engine"):
             for phase in sorted({kind.phase for by_type in groups.values() for kind in by_type}):
                 for by_type in groups.values():

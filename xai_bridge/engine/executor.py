@@ -161,9 +161,11 @@ class Executor:
     def plan(self, images: int) -> None:
         """Tell the executor that the coming work sends about ``images`` inputs forward.
 
-        ``compile="auto"`` compiles with inductor when the planned work passes the break-even of
-        inductor over the frozen graph measured for this model and input shape (see
-        :mod:`xai_bridge.engine.forward`). Calls add up; the counters are not touched.
+        ``compile="auto"`` compiles with inductor when the announced work still ahead (all that was
+        planned, less the inputs computed since) passes the break-even of inductor over the frozen
+        graph measured for this model and input shape (see :mod:`xai_bridge.engine.forward`). Calls
+        add up; the counters are not touched. Each :class:`~xai_bridge.engine.Engine` run announces
+        its own requests, and the many-pass explainers theirs: announce only other work.
         """
         if not isinstance(images, int) or images < 0:
             raise InvalidArgumentError(f"images: expected a number of forward images >= 0, got {images!r}")

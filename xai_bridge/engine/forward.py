@@ -11,13 +11,15 @@ was told to:
 - ``compile="auto"``: times eager and freeze on the first batch and keeps the fastest graph that
   agrees with eager within 1e-5 (eager otherwise, with a warning; eager too when forward hooks are
   registered on the model, since a traced graph would not run them). Inductor joins the race only
-  when the work the owner planned (:meth:`Executor.plan <xai_bridge.engine.executor.Executor.plan>`)
-  passes the **break-even**: the first compile's seconds divided by inductor's saving per input over
-  the frozen graph, measured the first time a long run compiles and recorded per model signature in
-  the process cache and on disk (:class:`ProcessCache`); before any measurement,
-  :data:`DEFAULT_BREAK_EVEN` images. Inductor keeps torch's own on-disk compile cache, so a second
-  process pays a fraction of the first compile. The choice is remembered for this model, input
-  shape and run length for the rest of the process. The default of
+  when the announced work still ahead (planned through :meth:`Executor.plan
+  <xai_bridge.engine.executor.Executor.plan>`, less what has run since) passes the
+  **break-even** (or its graph for this shape was built already): the first compile's seconds
+  divided by inductor's saving per input over the frozen graph, measured the first time a long run
+  compiles and recorded per model signature in the process cache and on disk
+  (:class:`ProcessCache`); before any measurement, :data:`DEFAULT_BREAK_EVEN` images. Inductor
+  keeps torch's own on-disk compile cache, so a second process pays a fraction of the first
+  compile. The choice is remembered for this model, input shape and run length for the rest of the
+  process. The default of
   :class:`~xai_bridge.engine.executor.Executor`, :func:`~xai_bridge.evaluate` and the benchmark runner.
 
 ``precision="bfloat16"`` or ``"float16"`` runs the forward passes under ``torch.autocast``;
@@ -246,8 +248,15 @@ class ProcessCache:
         return self.compile_records.get(signature)
 
     def record_compile(self, signature: str, record: dict[str, float]) -> None:
-        """Keep a measurement, here and on disk (a failed write only loses the record for later processes)."""
+        """Keep a measurement, here and on disk (a failed write only loses the record for later processes).
+
+        The per-input times are the latest; the compile seconds the largest ever recorded: a compile
+        served by torch's caches (its on-disk cache, or graphs this process already built) is cheaper
+        than what a process without them pays, so the break-even stays that of a cold compile.
+        """
         self._load()
+        before = self.compile_records.get(signature, {}).get("compile_seconds", 0.0)
+        record = {**record, "compile_seconds": max(before, record.get("compile_seconds", 0.0))}
         self.compile_records[signature] = record
         path = self.disk_path()
         try:
@@ -273,18 +282,25 @@ class ProcessCache:
         return rec.get("compile_seconds", 0.0) / saving
 
 
-#: The break-even assumed before one is measured: 26 s of first compile over a saving of ~0.5 ms per
-#: image (EfficientNet-Lite0 at 224×224 on this project's 2-core CPU) is ≈ 50,000 images; 40,000 leans
-#: towards measuring it.
-DEFAULT_BREAK_EVEN = 40_000.0
+#: The break-even assumed before one is measured, in forward images: EfficientNet-Lite0 at 224×224 on this
+#: project's 2-core CPU took 36.9 s to compile cold in a fresh process (4.8 s with torch's on-disk cache
+#: warm) and saved 1.1–1.8 ms per image over the frozen graph at a chunk of 8, i.e. 21,000–33,000 images
+#: (``benchmarks/engine.py --parts f``).
+DEFAULT_BREAK_EVEN = 30_000.0
 
 #: The process-wide cache of graphs, ``auto`` choices, measured chunks and compile records.
 CACHE = ProcessCache()
 
 
 def clear_cache() -> None:
-    """Forget every traced graph, ``auto`` decision, measured chunk and compile record of this process."""
+    """Forget every traced graph, ``auto`` decision, measured chunk and compile record of this process.
+
+    torch's in-memory compiled code goes too (``torch._dynamo.reset()``), so that a compile after this
+    is timed as a new process would pay it (torch's on-disk cache, if any, still serves it).
+    """
     CACHE.clear()
+    with contextlib.suppress(Exception):  # a torch without dynamo has nothing to forget
+        torch._dynamo.reset()
 
 
 def _warn_once(model: nn.Module, message: str) -> None:
@@ -360,6 +376,8 @@ class ForwardPass:
         self.mode = "eager" if self.compile == "auto" else self.compile
         #: forward images the owner announced (:meth:`Executor.plan <xai_bridge.engine.executor.Executor.plan>`)
         self.planned = 0
+        #: forward images computed so far (``planned − done`` is the announced work still ahead)
+        self.done = 0
 
     def describe(self) -> dict[str, str]:
         """How the forward passes are computed (recorded with results).
@@ -454,7 +472,10 @@ class ForwardPass:
             return "eager"
         shape = tuple(x.shape[1:])
         signature = _signature(self.model, shape, x, self.precision)
-        long = self.planned >= CACHE.break_even(signature)
+        # what decides is the announced work still ahead: a compile pays off over what remains to run
+        ahead = max(0, self.planned - self.done)
+        compiled = CACHE.graph(self.model, ("inductor", str(x.device), x.dtype, tuple(x.shape)), ())
+        long = ahead >= CACHE.break_even(signature) or compiled is not None  # a graph already built costs nothing
         key = ("auto", str(x.device), x.dtype, shape, self.precision, long)
         known = CACHE.choice(self.model, key)
         if known is not None:
@@ -488,6 +509,7 @@ class ForwardPass:
         if self.compile == "auto":
             mode = self.mode = self._choose(x)
         out = self._run(mode, x)
+        self.done += int(x.shape[0]) if x.ndim else 1
         if not isinstance(out, torch.Tensor):
             return out  # the caller checks the shape and says what is wrong
         return out.float()
