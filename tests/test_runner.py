@@ -416,3 +416,19 @@ def test_a_benchmark_needs_explainers_and_metrics():
         run_benchmark(BenchmarkConfig(metrics=["average_gain"], out=None))
     with pytest.raises(ValueError, match="metrics: none given"):
         run_benchmark(BenchmarkConfig(explainers=["random"], out=None))
+
+
+def test_explainers_run_on_the_runs_one_executor(tmp_path, tiny_model):
+    """An explainer that takes ``executor=`` (RISE) sends its passes through the run's executor: shared graphs and
+    chunk, counted with the rest, and quiet when the run is (its own executor showed a bar under --quiet)."""
+    from xai_bridge.runner.run import Plan
+
+    images = make_folder(tmp_path / "data", n=2)
+    cfg = config(tmp_path, tiny_model, images, FakeEvaluate(), explainers=[("rise", {"n_masks": 8}), "fakecam"])
+    plan = Plan(cfg)
+    rise = next(e.obj for e in plan.explainers if e.name == "rise")
+    assert rise.executor is plan.engine.executor
+    assert next(e.key for e in plan.explainers if e.name == "rise") == 'rise {"n_masks": 8}'  # the key has no executor
+    results = run_benchmark(cfg)
+    assert results.costs["rise"]["forward"] == pytest.approx(8)  # per image: its 8 masked passes, counted once
+    assert results.costs["fakecam"]["forward"] == 0

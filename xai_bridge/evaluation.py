@@ -320,8 +320,12 @@ class _PassCounter:
 
 
 def _accepts(fn: Any, option: str) -> bool:
+    """Whether ``fn`` takes ``option`` by name (a :func:`~xai_bridge.lazy.lazy_factory` is read as its class)."""
     import inspect
 
+    target = getattr(fn, "lazy_target", None)
+    if callable(target):
+        fn = target()
     try:
         return option in inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -337,9 +341,19 @@ def make_explainer(name: str, model: nn.Module, engine: Engine | None = None) ->
 
     base, options, _ = parse_spec(name, "explainers")
     spec = explainer_spec(base)
-    if engine is not None and "executor" not in options and _accepts(spec.factory, "executor"):
-        options["executor"] = engine.executor
-    return spec.create(model, **options)
+    return spec.create(model, **sharing_executor(spec.factory, options, engine))
+
+
+def sharing_executor(factory: Any, options: dict[str, Any], engine: Engine | None) -> dict[str, Any]:
+    """``options`` plus ``executor=engine.executor`` when the explainer's factory takes one and none was given.
+
+    Whoever runs the work owns one executor: an explainer made for :func:`evaluate` or the benchmark
+    runner sends its passes (RISE's masks, Score-CAM's channels, Opti-CAM's steps) through it, so
+    they share its graphs and measured chunk and are counted and shown (or kept quiet) with the rest.
+    """
+    if engine is None or "executor" in options or not _accepts(factory, "executor"):
+        return options
+    return {**options, "executor": engine.executor}
 
 
 def explain(batch: Batch, explainer: Any) -> tuple[Any, Cost]:
@@ -703,7 +717,6 @@ def evaluate(
     whole = prepare(model, images, protocol, targets, labels=labels, boxes=boxes, image_ids=image_ids, engine=engine)
     named = keyed_explainers(explainers, maps, model, engine)
     _check_needs(keyed, whole.boxes, explainer=True)
-    engine.executor.plan(whole.size * max(1, len(named)) * max(1, len(keyed)))
     given = {k: to_input_resolution(maps[k], whole.images, whole.protocol) for k, e in named if e is None and maps}
     out = Results(protocols={whole.protocol.name: whole.protocol.as_dict()})
     for key, metric in keyed:

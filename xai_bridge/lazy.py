@@ -3,7 +3,8 @@
 A plugin's registration module is imported when xai-bridge lists plugins, so it should not
 import torch. These two helpers give it the names of its implementation module on demand:
 
-* :func:`lazy_factory` — a ``register(...)`` factory that imports the class when called;
+* :func:`lazy_factory` — a ``register(...)`` factory that imports the class when called (its
+  ``lazy_target()`` imports and returns the class, for a caller that reads its options);
 * :func:`lazy_getattr` — a module ``__getattr__`` (PEP 562) that forwards names to the
   implementation module on first access, so ``from my_plugin import MyExplainer`` still works.
 
@@ -28,8 +29,12 @@ def lazy_factory(module: str, attribute: str) -> Callable[..., Any]:
     def factory(*args: Any, **options: Any) -> Any:
         return getattr(importlib.import_module(module), attribute)(*args, **options)
 
+    def resolve() -> Any:
+        return getattr(importlib.import_module(module), attribute)
+
     factory.__qualname__ = factory.__name__ = f"make_{attribute}"
     factory.__doc__ = f"{module}.{attribute}(*args, **options), imported on first use."
+    factory.lazy_target = resolve  # type: ignore[attr-defined]  # what it stands for, to read its signature
     return factory
 
 

@@ -117,8 +117,10 @@ def _canonical(name: str, options: dict[str, Any]) -> str:
     return name if not options else f"{name} {json.dumps(options, sort_keys=True, default=repr)}"
 
 
-def _explainer_entries(specs: Sequence[Any], model: Any) -> list[Entry]:
+def _explainer_entries(specs: Sequence[Any], model: Any, engine: Any = None) -> list[Entry]:
     import xai_bridge as xb
+
+    from ..evaluation import sharing_executor
 
     if not specs:
         raise InvalidArgumentError("explainers: none given; name at least one (see `xai-bridge plugins`)")
@@ -126,7 +128,10 @@ def _explainer_entries(specs: Sequence[Any], model: Any) -> list[Entry]:
     for spec in specs:
         name, options, label = parse_spec(spec, "explainers")
         canonical = xb.explainer_spec(name).name
-        obj = xb.get_explainer(canonical, model, **options) if model is not None else None
+        obj = None
+        if model is not None:  # explainers that take an executor run on the run's one
+            factory = xb.explainer_spec(name).factory
+            obj = xb.get_explainer(canonical, model, **sharing_executor(factory, options, engine))
         entries.append(Entry(canonical, options, _canonical(canonical, options), label or canonical, obj))
     _unique(entries, "explainers")
     return entries
@@ -240,7 +245,11 @@ class Plan:
         if isinstance(config.size, bool) or not isinstance(config.size, int) or config.size < 8:
             raise InvalidArgumentError(f"size: expected an image side ≥ 8 pixels, got {config.size!r}")
         self.source: Source = config.images if isinstance(config.images, Source) else open_source(config.images)
-        self.explainers = _explainer_entries(config.explainers, self.model)
+        # one executor per model: every forward pass of the run (unperturbed, explainers that take it, metrics)
+        from ..engine import Engine
+
+        self.engine = Engine(self.model, compile=config.compile, precision=config.precision, progress=False)
+        self.explainers = _explainer_entries(config.explainers, self.model, self.engine)
         self.metrics = _metric_entries(config.metrics)
         self.batches = split_batches(self.source.items, config.batch_size)
         self.grid_ids = {i.id for i in self.source.items[: max(0, config.grid_images)]}
@@ -258,10 +267,6 @@ class Plan:
             json.dumps(self.settings, sort_keys=True, default=repr).encode(), digest_size=10
         ).hexdigest()
         self.directions = {m.label: bool(getattr(m.obj, "higher_is_better", True)) for m in self.metrics}
-        # one executor per model: every forward pass of the run (unperturbed, explainers that take it, metrics)
-        from ..engine import Engine
-
-        self.engine = Engine(self.model, compile=config.compile, precision=config.precision, progress=False)
 
     @property
     def device(self) -> Any:
@@ -327,7 +332,6 @@ class Plan:
                 grid = [k for k, i in enumerate(kept) if i.id in self.grid_ids]
                 # one check, one unperturbed pass and one target resolution per batch, for every explainer
                 batch_in = prepare(self.model, images, self.protocol, labels=labels, image_ids=ids, engine=self.engine)
-                self.engine.executor.plan(len(ids) * sum(len(m) for _, m in pending))
                 tag = f"{index:06d}"
                 for explainer, metrics in pending:
                     bar.set_postfix_str(f"batch {index + 1}/{len(self.batches)} {explainer.label}", refresh=False)
