@@ -141,6 +141,21 @@ def test_rise_top5_costs_the_passes_of_one_target_and_equals_five_single_runs(ti
     assert single.maps.shape == (2, 32, 32)
 
 
+def test_rise_makes_its_masks_a_bounded_block_at_a_time(tiny_resnet, monkeypatch):
+    """Memory stays flat in N: never more than MASK_BYTES of masks exist at once, and the maps do not depend on it."""
+    from xai_bridge_builtins.perturbation import rise as rise_module
+
+    images = _images(2)
+    whole = RISE(tiny_resnet, n_masks=40, grid=4, seed=1).explain(images, target=[2, 5])
+    made = []
+    original = MaskGenerator.masks
+    monkeypatch.setattr(MaskGenerator, "masks", lambda self, a, b, d: made.append(b - a) or original(self, a, b, d))
+    monkeypatch.setattr(rise_module, "MASK_BYTES", 7 * 32 * 32 * 4)  # 7 masks of 32×32
+    blocked = RISE(tiny_resnet, n_masks=40, grid=4, seed=1).explain(images, target=[2, 5])
+    assert max(made) == 7 and sum(made) == 40
+    torch.testing.assert_close(blocked, whole, atol=1e-6, rtol=0)
+
+
 def test_rise_rejects_bad_options(tiny_resnet):
     with pytest.raises(InvalidArgumentError, match="p1"):
         RISE(tiny_resnet, p1=1.5)

@@ -59,6 +59,10 @@ def interpolation_matrix(out_size: int, in_size: int) -> torch.Tensor:
     return weights
 
 
+#: the most bytes of masks made at once (256 masks of 224×224 in float32, 51 MB)
+MASK_BYTES = 256 * 224 * 224 * 4
+
+
 class MaskGenerator:
     """RISE's masks for images of ``size``: ``N`` grids and shifts drawn once, masks made on demand.
 
@@ -197,7 +201,8 @@ class RISE(ExecutorOwner, Explainer):
         ex = self.executor
         ex.plan(b * self.n_masks)
         saliency = torch.zeros(b, k, h, w, device=device)
-        per_block = max(1, BLOCK // b)
+        # masks made at once: BLOCK inputs' worth, and at most MASK_BYTES of masks (peak memory flat in N)
+        per_block = max(1, min(BLOCK // b, MASK_BYTES // (4 * h * w)))
         with ex.progress_bar(b * self.n_masks, desc="rise"):
             for first in range(0, self.n_masks, per_block):
                 last = min(self.n_masks, first + per_block)
