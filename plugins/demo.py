@@ -34,6 +34,8 @@ PROTOCOL_OVERRIDES = {"step": 0.05, "removal_step": 0.03}
 OPTICAM_ITERATIONS = 100
 #: RISE's masks per image: below the authors' 2000–8000 to keep the demo within a few minutes on a CPU
 RISE_MASKS = 1000
+#: options of the explainers the demo does not run at their defaults (``--quick`` lowers Opti-CAM's iterations)
+EXPLAINER_OPTIONS = {"opticam": {"max_iter": OPTICAM_ITERATIONS}, "rise": {"n_masks": RISE_MASKS}}
 
 
 def demo_config(out: str | Path, quick: bool = False, progress: bool = True) -> Any:
@@ -43,7 +45,7 @@ def demo_config(out: str | Path, quick: bool = False, progress: bool = True) -> 
 
     iterations = 10 if quick else OPTICAM_ITERATIONS
     images = "default:chelsea,coffee,astronaut,rocket" if quick else "default"
-    options = {"opticam": {"max_iter": iterations}, "rise": {"n_masks": RISE_MASKS}}
+    options = {**EXPLAINER_OPTIONS, "opticam": {"max_iter": iterations}}
     explainers = [(e, options[e]) if e in options else e for e in EXPLAINERS]
     out = Path(out)
     notes = [

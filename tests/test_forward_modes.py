@@ -295,7 +295,9 @@ def _fixed_times(times):
     return best_time
 
 
-def test_auto_compiles_only_for_work_past_the_recorded_break_even(data, monkeypatch, tmp_path):
+def _break_even_of_2000(data, monkeypatch, tmp_path):
+    """A small model whose recorded break-even is 2,000 inputs (2 s of compile over a saving of 1 ms per input),
+    with torch.compile stubbed (its calls recorded) and the graph modes timed as eager 3, freeze 2, inductor 1."""
     images, _ = data
     monkeypatch.setenv("XAI_BRIDGE_CACHE_DIR", str(tmp_path))
     model = small_cnn()
@@ -303,13 +305,14 @@ def test_auto_compiles_only_for_work_past_the_recorded_break_even(data, monkeypa
     monkeypatch.setattr(torch, "compile", _stub_compile(calls))
     monkeypatch.setattr(forward.ForwardPass, "_best_time", _fixed_times({"eager": 3.0, "freeze": 2.0, "inductor": 1.0}))
     signature = forward._signature(model, tuple(images.shape[1:]), images, "float32")
-    # 2 s of compile over a saving of 1 ms per input: pays off past 2,000 inputs
-    forward.CACHE.compile_records[signature] = {
-        "compile_seconds": 2.0,
-        "freeze_per_input": 2e-3,
-        "inductor_per_input": 1e-3,
-    }
+    record = {"compile_seconds": 2.0, "freeze_per_input": 2e-3, "inductor_per_input": 1e-3}
+    forward.CACHE.compile_records[signature] = record
     forward.CACHE._disk_loaded = True
+    return images, model, calls, signature
+
+
+def test_auto_compiles_only_for_work_past_the_recorded_break_even(data, monkeypatch, tmp_path):
+    images, model, calls, signature = _break_even_of_2000(data, monkeypatch, tmp_path)
     assert forward.CACHE.break_even(signature) == pytest.approx(2000)
     short = Executor(model, batch_size=4, progress=False)
     short.plan(1999)
@@ -376,19 +379,7 @@ def test_a_compile_served_by_caches_does_not_lower_the_recorded_break_even(monke
 def test_auto_weighs_the_work_still_ahead_not_all_that_was_ever_announced(data, monkeypatch, tmp_path):
     """Announcements add up over a long session (each engine run announces its own); a compile pays off only over
     the work still to run. 2,400 announced with 1,200 of them done leaves 1,200 ahead of a 2,000 break-even."""
-    images, _ = data
-    monkeypatch.setenv("XAI_BRIDGE_CACHE_DIR", str(tmp_path))
-    model = small_cnn()
-    calls = []
-    monkeypatch.setattr(torch, "compile", _stub_compile(calls))
-    monkeypatch.setattr(forward.ForwardPass, "_best_time", _fixed_times({"eager": 3.0, "freeze": 2.0, "inductor": 1.0}))
-    signature = forward._signature(model, tuple(images.shape[1:]), images, "float32")
-    forward.CACHE.compile_records[signature] = {
-        "compile_seconds": 2.0,
-        "freeze_per_input": 2e-3,
-        "inductor_per_input": 1e-3,
-    }
-    forward.CACHE._disk_loaded = True
+    images, model, calls, _ = _break_even_of_2000(data, monkeypatch, tmp_path)
     ex = Executor(model, batch_size=4, progress=False)
     many = images.repeat(300, 1, 1, 1)  # 1,200 inputs
     ex.plan(1200)
