@@ -474,8 +474,8 @@ class ForwardPass:
         signature = _signature(self.model, shape, x, self.precision)
         # what decides is the announced work still ahead: a compile pays off over what remains to run
         ahead = max(0, self.planned - self.done)
-        compiled = CACHE.graph(self.model, ("inductor", str(x.device), x.dtype, tuple(x.shape)), ())
-        long = ahead >= CACHE.break_even(signature) or compiled is not None  # a graph already built costs nothing
+        built = CACHE.graph(self.model, ("inductor", str(x.device), x.dtype, tuple(x.shape)), ())
+        long = ahead >= CACHE.break_even(signature) or built is not None  # a graph already built costs nothing
         key = ("auto", str(x.device), x.dtype, shape, self.precision, long)
         known = CACHE.choice(self.model, key)
         if known is not None:
