@@ -9,8 +9,8 @@ import torch. These two helpers give it the names of its implementation module o
   implementation module on first access, so ``from my_plugin import MyExplainer`` still works.
 
 >>> factory = lazy_factory("collections", "OrderedDict")
->>> dict(factory(a=1))
-{'a': 1}
+>>> dict(factory(a=1)), factory.lazy_target().__name__
+({'a': 1}, 'OrderedDict')
 >>> __getattr__ = lazy_getattr("my_plugin", "collections")
 >>> __getattr__("Counter").__name__
 'Counter'
@@ -26,11 +26,11 @@ from typing import Any
 def lazy_factory(module: str, attribute: str) -> Callable[..., Any]:
     """``factory(*args, **options)`` that imports ``module.attribute`` at call time and calls it."""
 
-    def factory(*args: Any, **options: Any) -> Any:
-        return getattr(importlib.import_module(module), attribute)(*args, **options)
-
     def resolve() -> Any:
         return getattr(importlib.import_module(module), attribute)
+
+    def factory(*args: Any, **options: Any) -> Any:
+        return resolve()(*args, **options)
 
     factory.__qualname__ = factory.__name__ = f"make_{attribute}"
     factory.__doc__ = f"{module}.{attribute}(*args, **options), imported on first use."
