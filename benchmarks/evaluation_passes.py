@@ -152,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     protocol = get_protocol("default", **overrides)
     if args.explainers:
         wanted = args.explainers.split(",")
+        unknown = sorted(set(wanted) - {n for n, _ in explainer_settings})
+        if unknown:
+            parser.error(
+                f"--explainers: not among the demo's explainers: {', '.join(unknown)} "
+                f"(choose from {', '.join(n for n, _ in explainer_settings)})"
+            )
         explainer_settings = [(n, o) for n, o in explainer_settings if n in wanted]
     skipped = [n for n, _ in explainer_settings if not registered(n)]
     metrics = {key: xb.get_metric(name, **options) for key, name, options in metric_settings}
